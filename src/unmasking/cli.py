@@ -1,0 +1,175 @@
+"""The ``unmasking`` command: thin wrappers around the Python API.
+
+Every subcommand that trains takes a recipe (``--recipe``), an optional YAML file of
+overrides (``--config``) and ``key=value`` overrides (``--set train.lr=0.05``), and prints
+where its outputs went.  Analysis subcommands are registered by the modules in
+:mod:`unmasking.analyses` (each has a ``register(subparsers)`` function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+from .checkpoints import CorruptCheckpointError
+from .config import ConfigError, Recipe, build_recipe, valid_keys
+from .data import DataMissingError
+from .training import TrainingDiverged
+
+EXPECTED_ERRORS = (ConfigError, DataMissingError, CorruptCheckpointError, TrainingDiverged, FileNotFoundError)
+
+
+def add_recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--recipe", required=required, help="named recipe (see `unmasking recipes`)")
+    p.add_argument("--config", help="YAML file of overrides (nested or dotted keys)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.lr=0.05")
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def recipe_from_args(args) -> Recipe:
+    return build_recipe(args.recipe, args.config, args.set)
+
+
+def open_run(args):
+    """An :class:`ImpRun` from ``--run`` (and the recipe options when creating it)."""
+    from .imp import ImpRun
+
+    kw = dict(device=args.device, progress=not args.quiet)
+    if getattr(args, "recipe", None):
+        return ImpRun(recipe_from_args(args), args.seed, Path(args.run), **kw)
+    return ImpRun.open(args.run, **kw)
+
+
+def _run_parser(sub, name: str, help: str, create: bool = False) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    p.add_argument("--run", required=True, help="run folder (created by `pretrain`/`imp`)")
+    if create:
+        add_recipe_args(p)
+        p.add_argument("--seed", type=int, default=0, help="run seed (init, data order, augmentation)")
+    else:
+        add_recipe_args(p, required=False)
+        p.add_argument("--seed", type=int, default=0, help="run seed, when --recipe creates the run")
+    add_common_args(p)
+    return p
+
+
+def cmd_recipes(args) -> None:
+    from .recipes import RECIPES
+
+    for name, r in RECIPES.items():
+        print(f"{name:20s} data={r.data.name:9s} model={r.model.name:9s} steps={r.train.steps:<7d} "
+              f"batch={r.train.batch_size:<5d} lr={r.train.lr:g} rewind={r.prune.rewind_step}")
+    print("\noverridable keys: " + ", ".join(valid_keys()))
+
+
+def cmd_train(args) -> None:
+    """Train a dense network for the full schedule and report its errors."""
+    import json
+
+    from .imp import ImpRun
+
+    run = ImpRun(recipe_from_args(args), args.seed, Path(args.run), device=args.device, progress=not args.quiet)
+    run.pretrain()
+    metrics = run.train_level(0)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    print(f"wrote {run.final_path(0)} and {run.metrics_path(0)}")
+
+
+def cmd_pretrain(args) -> None:
+    run = open_run(args)
+    print(f"wrote {run.pretrain()}")
+
+
+def cmd_train_level(args) -> None:
+    run = open_run(args)
+    m = run.train_level(args.level)
+    print(f"level {args.level}: test error {m['test_error']:.4f}, density {m['density']:.4f}; "
+          f"wrote {run.final_path(args.level)}")
+
+
+def cmd_prune(args) -> None:
+    from . import masks as M
+
+    run = open_run(args)
+    mask = run.prune(args.level)
+    print(f"density {M.density(mask):.4f}; wrote {run.mask_path(args.level + 1)}")
+
+
+def cmd_imp(args) -> None:
+    from .results import write_dataset
+
+    run = open_run(args)
+    ds = run.run(args.levels)
+    out = write_dataset(ds, Path(args.out) if args.out else run.root / "imp.nc")
+    for level in ds.level.values:
+        r = ds.sel(level=level).isel(seed=0)
+        print(f"level {level:2d}  density {float(r.density):.4f}  test error {float(r.test_error):.4f}  "
+              f"train error {float(r.train_error):.4f}")
+    print(f"wrote {out}")
+
+
+def cmd_summarize(args) -> None:
+    from .results import write_dataset
+
+    run = open_run(args)
+    print(f"wrote {write_dataset(run.summary(args.levels), args.out)}")
+
+
+def cmd_combine(args) -> None:
+    from .results import combine, write_dataset
+
+    print(f"wrote {write_dataset(combine(args.inputs), args.out)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unmasking", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("recipes", help="list the named recipes and the overridable keys").set_defaults(func=cmd_recipes)
+    _run_parser(sub, "train", "train a dense network (pretrain + level 0)", create=True).set_defaults(func=cmd_train)
+    _run_parser(sub, "pretrain", "save w_0 and train the dense net to the rewind step").set_defaults(func=cmd_pretrain)
+    p = _run_parser(sub, "train-level", "train level L from the rewind point with mask m_L")
+    p.add_argument("--level", type=int, required=True)
+    p.set_defaults(func=cmd_train_level)
+    p = _run_parser(sub, "prune", "prune the level-L solution into mask m_{L+1}")
+    p.add_argument("--level", type=int, required=True)
+    p.set_defaults(func=cmd_prune)
+    p = _run_parser(sub, "imp", "run IMP (pretrain, then train/prune each level) and write imp.nc")
+    p.add_argument("--levels", type=int, default=None, help="last level (default: the recipe's prune.levels)")
+    p.add_argument("--out", default=None, help="netCDF output (default: RUN/imp.nc)")
+    p.set_defaults(func=cmd_imp)
+    p = _run_parser(sub, "summarize", "write the per-level metrics of a run to netCDF")
+    p.add_argument("--levels", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_summarize)
+    p = sub.add_parser("combine", help="combine per-job netCDF files along their coordinates")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_combine)
+    from . import analyses
+
+    for info in pkgutil.iter_modules(analyses.__path__):
+        module = importlib.import_module(f"{analyses.__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EXPECTED_ERRORS as e:
+        print(f"unmasking {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

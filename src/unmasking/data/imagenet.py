@@ -1,0 +1,116 @@
+"""ImageNet through ``torchvision.datasets.ImageFolder`` (``<root>/imagenet/{train,val}``).
+
+Images are decoded by DataLoader workers.  The data order follows the same
+``(order_seed, epoch)`` permutations as the in-memory data sets, so resuming at a step
+continues the same order; augmentation (RandomResizedCrop 224 + flip) is seeded per step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import DataHparams
+from ..seeds import derive_seed
+from .base import Data, DataMissingError, epoch_permutation
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def check_imagenet(root: Path) -> None:
+    for split in ("train", "val"):
+        folder = root / "imagenet" / split
+        if not folder.is_dir():
+            raise DataMissingError(
+                f"ImageNet not found: looked for {folder}. Download ILSVRC2012 from https://image-net.org, "
+                f"arrange train/ and val/ as one sub-folder per class (torchvision ImageFolder layout) under "
+                f"{root / 'imagenet'}, or point data.root / UNMASKING_DATA at the folder that holds imagenet/.")
+
+
+class _SeededTransform:
+    """Applies a torchvision transform with torch's RNG seeded per (seed, step, index)."""
+
+    def __init__(self, transform, seed: int):
+        self.transform, self.seed = transform, seed
+
+    def __call__(self, item):
+        (path_img, step, i) = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, "augment", step, i))
+            return self.transform(path_img)
+
+
+class ImageFolderData(Data):
+    def __init__(self, root: Path, hparams: DataHparams):
+        import torchvision
+        from torchvision import transforms as T
+
+        check_imagenet(root)
+        self.name, self.hparams = "imagenet", hparams
+        self.train = torchvision.datasets.ImageFolder(str(root / "imagenet" / "train"))
+        self.val = torchvision.datasets.ImageFolder(str(root / "imagenet" / "val"))
+        self.num_classes = len(self.train.classes)
+        norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
+        aug = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if hparams.augment else [T.Resize(256),
+                                                                                          T.CenterCrop(224)]
+        self.train_transform = T.Compose(aug + norm)
+        self.eval_transform = T.Compose([T.Resize(256), T.CenterCrop(224)] + norm)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    def _loader(self, dataset, indices, batch_size, transform, steps=None):
+        from torch.utils.data import DataLoader
+
+        class _Items(torch.utils.data.Dataset):
+            def __len__(self_inner):
+                return len(indices)
+
+            def __getitem__(self_inner, j):
+                path, label = dataset.samples[indices[j]]
+                img = dataset.loader(path)
+                step = steps[j] if steps is not None else 0
+                return transform((img, step, j % batch_size)) if steps is not None else transform(img), label
+
+        return DataLoader(_Items(), batch_size=batch_size, shuffle=False, num_workers=self.hparams.workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+    def train_batches(self, start, end, batch_size, order_seed, augment_seed, device="cpu"):
+        spe = self.steps_per_epoch(batch_size)
+        transform = _SeededTransform(self.train_transform, augment_seed)
+        step = start
+        while step < end:
+            epoch, first = divmod(step, spe)
+            last = min(spe, first + (end - step))
+            perm = epoch_permutation(self.num_train, order_seed, epoch)[first * batch_size:last * batch_size]
+            steps = [epoch * spe + first + j // batch_size for j in range(len(perm))]
+            for x, y in self._loader(self.train, perm.tolist(), batch_size, transform, steps):
+                yield step, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                step += 1
+
+    def _indices(self, split: str) -> tuple:
+        if split == "test":
+            return self.val, list(range(len(self.val)))
+        if split == "train":
+            n = self.hparams.train_eval_size or self.num_train
+            return self.train, epoch_permutation(self.num_train, 0, "train-eval")[:n].tolist()
+        raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+
+    def eval_batches(self, split, batch_size, device="cpu"):
+        dataset, indices = self._indices(split)
+        for x, y in self._loader(dataset, indices, batch_size, self.eval_transform):
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def subset(self, split, size, seed=0):
+        dataset, indices = self._indices(split)
+        if size is not None and size < len(indices):
+            g = torch.Generator().manual_seed(derive_seed(seed, "subset", split))
+            indices = [indices[i] for i in torch.randperm(len(indices), generator=g)[:size].tolist()]
+        xs, ys = zip(*self._loader(dataset, indices, 256, self.eval_transform))
+        return torch.cat(xs), torch.cat(ys)
+
+
+def load_imagenet(hparams: DataHparams, root: Path) -> ImageFolderData:
+    return ImageFolderData(root, hparams)
