@@ -1,0 +1,408 @@
+"""E9 — the error landscape on the plane through w_L, m_{L+1} ⊙ w_L and w_{L+1} (SPEC §3, Fig. 1).
+
+The plane is spanned, in the space of all trainable parameters, by the pruning direction
+``u = m_{L+1} ⊙ w_L − w_L`` and the retraining direction ``v = w_{L+1} − w_L``.  Gram–Schmidt
+(in float64, with one reorthogonalization pass) gives the orthonormal basis ``e1 = u/‖u‖``,
+``e2 ∝ v − (v·e1) e1``; plane coordinates ``(x, y)`` name the network
+``w_L + x e1 + y e2``.  So ``w_L`` sits at the origin, the projection at ``(R_L, 0)`` and
+``w_{L+1}`` at ``(v·e1, ‖v − (v·e1) e1‖)``.  Parameters that agree in the three networks
+(e.g. biases the projection keeps) have zero basis components and stay fixed.
+
+BatchNorm running statistics are not parameters, so they get a rule (``bn_mode``):
+
+* ``interpolate`` (default): the statistics follow the same affine combination as the
+  weights.  A plane point is ``w_L + α u + β v``; its buffers are
+  ``s_L + α (s_proj − s_L) + β (s_{L+1} − s_L)`` with ``s_proj = s_L`` (pruning leaves the
+  statistics alone), i.e. ``s_L + β (s_{L+1} − s_L)``.  This reproduces each defining network
+  exactly, matches E2's default ``interpolate`` mode on the segment ``w_L → w_{L+1}`` and shows
+  the projection as IMP sees it (pruned, statistics not recomputed).  Running variances that
+  extrapolation would make negative are clamped at zero.
+* ``reset``: at every point the statistics are recomputed by a no-grad, train-mode pass over
+  the (un-augmented) training set with a cumulative average, as in E2's ``reset`` mode.  It is
+  far slower (one pass over the training set per grid point).
+
+Keeping ``w_L``'s statistics everywhere was rejected: ``w_{L+1}`` would then not show its own error.
+
+The marked points are the three defining networks and the two rewind points
+``m_L ⊙ w_t`` and ``m_{L+1} ⊙ w_t`` (with ``w_t``'s other parameters), which generally lie off the
+plane: their coordinates are their orthogonal projections, and ``point_offplane`` is their
+distance from the plane.  Each point's errors are those of the actual network (its own
+BatchNorm statistics), not of its projection.
+
+The grid has ``N × N`` points covering the three defining points (optionally the projected
+rewind points too) with a margin of ``margin × (largest extent)`` on every side.  Grid points
+are evaluated in chunks with ``torch.func.vmap`` over ``torch.func.functional_call`` (the
+model in eval mode), one whole-split batch per chunk for small data.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from ..config import ConfigError
+from ..data import Data
+from ..results import provenance, write_dataset
+
+State = Mapping[str, torch.Tensor]
+
+BN_MODES = ("interpolate", "reset")
+POINTS = ("solution", "projection", "next_solution", "rewind", "next_rewind")
+POINT_LABELS = {"solution": "w_L", "projection": "m_L+1 * w_L", "next_solution": "w_L+1",
+                "rewind": "m_L * w_t", "next_rewind": "m_L+1 * w_t"}
+DEFAULT_GRID = 21
+DEFAULT_MARGIN = 0.2
+DEFAULT_CHUNK = 16
+
+
+def _flatten(state: State, names: Sequence[str]) -> torch.Tensor:
+    return torch.cat([state[n].detach().reshape(-1).double().cpu() for n in names])
+
+
+@dataclass
+class Plane:
+    """An affine plane in parameter space with an orthonormal basis, plus the BatchNorm buffer rule.
+
+    ``origin``, ``e1``, ``e2`` are float64 vectors over the concatenated parameters ``names``;
+    ``anchors`` holds the plane coordinates of the defining points (``w_a``, ``w_p``, ``w_b``);
+    ``buffers`` the three networks' buffers.
+    """
+
+    names: list[str]
+    shapes: list[torch.Size]
+    dtypes: list[torch.dtype]
+    origin: torch.Tensor
+    e1: torch.Tensor
+    e2: torch.Tensor
+    anchors: np.ndarray
+    buffers: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]
+
+    def coords(self, params: State) -> tuple[float, float, float]:
+        """``(x, y, distance from the plane)`` of a network's parameters (orthogonal projection)."""
+        d = _flatten(params, self.names) - self.origin
+        x, y = float(d @ self.e1), float(d @ self.e2)
+        return x, y, float(torch.linalg.vector_norm(d - x * self.e1 - y * self.e2))
+
+    def affine(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients ``(α, β)`` with point = ``w_a + α (w_p − w_a) + β (w_b − w_a)``."""
+        (px, _), (bx, by) = self.anchors[1], self.anchors[2]
+        beta = np.asarray(y, dtype=float) / by
+        return (np.asarray(x, dtype=float) - beta * bx) / px, beta
+
+    def flat_at(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        """Flat float64 parameters of the points ``(x[i], y[i])``, shape ``[K, P]``."""
+        x = torch.as_tensor(np.atleast_1d(x), dtype=torch.float64)[:, None]
+        y = torch.as_tensor(np.atleast_1d(y), dtype=torch.float64)[:, None]
+        return self.origin + x * self.e1 + y * self.e2
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split ``[K, P]`` flat parameters into ``{name: [K, *shape]}``."""
+        sizes = [math.prod(s) for s in self.shapes]
+        return {n: t.reshape(flat.shape[0], *s) for n, s, t in zip(self.names, self.shapes, flat.split(sizes, 1))}
+
+    def buffers_at(self, x: np.ndarray, y: np.ndarray) -> dict[str, torch.Tensor]:
+        """``interpolate``-mode buffers of the points, ``{name: [K, *shape]}`` (integer buffers from ``w_a``)."""
+        alpha, beta = (torch.as_tensor(np.atleast_1d(c), dtype=torch.float64) for c in self.affine(x, y))
+        a, p, b = self.buffers
+        out = {}
+        for n, ba in a.items():
+            if not ba.is_floating_point():
+                out[n] = ba.unsqueeze(0).expand(len(alpha), *ba.shape).clone()
+                continue
+            shape = (len(alpha),) + (1,) * ba.dim()
+            ba64 = ba.double()
+            v = ba64 + alpha.view(shape) * (p[n].double() - ba64) + beta.view(shape) * (b[n].double() - ba64)
+            if n.endswith("running_var"):
+                v = v.clamp_min(0.0)
+            out[n] = v.to(ba.dtype)
+        return out
+
+    def state_at(self, x: float, y: float) -> dict[str, torch.Tensor]:
+        """A full state dict (parameters and ``interpolate``-mode buffers) of one plane point."""
+        flat = self.unflatten(self.flat_at(x, y))
+        params = {n: flat[n][0].to(dt) for n, dt in zip(self.names, self.dtypes)}
+        return {**params, **{n: t[0] for n, t in self.buffers_at(x, y).items()}}
+
+
+def plane_through(a: State, p: State, b: State, names: Sequence[str]) -> Plane:
+    """The plane through three networks (state dicts) over the parameters ``names``, origin ``a``.
+
+    Raises ``ValueError`` when ``p = a`` or ``b − a`` is parallel to ``p − a`` (no plane).
+    """
+    names = list(names)
+    missing = [n for n in names if not all(n in s for s in (a, p, b))]
+    if missing:
+        raise ValueError(f"parameters {missing} are missing from one of the three networks")
+    origin = _flatten(a, names)
+    u, v = _flatten(p, names) - origin, _flatten(b, names) - origin
+    nu = float(torch.linalg.vector_norm(u))
+    if nu == 0.0:
+        raise ValueError("the projection equals the solution (nothing pruned): no plane")
+    e1 = u / nu
+    w = v - (v @ e1) * e1
+    w = w - (w @ e1) * e1
+    nw = float(torch.linalg.vector_norm(w))
+    if nw <= 1e-12 * max(float(torch.linalg.vector_norm(v)), 1e-300):
+        raise ValueError("w_L+1 - w_L is parallel to the pruning direction: the three points span no plane")
+    e2 = w / nw
+    anchors = np.array([[0.0, 0.0], [nu, 0.0], [float(v @ e1), float(v @ e2)]])
+    bufs = tuple({n: t.detach().cpu().clone() for n, t in s.items() if n not in set(names)} for s in (a, p, b))
+    if not set(bufs[0]) == set(bufs[1]) == set(bufs[2]):
+        raise ValueError("the three networks have different buffers")
+    return Plane(names, [a[n].shape for n in names], [a[n].dtype for n in names], origin, e1, e2, anchors, bufs)
+
+
+def grid_axes(plane: Plane, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MARGIN,
+              extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Grid coordinates covering the defining points (and ``extra`` ``[n, 2]`` points) with a margin."""
+    if grid < 2:
+        raise ValueError(f"grid needs at least 2 points per axis, got {grid}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    pts = plane.anchors if extra is None else np.concatenate([plane.anchors, np.asarray(extra).reshape(-1, 2)])
+    lo, hi = pts.min(0), pts.max(0)
+    pad = margin * float((hi - lo).max())
+    return np.linspace(lo[0] - pad, hi[0] + pad, grid), np.linspace(lo[1] - pad, hi[1] + pad, grid)
+
+
+@torch.no_grad()
+def evaluate_states(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                    data: Data, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cross-entropy and 0-1 error of ``K`` networks at once (eval mode).
+
+    ``params``/``buffers`` map names to stacked ``[K, *shape]`` tensors; ``model`` only gives the
+    architecture (``functional_call`` under ``vmap``).
+    """
+    device = next(iter(params.values())).device
+    k = next(iter(params.values())).shape[0]
+    model = model.eval()
+    forward = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
+    loss = torch.zeros(k, dtype=torch.float64, device=device)
+    wrong = torch.zeros(k, dtype=torch.long, device=device)
+    n = 0
+    for x, y in data.eval_batches(split, batch_size, device):
+        out = forward(dict(params), dict(buffers), x).float()
+        loss += nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.repeat(k),
+                                            reduction="none").view(k, -1).double().sum(1)
+        wrong += (out.argmax(-1) != y).sum(1)
+        n += len(y)
+    return (loss / n).cpu().numpy(), (wrong.double() / n).cpu().numpy()
+
+
+@torch.no_grad()
+def reset_bn_buffers(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                     data: Data, batch_size: int) -> dict[str, torch.Tensor]:
+    """Buffers with BatchNorm statistics recomputed for ``params`` (one network, unstacked).
+
+    A no-grad pass over the un-augmented training set in train mode with a cumulative average
+    (``momentum=None``); ``model`` is left unchanged.
+    """
+    net = copy.deepcopy(model)
+    net.load_state_dict({**params, **buffers}, strict=False)
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return dict(buffers)
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    device = next(iter(params.values())).device
+    for x, _ in data.eval_batches("train", batch_size, device):
+        net(x)
+    state = net.state_dict()
+    return {n: state[n].detach().clone() for n in buffers}
+
+
+def _model_dtypes(model: nn.Module) -> dict[str, torch.dtype]:
+    return {n: t.dtype for n, t in model.state_dict().items()}
+
+
+def _stack_states(states: Sequence[State], names: Sequence[str], device) -> dict[str, torch.Tensor]:
+    return {n: torch.stack([s[n].detach() for s in states]).to(device) for n in names}
+
+
+def evaluate_plane(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarray, data: Data,
+                   splits: Sequence[str] = ("test",), batch_size: int = 1000, bn_mode: str = "interpolate",
+                   bn_batch_size: int = 100, chunk: int = DEFAULT_CHUNK, progress: bool = False
+                   ) -> dict[str, np.ndarray]:
+    """Loss and error at the points ``(xs[i], ys[i])`` of the plane, per split: ``{'test_error': [K], …}``."""
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown bn_mode {bn_mode!r}; choose one of {BN_MODES}")
+    device = next(model.parameters()).device
+    dtypes = _model_dtypes(model)
+    xs, ys = np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()
+    out = {f"{s}_{q}": np.empty(len(xs)) for s in splits for q in ("loss", "error")}
+    for start in tqdm(range(0, len(xs), chunk), desc="landscape grid", disable=not progress, leave=False):
+        sl = slice(start, start + chunk)
+        params = {n: t.to(device, dtypes[n]) for n, t in plane.unflatten(plane.flat_at(xs[sl], ys[sl])).items()}
+        buffers = {n: t.to(device) for n, t in plane.buffers_at(xs[sl], ys[sl]).items()}
+        if bn_mode == "reset":
+            resets = [reset_bn_buffers(model, {n: t[i] for n, t in params.items()},
+                                       {n: t[i] for n, t in buffers.items()}, data, bn_batch_size)
+                      for i in range(len(xs[sl]))]
+            buffers = _stack_states(resets, list(buffers), device)
+        for s in splits:
+            loss, err = evaluate_states(model, params, buffers, data, s, batch_size)
+            out[f"{s}_loss"][sl], out[f"{s}_error"][sl] = loss, err
+    return out
+
+
+def _masked(state: State, mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: (t * mask[n].to(t.device, t.dtype) if n in mask else t) for n, t in state.items()}
+
+
+def landscape_level(
+    model: nn.Module,
+    solution: State,
+    next_solution: State,
+    mask: Mapping[str, torch.Tensor],
+    next_mask: Mapping[str, torch.Tensor],
+    rewind: State,
+    data: Data,
+    *,
+    grid: int = DEFAULT_GRID,
+    margin: float = DEFAULT_MARGIN,
+    bn_mode: str = "interpolate",
+    splits: Sequence[str] = ("test",),
+    batch_size: int = 1000,
+    bn_batch_size: int = 100,
+    chunk: int = DEFAULT_CHUNK,
+    cover_rewind: bool = False,
+    progress: bool = False,
+) -> xr.Dataset:
+    """E9 for one level: the grid and the marked points (dimensions ``x``, ``y``, ``point``).
+
+    ``solution``/``next_solution``/``rewind`` are the state dicts of ``w_L``, ``w_{L+1}``, ``w_t``;
+    ``mask``/``next_mask`` are ``m_L``/``m_{L+1}``; ``model`` gives the architecture and device.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    projection = _masked(solution, next_mask)
+    plane = plane_through(solution, projection, next_solution, names)
+    states = {"solution": solution, "projection": projection, "next_solution": next_solution,
+              "rewind": _masked(rewind, mask), "next_rewind": _masked(rewind, next_mask)}
+    coords = np.array([plane.coords(states[p]) for p in POINTS])
+    xs, ys = grid_axes(plane, grid, margin, coords[3:, :2] if cover_rewind else None)
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    values = evaluate_plane(model, plane, gx, gy, data, splits, batch_size, bn_mode, bn_batch_size, chunk, progress)
+
+    device = next(model.parameters()).device
+    bnames = [n for n in solution if n not in set(names)]
+    pparams = _stack_states([states[p] for p in POINTS], names, device)
+    pbufs = _stack_states([states[p] for p in POINTS], bnames, device)
+    if bn_mode == "reset":
+        pbufs = _stack_states([reset_bn_buffers(model, {n: t[i] for n, t in pparams.items()},
+                                                {n: t[i] for n, t in pbufs.items()}, data, bn_batch_size)
+                               for i in range(len(POINTS))], bnames, device)
+    ds = xr.Dataset(coords={"x": np.arange(grid), "y": np.arange(grid), "point": list(POINTS),
+                            "point_label": ("point", [POINT_LABELS[p] for p in POINTS])})
+    ds["plane_x"] = ("x", xs, {"units": "L2 distance in parameter space",
+                               "description": "coordinate along e1 = (m_L+1*w_L - w_L)/|.| (pruning direction)"})
+    ds["plane_y"] = ("y", ys, {"units": "L2 distance in parameter space",
+                               "description": "coordinate along e2: w_L+1 - w_L orthogonalized against e1"})
+    for s in splits:
+        loss, err = evaluate_states(model, pparams, pbufs, data, s, batch_size)
+        for q, grid_vals, point_vals in (("error", values[f"{s}_error"], err), ("loss", values[f"{s}_loss"], loss)):
+            unit = "fraction" if q == "error" else "nats"
+            what = "0-1 error" if q == "error" else "mean cross-entropy"
+            ds[f"{s}_{q}"] = (("x", "y"), grid_vals.reshape(grid, grid),
+                              {"units": unit, "description": f"{s} {what} at w_L + plane_x e1 + plane_y e2"})
+            ds[f"point_{s}_{q}"] = ("point", point_vals, {"units": unit, "description": f"{s} {what} of the "
+                                                          "marked network itself (its own BatchNorm statistics)"})
+    ds["point_x"] = ("point", coords[:, 0], {"units": "L2 distance in parameter space",
+                                             "description": "plane coordinate along e1 of the point's projection"})
+    ds["point_y"] = ("point", coords[:, 1], {"units": "L2 distance in parameter space",
+                                             "description": "plane coordinate along e2 of the point's projection"})
+    ds["point_offplane"] = ("point", coords[:, 2], {"units": "L2 distance in parameter space",
+                                                    "description": "distance of the point from the plane"})
+    return ds
+
+
+def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MARGIN,
+                  bn_mode: str = "interpolate", splits: Sequence[str] = ("test",), chunk: int = DEFAULT_CHUNK,
+                  cover_rewind: bool = False) -> xr.Dataset:
+    """E9 for ``levels`` of a finished :class:`~unmasking.imp.ImpRun` (dims ``seed``, ``level``, ``x``, ``y``, ``point``)."""
+    from ..checkpoints import load_checkpoint
+
+    levels = sorted(set(levels))
+    for level in levels:
+        for lv in (level, level + 1):
+            if not run.final_path(lv).exists():
+                raise FileNotFoundError(f"E9 at level {level} needs the trained level {lv} of {run.root} "
+                                        f"({run.final_path(lv)} is missing)")
+    bad = [s for s in splits if s not in ("test", "train")]
+    if bad:
+        raise ConfigError(f"unknown split(s) {bad}; use test and/or train")
+    model = run.new_model()
+    rewind = load_checkpoint(run.root / "rewind.pt", map_location=run.device)
+    hp = run.recipe.train
+    out = []
+    for level in tqdm(levels, desc="landscape", disable=not run.progress):
+        ds = landscape_level(model, load_checkpoint(run.final_path(level), map_location=run.device),
+                             load_checkpoint(run.final_path(level + 1), map_location=run.device),
+                             run.mask(level), run.mask(level + 1), rewind, run.data, grid=grid, margin=margin,
+                             bn_mode=bn_mode, splits=splits, batch_size=hp.eval_batch_size,
+                             bn_batch_size=hp.batch_size, chunk=chunk, cover_rewind=cover_rewind,
+                             progress=run.progress)
+        out.append(ds.expand_dims(level=[level]))
+    ds = xr.concat(out, dim="level").expand_dims(seed=[run.seed])
+    ds.attrs.update(provenance(run.recipe.hash(), asdict(run.seeds), str(run.device), recipe_name=run.recipe.name,
+                               rewind_step=run.recipe.prune.rewind_step, experiment="E9_landscape",
+                               run=str(run.root), grid=grid, margin=margin, bn_mode=bn_mode, splits=list(splits),
+                               cover_rewind=int(cover_rewind), basis="Gram-Schmidt of (m_L+1*w_L - w_L, "
+                               "w_L+1 - w_L) over all trainable parameters"))
+    return ds
+
+
+def _cmd(args) -> None:
+    import time
+
+    from ..cli import open_run
+
+    if args.grid < 2 or args.margin < 0 or args.chunk < 1:
+        raise ConfigError("--grid must be >= 2, --margin >= 0 and --chunk >= 1")
+    run = open_run(args)
+    t0 = time.perf_counter()
+    ds = landscape_run(run, args.levels, grid=args.grid, margin=args.margin, bn_mode=args.bn_mode,
+                       splits=args.splits, chunk=args.chunk, cover_rewind=args.cover_rewind)
+    elapsed = time.perf_counter() - t0
+    for level in ds.level.values:
+        r = ds.sel(level=level).isel(seed=0)
+        e = r.point_test_error.values if "point_test_error" in r else [math.nan] * len(POINTS)
+        print(f"level {level:2d}  test error w_L {e[0]:.4f}  projection {e[1]:.4f}  w_L+1 {e[2]:.4f}  "
+              f"grid min/max {float(r.test_error.min()) if 'test_error' in r else math.nan:.4f}/"
+              f"{float(r.test_error.max()) if 'test_error' in r else math.nan:.4f}")
+    print(f"{elapsed / len(ds.level):.1f} s per level")
+    print(f"wrote {write_dataset(ds, Path(args.out))}")
+
+
+def register(subparsers) -> None:
+    from ..cli import add_common_args
+
+    p = subparsers.add_parser("landscape", help="E9: error landscape on the plane through w_L, its projection "
+                              "and w_L+1", description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="finished IMP run folder")
+    p.add_argument("--levels", type=int, nargs="+", required=True, help="levels L (each needs level L+1 trained)")
+    p.add_argument("--out", required=True, help="netCDF output file")
+    p.add_argument("--grid", type=int, default=DEFAULT_GRID, help="points per axis (default: %(default)s)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help="margin around the points, as a fraction of their largest extent (default: %(default)s)")
+    p.add_argument("--bn-mode", choices=BN_MODES, default="interpolate",
+                   help="BatchNorm statistics on the plane (default: %(default)s)")
+    p.add_argument("--splits", nargs="+", default=["test"], choices=["test", "train"],
+                   help="data splits to evaluate (default: test)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                   help="grid points evaluated at once with vmap (default: %(default)s)")
+    p.add_argument("--cover-rewind", action="store_true",
+                   help="extend the grid to cover the projected rewind points as well")
+    add_common_args(p)
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,315 @@
+"""E3 — robustness of the sparse rewind point to perturbation (SPEC §3).
+
+At level ``L``: ``u = m_L ⊙ w_t`` and ``u' = u + c · d_L · g/‖g‖`` with ``g ~ N(0, I)`` on the
+support of ``m_L`` (prunable weights only; biases and BatchNorm untouched) and
+``d_L = ‖(m_L − m_{L+1}) ⊙ w_t‖`` (the distance between successive pruned rewind points, read
+from the run's ``level_{L+1}/prune.json``; for a level with no next mask it is computed by
+pruning ``w_L`` by the IMP fraction).  ``u'`` is trained with ``m_L`` on the same schedule from
+step ``t`` with a data order of its own per replicate; ``c = 0`` is the SGD-noise baseline.
+Reported: ``B(w_L, trained u')`` (test/train error and loss, whole curves), the trained
+network's error and loss, ``‖u' − u‖`` and the seeds.
+
+Seeds (recorded): replicate ``r`` at level ``L`` uses noise seed
+``derive_seed(run_seed, "perturb-noise", L, r)`` and data order
+``run.seeds.with_order(run_seed, "perturb", L, r)`` for every strength, so strengths differ
+only in ``c`` (common random numbers).
+
+Trainings go through :func:`_train_many`, which saves each finished network in a scratch
+folder, so an interrupted job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import masks as M
+from ..checkpoints import CorruptCheckpointError, atomic_torch_save, load_checkpoint
+from ..config import ConfigError, TrainHparams
+from ..data import Data
+from ..imp import read_json
+from ..seeds import derive_seed
+from ..training import Seeds, TrainingDiverged, train
+from ..results import write_dataset
+from .interpolation import (DEFAULT_BN_BATCHES, BN_MODES, PathEvaluator, _check_levels, add_level_args, barrier,
+                            eval_settings, gamma_grid, run_provenance)
+
+DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0)
+DEFAULT_REPLICATES = 2
+
+__all__ = ["DEFAULT_STRENGTHS", "TrainJob", "noise_direction", "perturb", "perturbation_robustness",
+           "rewind_distance"]
+
+
+# --- training many networks (one place to switch to a batched trainer) ---------------------------------------
+
+@dataclass
+class TrainJob:
+    """One masked training from a given network: ``name`` keys its files in the scratch folder."""
+
+    name: str
+    model: nn.Module
+    mask: Mapping[str, torch.Tensor]
+    seeds: Seeds
+
+
+def _fingerprint(job: TrainJob, hp: TrainHparams, start_step: int, end_step: int) -> str:
+    """Hash of everything that determines a training's result (start weights, mask, seeds, schedule)."""
+    h = hashlib.sha256(repr((job.seeds, hp, start_step, end_step)).encode())
+    for k, v in job.model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for k, m in job.mask.items():
+        h.update(k.encode())
+        h.update(m.detach().cpu().bool().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _train_many(jobs: Sequence[TrainJob], data: Data, hp: TrainHparams, start_step: int, scratch: Path,
+                progress: bool = True, desc: str = "train") -> list[nn.Module | None]:
+    """Train every job's model in place from ``start_step`` to the end of the schedule.
+
+    Finished networks are saved in ``scratch`` (``<name>.pt``) and reloaded on a rerun; an
+    interrupted training resumes from ``<name>.ckpt``.  Returns the trained models, ``None`` where
+    training diverged.  The loop below is the only place that trains.
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    end_step = hp.steps
+    results: list[nn.Module | None] = [None] * len(jobs)
+    todo = []
+    for i, job in enumerate(jobs):
+        fp = _fingerprint(job, hp, start_step, end_step)
+        done = scratch / f"{job.name}.pt"
+        if done.exists():
+            try:
+                saved = load_checkpoint(done, map_location=next(job.model.parameters()).device)
+            except CorruptCheckpointError:
+                saved = None
+            if saved is not None and saved.get("fingerprint") == fp:
+                if saved["state"] is not None:
+                    job.model.load_state_dict(saved["state"])
+                    results[i] = job.model
+                continue
+        todo.append((i, job, fp))
+    for i, job, fp in tqdm(todo, desc=desc, disable=not progress):
+        ckpt = scratch / f"{job.name}.ckpt"
+        try:
+            train(job.model, job.mask, data, hp, job.seeds, start_step, end_step, checkpoint=ckpt, progress=False)
+            results[i] = job.model
+        except TrainingDiverged:
+            results[i] = None
+        state = job.model.state_dict() if results[i] is not None else None
+        atomic_torch_save({"fingerprint": fp, "state": state}, scratch / f"{job.name}.pt")
+        ckpt.unlink(missing_ok=True)
+    return results
+
+
+@contextmanager
+def scratch_folder(scratch: str | Path | None) -> Iterator[Path]:
+    """``scratch`` itself (kept, so a rerun resumes), or a temporary folder removed afterwards."""
+    if scratch is not None:
+        yield Path(scratch)
+        return
+    tmp = tempfile.mkdtemp(prefix="unmasking-scratch-")
+    try:
+        yield Path(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def scratch_for(out: str | Path) -> Path:
+    """The scratch folder next to an output file: ``OUT.scratch``."""
+    out = Path(out)
+    return out.with_name(out.name + ".scratch")
+
+
+# --- the perturbation ---------------------------------------------------------------------------------------------
+
+def rewind_distance(run, level: int) -> tuple[float, bool]:
+    """``d_L`` and whether it was computed here (``True``) rather than read from ``level_{L+1}/prune.json``."""
+    path = run.level_dir(level + 1) / "prune.json"
+    if path.exists():
+        return float(read_json(path)["rewind_distance"]), False
+    mask = run.mask(level)
+    nxt = M.magnitude_prune(dict(run.solution(level).named_parameters()), mask, run.recipe.prune.fraction)
+    return M.masked_norm(dict(run.rewind_model().named_parameters()), M.difference(mask, nxt)), True
+
+
+def noise_direction(mask: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """A unit vector ``g/‖g‖`` (float64, on CPU) with ``g ~ N(0, I)`` on the support of ``mask``, exact zeros elsewhere."""
+    gen = torch.Generator().manual_seed(seed)
+    g = {n: torch.randn(m.shape, generator=gen, dtype=torch.float64) * m.cpu() for n, m in mask.items()}
+    norm = math.sqrt(sum(float(v.pow(2).sum()) for v in g.values()))
+    if norm == 0.0:
+        raise ValueError("the mask has no surviving weights to perturb")
+    return {n: v / norm for n, v in g.items()}
+
+
+@torch.no_grad()
+def perturb(model: nn.Module, direction: Mapping[str, torch.Tensor], scale: float) -> float:
+    """Add ``scale · direction`` to ``model``'s parameters in place; return the realized ``‖u' − u‖`` (float64)."""
+    params = dict(model.named_parameters())
+    sq = 0.0
+    for n, d in direction.items():
+        p = params[n]
+        new = (p.double() + scale * d.to(p.device)).to(p.dtype)
+        sq += float((new.double() - p.double()).pow(2).sum())
+        p.copy_(new)
+    return math.sqrt(sq)
+
+
+def _check_strengths(strengths: Sequence[float], replicates: int) -> tuple[np.ndarray, int]:
+    s = np.asarray([float(c) for c in strengths])
+    if s.ndim != 1 or len(s) == 0 or np.any(s < 0) or len(set(s.tolist())) != len(s):
+        raise ConfigError(f"strengths must be distinct non-negative numbers, got {list(strengths)}")
+    if replicates < 1:
+        raise ConfigError(f"replicates must be >= 1, got {replicates}")
+    return s, int(replicates)
+
+
+def perturbation_robustness(run, levels: Sequence[int], strengths: Sequence[float] = DEFAULT_STRENGTHS,
+                            replicates: int = DEFAULT_REPLICATES, gammas: int | Sequence[float] = 11,
+                            bn_mode: str = "interpolate", batch_size: int | None = None,
+                            bn_batches: int = DEFAULT_BN_BATCHES, bn_batch_size: int | None = None,
+                            scratch: str | Path | None = None, progress: bool = True) -> xr.Dataset:
+    """E3 on an :class:`~unmasking.imp.ImpRun`; dims ``seed, level, strength, replicate`` (+ ``split``, ``gamma``).
+
+    ``scratch`` keeps finished trainings so a rerun resumes (default: a temporary folder).
+    """
+    levels = _check_levels(run, levels)
+    strengths, replicates = _check_strengths(strengths, replicates)
+    g = gamma_grid(gammas)
+    if bn_mode not in BN_MODES:
+        raise ConfigError(f"unknown BatchNorm mode {bn_mode!r}; choose from {BN_MODES}")
+    batch_size, bn_batch_size = eval_settings(run, batch_size, bn_batch_size)
+    t = run.recipe.prune.rewind_step
+    nl, ns = len(levels), len(strengths)
+    d = np.empty(nl)
+    computed = np.zeros(nl, dtype=np.int8)
+    noise_seed = np.empty((nl, replicates), dtype=np.int64)
+    order_seed = np.empty((nl, replicates), dtype=np.int64)
+    norms = np.empty((nl, ns, replicates))
+    jobs: list[TrainJob] = []
+    rewind = run.rewind_model()
+    for i, level in enumerate(levels):
+        mask = run.mask(level)
+        d[i], computed[i] = rewind_distance(run, level)
+        for r in range(replicates):
+            noise_seed[i, r] = derive_seed(run.seed, "perturb-noise", level, r)
+            seeds = run.seeds.with_order(run.seed, "perturb", level, r)
+            order_seed[i, r] = seeds.order
+            direction = noise_direction(mask, int(noise_seed[i, r]))
+            for j, c in enumerate(strengths):
+                u = copy.deepcopy(rewind)
+                M.apply_mask(u, mask)
+                norms[i, j, r] = perturb(u, direction, float(c) * d[i])
+                jobs.append(TrainJob(f"L{level:02d}_c{c:g}_r{r}", u, mask, seeds))
+
+    with scratch_folder(scratch) as folder:
+        trained = _train_many(jobs, run.data, run.recipe.train, t, folder, progress, desc="perturb: train")
+
+    ev = PathEvaluator(run.data, batch_size, bn_batches, bn_batch_size, run.device)
+    curves = np.full((nl, ns, replicates, len(g), 2, len(ev.splits)), np.nan)
+    level_vals = np.empty((nl, 2, len(ev.splits)))
+    it = iter(trained)
+    for i, level in enumerate(tqdm(levels, desc="perturb: evaluate", disable=not progress)):
+        wl, mask = run.solution(level).eval(), run.mask(level)
+        level_vals[i] = ev.endpoint(wl, bn_mode, mask, key=level)
+        for r in range(replicates):
+            for j in range(ns):
+                model = next(it)
+                if model is not None:
+                    curves[i, j, r] = ev.curve(wl, model.eval(), g, (bn_mode,), mask, key_a=level)[0]
+    trained_vals = curves[:, :, :, -1]  # γ = 1: the trained u'
+
+    dims = ("seed", "level", "strength", "replicate")
+    sdims = dims + ("split",)
+    cdims = dims + ("gamma", "split")
+    ds = xr.Dataset(
+        {
+            "barrier_error": (sdims, barrier(curves[None, ..., 0, :], g, axis=4),
+                              {"description": "B(w_L, trained u') of the error curve", "units": "fraction"}),
+            "barrier_loss": (sdims, barrier(curves[None, ..., 1, :], g, axis=4),
+                             {"description": "B(w_L, trained u') of the loss curve", "units": "nats"}),
+            "error": (sdims, trained_vals[None, ..., 0, :],
+                      {"description": "0-1 error of the trained u'", "units": "fraction"}),
+            "loss": (sdims, trained_vals[None, ..., 1, :],
+                     {"description": "mean cross-entropy of the trained u'", "units": "nats"}),
+            "error_curve": (cdims, curves[None, ..., 0, :],
+                            {"description": "error along (1-γ) w_L + γ trained u'", "units": "fraction"}),
+            "loss_curve": (cdims, curves[None, ..., 1, :],
+                           {"description": "loss along (1-γ) w_L + γ trained u'", "units": "nats"}),
+            "level_error": (("seed", "level", "split"), level_vals[None, :, 0],
+                            {"description": "0-1 error of the IMP solution w_L", "units": "fraction"}),
+            "perturbation_norm": (dims, norms[None],
+                                  {"description": "realized |u' - u| (float64 over the stored weights)",
+                                   "units": "weight-space L2"}),
+            "target_norm": (dims[:3], (strengths[None, :] * d[:, None])[None],
+                            {"description": "c * d_L, the intended |u' - u|", "units": "weight-space L2"}),
+            "rewind_distance": (("seed", "level"), d[None],
+                                {"description": "d_L = |(m_L - m_L+1) * w_t|", "units": "weight-space L2"}),
+            "rewind_distance_computed": (("seed", "level"), computed[None],
+                                         {"description": "1: d_L computed by pruning w_L by the IMP fraction (no "
+                                                         "next mask in the run); 0: read from prune.json"}),
+            "diverged": (dims, np.array([m is None for m in trained], dtype=np.int8).reshape(1, nl, ns, replicates),
+                         {"description": "1 where training u' diverged (its values are NaN)"}),
+            "noise_seed": (("seed", "level", "replicate"), noise_seed[None],
+                           {"description": "seed of g ~ N(0, I) (torch.Generator, float64 randn per mask tensor)"}),
+            "order_seed": (("seed", "level", "replicate"), order_seed[None],
+                           {"description": "data-order seed of the replicate's training"}),
+            "density": (("seed", "level"), [[M.density(run.mask(lv)) for lv in levels]],
+                        {"description": "fraction of prunable weights remaining at level L", "units": "fraction"}),
+        },
+        coords={"seed": [run.seed], "level": levels, "strength": strengths, "replicate": np.arange(replicates),
+                "gamma": g, "split": list(ev.splits)})
+    ds["strength"].attrs["description"] = "c: perturbation norm in units of d_L (0: SGD-noise baseline)"
+    ds.attrs.update(run_provenance(run, "E3_perturbation", strengths=strengths.tolist(), replicates=replicates,
+                                   gammas=list(g), bn_mode=bn_mode, batch_size=batch_size, bn_batches=bn_batches,
+                                   bn_batch_size=bn_batch_size, trainings=len(jobs)))
+    return ds
+
+
+def _cmd_perturb(args) -> None:
+    from ..cli import open_run
+
+    run = open_run(args)
+    scratch = scratch_for(args.out)
+    ds = perturbation_robustness(run, args.levels, args.strengths, args.replicates, args.gammas, args.bn_mode,
+                                 args.batch_size, args.bn_batches, args.bn_batch_size, scratch=scratch,
+                                 progress=not args.quiet)
+    out = write_dataset(ds, Path(args.out))
+    shutil.rmtree(scratch, ignore_errors=True)
+    mean = ds.barrier_error.sel(split="test").isel(seed=0).mean("replicate")
+    for level in ds.level.values:
+        row = "  ".join(f"c={c:g}: {float(mean.sel(level=level, strength=c)):.4f}" for c in ds.strength.values)
+        print(f"level {level:2d}  mean B_test(w_L, u'_trained)  {row}")
+    print(f"wrote {out}")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("perturb", help="E3: train perturbed sparse rewind points and measure their barrier "
+                              "to the IMP solution", description=__doc__.splitlines()[0])
+    add_level_args(p, "perturb")
+    p.add_argument("--strengths", type=float, nargs="+", default=list(DEFAULT_STRENGTHS),
+                   help="perturbation norms in units of d_L (0: SGD-noise baseline)")
+    p.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="replicates per strength")
+    p.add_argument("--gammas", type=int, default=11, help="points on the γ grid, ends included")
+    p.add_argument("--bn-mode", choices=BN_MODES, default="interpolate", help="BatchNorm handling along the path")
+    p.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
+                   help="training batches for the 'reset' mode's statistics")
+    p.add_argument("--bn-batch-size", type=int, default=None,
+                   help="batch size of the 'reset' pass (default: the recipe's train.batch_size)")
+    p.set_defaults(func=_cmd_perturb)

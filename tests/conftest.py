@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny in-memory data sets and recipes that train in well under a second."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from unmasking.config import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams
+from unmasking.data.base import TensorData
+
+torch.set_num_threads(1)
+os.environ.setdefault("UNMASKING_DATA", os.path.join(os.path.dirname(__file__), "..", ".cache", "data"))
+
+
+def make_tensor_data(n_train: int = 200, n_test: int = 100, dim: int = 40, classes: int = 10, seed: int = 0):
+    """A learnable synthetic 40-d data set (class-dependent means plus noise)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, dim, generator=g)
+
+    def split(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        return centers[y] + 0.8 * torch.randn(n, dim, generator=g), y
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    return TensorData("synthetic", x_train, y_train, x_test, y_test, classes)
+
+
+@pytest.fixture
+def tiny_data():
+    return make_tensor_data()
+
+
+def tiny_recipe(model: str = "mlp", steps: int = 30, levels: int = 3, rewind: int = 4) -> Recipe:
+    return Recipe(
+        name=f"tiny-{model}",
+        data=DataHparams(name="mnist1d", augment=False),
+        model=ModelHparams(name=model, width=16),
+        train=TrainHparams(batch_size=20, lr=0.05, momentum=0.9, weight_decay=5e-4, steps=steps,
+                           milestones=[steps // 2], gamma=0.1, checkpoint_every=7, eval_batch_size=500),
+        prune=PruneHparams(fraction=0.2, levels=levels, rewind_step=rewind),
+    ).validate()

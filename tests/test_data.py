@@ -1,0 +1,117 @@
+"""Data sets: mnist1d offline, CIFAR from fabricated files in the real on-disk format, clear errors."""
+
+import hashlib
+import pickle
+import random
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from unmasking.config import ConfigError, DataHparams
+from unmasking.data import DataMissingError, check_available, load_data
+from unmasking.data.cifar import STATS, random_crop_flip
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_mnist1d_is_generated_offline_without_global_rng_side_effects(tmp_path, no_network):
+    random.seed(123)
+    np.random.seed(123)
+    py_before, np_before = random.random(), np.random.rand()
+    random.seed(123)
+    np.random.seed(123)
+    data = load_data(DataHparams(name="mnist1d", root=str(tmp_path)))
+    assert (random.random(), np.random.rand()) == (py_before, np_before)
+    assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40)
+    assert data.num_classes == 10 and set(data.y_train.tolist()) == set(range(10))
+    assert (tmp_path / "mnist1d" / "mnist1d.npz").exists()
+    cached = load_data(DataHparams(name="mnist1d", root=str(tmp_path)))
+    assert torch.equal(cached.x_train, data.x_train) and torch.equal(cached.y_test, data.y_test)
+
+
+def _fabricate_cifar10(root, n_per_batch=20):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    files = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        # The real files are Python-2 pickles (protocol 2) whose str keys load as "data", "labels".
+        batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, n_per_batch).tolist(), "batch_label": name}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        files[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
+    meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": n_per_batch}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    files["batches.meta"] = hashlib.md5((folder / "batches.meta").read_bytes()).hexdigest()
+    return files
+
+
+def test_cifar10_loader_on_fabricated_files(tmp_path, monkeypatch, no_network):
+    md5 = _fabricate_cifar10(tmp_path)
+    cls = torchvision.datasets.CIFAR10
+    # torchvision verifies every file's MD5 against its list: register the fabricated files' sums.
+    monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setitem(cls.meta, "md5", md5["batches.meta"])
+    data = load_data(DataHparams(name="cifar10", root=str(tmp_path), train_eval_size=30))
+    assert data.num_classes == 10 and data.num_train == 100
+    assert data.x_train.dtype == torch.uint8 and data.x_train.shape == (100, 3, 32, 32)
+    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes())
+    assert torch.equal(data.x_train[0], torch.from_numpy(raw["data"][0].reshape(3, 32, 32)))
+    assert data.y_train[:20].tolist() == raw["labels"]
+    x, y = next(data.eval_batches("test", 7))
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in STATS["cifar10"])
+    torch.testing.assert_close(x[0], (data.x_test[0].float() / 255 - mean) / std)
+    assert sum(len(yb) for _, yb in data.eval_batches("train", 7)) == 30
+    step, xb, yb = next(data.train_batches(0, 1, 16, order_seed=1, augment_seed=2))
+    assert xb.shape == (16, 3, 32, 32) and xb.dtype == torch.float32
+
+
+def test_cifar_missing_is_a_clear_error(tmp_path):
+    with pytest.raises(DataMissingError, match="cifar-10-batches-py.*data.download=true"):
+        check_available(DataHparams(name="cifar10", root=str(tmp_path)))
+    with pytest.raises(DataMissingError, match="cifar-100-python"):
+        load_data(DataHparams(name="cifar100", root=str(tmp_path)))
+    with pytest.raises(DataMissingError, match="imagenet"):
+        check_available(DataHparams(name="imagenet", root=str(tmp_path)))
+
+
+def test_unknown_data_set():
+    with pytest.raises(ConfigError, match="unknown data set 'svhn'.*cifar10"):
+        load_data(DataHparams(name="svhn"))
+
+
+def test_random_crop_flip_matches_torchvision_semantics():
+    """Each output is a 32x32 window of the zero-padded image, optionally mirrored."""
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = random_crop_flip(x, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    dy, dx = torch.randint(0, 9, (64,), generator=g), torch.randint(0, 9, (64,), generator=g)
+    flip = torch.rand(64, generator=g) < 0.5
+    from torchvision.transforms import functional as F
+
+    for i in range(64):
+        ref = F.crop(F.pad(x[i], [4, 4, 4, 4], fill=0), int(dy[i]), int(dx[i]), 32, 32)
+        if flip[i]:
+            ref = F.hflip(ref)
+        assert torch.equal(out[i], ref)
+    assert 0 < int(flip.sum()) < 64
+
+
+def test_batches_are_a_function_of_the_step(tiny_data):
+    a = list(tiny_data.train_batches(0, 25, 16, 3, 4))
+    b = list(tiny_data.train_batches(17, 25, 16, 3, 4))
+    for (s1, x1, y1), (s2, x2, y2) in zip(a[17:], b):
+        assert s1 == s2 and torch.equal(x1, x2) and torch.equal(y1, y2)
+    epoch = torch.cat([y for _, _, y in a[:12]])  # 200 // 16 = 12 steps per epoch, last partial dropped
+    assert len(epoch) == 192

@@ -1,0 +1,88 @@
+"""The IMP runner: artifacts, idempotence, R_L/d_L, determinism, the CLI and its errors."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from unmasking import masks as M
+from unmasking.cli import main
+from unmasking.config import ConfigError
+from unmasking.imp import ImpRun
+from unmasking.results import load_dataset
+
+from conftest import tiny_recipe
+
+
+def test_imp_artifacts_and_invariants(tmp_path):
+    run = ImpRun(tiny_recipe("cnn1d"), seed=0, root=tmp_path / "run", device="cpu", progress=False)
+    ds = run.run()
+    assert ds.test_error.dims == ("seed", "level") and ds.level.values.tolist() == [0, 1, 2, 3]
+    counts = [M.count(run.mask(level)) for level in range(4)]
+    for a, b in zip(counts, counts[1:]):
+        assert b == a - math.ceil(0.2 * a)
+    assert ds.density.values[0].tolist() == pytest.approx([c / counts[0] for c in counts])
+    assert ds.density.values[0].tolist() == pytest.approx([0.8 ** L for L in range(4)], rel=2e-3)
+    for level in range(3):
+        assert M.is_nested(run.mask(level + 1), run.mask(level))
+        w, m, nxt = dict(run.solution(level).named_parameters()), run.mask(level), run.mask(level + 1)
+        removed = M.difference(m, nxt)
+        assert float(ds.projection_length[0, level]) == pytest.approx(M.masked_norm(w, removed))
+        rewind = dict(run.rewind_model().named_parameters())
+        assert float(ds.rewind_distance[0, level]) == pytest.approx(M.masked_norm(rewind, removed))
+        for n in m:  # solutions are exactly zero off their mask
+            assert torch.count_nonzero(w[n][~m[n]]) == 0
+    assert math.isnan(float(ds.projection_length[0, 3]))
+    assert ds.attrs["seed_init"] == run.seeds.init and ds.attrs["rewind_step"] == 4
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_finished_steps_are_not_redone_and_reruns_are_identical(tmp_path):
+    run = ImpRun(tiny_recipe("mlp", levels=2), seed=3, root=tmp_path / "a", device="cpu", progress=False)
+    first = run.run()
+    stamp = run.final_path(1).stat().st_mtime_ns
+    again = ImpRun(tiny_recipe("mlp", levels=2), seed=3, root=tmp_path / "a", device="cpu", progress=False).run()
+    assert run.final_path(1).stat().st_mtime_ns == stamp
+    other = ImpRun(tiny_recipe("mlp", levels=2), seed=3, root=tmp_path / "b", device="cpu", progress=False).run()
+    for name in ("test_error", "train_loss", "projection_length", "rewind_distance"):
+        assert first[name].equals(again[name]) and first[name].equals(other[name])
+
+
+def test_a_run_folder_refuses_another_config(tmp_path):
+    ImpRun(tiny_recipe("mlp"), seed=0, root=tmp_path, device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="different recipe or seed"):
+        ImpRun(tiny_recipe("mlp", steps=40), seed=0, root=tmp_path, device="cpu", progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    run = ImpRun(tiny_recipe("mlp", levels=1), seed=0, root=tmp_path, device="cpu", progress=False)
+    run.run()
+    run.final_path(0).write_bytes(b"\x00garbage")
+    (run.level_dir(1) / "prune.json").unlink()
+    assert main(["prune", "--run", str(tmp_path), "--level", "0", "--quiet"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_imp_on_mnist1d(tmp_path):
+    """The console script end to end on the real embedded data (2 levels, shortened schedule)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "unmasking.cli", "imp", "--recipe", "mnist1d-cnn", "--run", str(tmp_path / "r"),
+         "--seed", "1", "--levels", "2", "--quiet", "--set", "train.steps=200", "train.milestones=[100]",
+         "prune.rewind_step=10"], capture_output=True, text=True, check=True)
+    assert f"wrote {tmp_path / 'r' / 'imp.nc'}" in out.stdout
+    ds = load_dataset(tmp_path / "r" / "imp.nc")
+    assert ds.seed.values.tolist() == [1] and ds.level.values.tolist() == [0, 1, 2]
+    assert float(ds.test_error[0, 0]) < 0.5
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["recipe"]["train"]["steps"] == 200
+
+
+def test_cli_bad_key_exits_nonzero_with_message(tmp_path, capsys):
+    code = main(["imp", "--recipe", "mnist1d-cnn", "--run", str(tmp_path / "r"), "--set", "train.lrate=1"])
+    assert code == 2
+    assert "unknown config key 'train.lrate'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

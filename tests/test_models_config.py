@@ -1,0 +1,87 @@
+"""Model parameter counts, registries and configuration errors."""
+
+import pytest
+
+from unmasking.config import ConfigError, apply_overrides, build_recipe, parse_overrides, valid_keys
+from unmasking.models import build_model
+from unmasking.recipes import RECIPES, get_recipe
+
+
+def _resnet20_count(classes=10, w=16):
+    """Independent count: 3x3 stem, 9 basic blocks, two 1x1 projection shortcuts, BN (2 params per channel)."""
+    conv = 3 * 9 * w + 2 * w
+    cin = w
+    for width in (w, 2 * w, 4 * w):
+        for i in range(3):
+            conv += cin * 9 * width + 2 * width + width * 9 * width + 2 * width
+            if cin != width:
+                conv += cin * width + 2 * width
+            cin = width
+    return conv + cin * classes + classes
+
+
+@pytest.mark.parametrize("name,classes,expected", [
+    ("resnet20", 10, _resnet20_count()),
+    ("vgg16", 10, 14_728_266),  # VGG-16-BN for CIFAR with one 512->10 linear layer (OpenLTH)
+    ("resnet18", 100, 11_220_132),  # CIFAR stem ResNet-18 (Kuang Liu's pytorch-cifar count)
+    ("resnet50", 1000, 25_557_032),  # torchvision ResNet-50
+    ("mlp", 10, 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10),
+    ("cnn1d", 10, 5 * 32 + 2 * 3 * 32 * 32 + 3 * 64 + 320 * 10 + 10),
+])
+def test_parameter_counts(name, classes, expected):
+    model = build_model(name, classes)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_same_seed_same_init():
+    a, b = build_model("cnn1d", 10, seed=7), build_model("cnn1d", 10, seed=7)
+    assert all((p == q).all() for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_unknown_model():
+    with pytest.raises(ConfigError, match="unknown model 'resnet21'.*resnet20"):
+        build_model("resnet21", 10)
+
+
+def test_unknown_recipe_and_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        get_recipe("nope")
+    with pytest.raises(ConfigError, match="unknown config key 'train.learning_rate'"):
+        build_recipe("mnist1d-cnn", overrides=["train.learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="Did you mean 'train.lr'"):
+        apply_overrides(get_recipe("mnist1d-cnn"), {"train": {"lrr": 0.1}})
+    bad = tmp_path / "c.yaml"
+    bad.write_text("model:\n  nam: mlp\n")
+    with pytest.raises(ConfigError, match="model.nam"):
+        build_recipe("mnist1d-cnn", bad)
+
+
+def test_wrong_types_and_ranges():
+    with pytest.raises(ConfigError, match="train.steps must be an integer"):
+        build_recipe("mnist1d-cnn", overrides=["train.steps=ten"])
+    with pytest.raises(ConfigError, match="prune.fraction must be in"):
+        build_recipe("mnist1d-cnn", overrides=["prune.fraction=1.5"])
+    with pytest.raises(ConfigError, match="rewind_step"):
+        build_recipe("mnist1d-cnn", overrides=["prune.rewind_step=5000"])
+
+
+def test_overrides_from_file_and_command_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 0.02\n  milestones: [10, 20]\nprune.levels: 4\n")
+    r = build_recipe("mnist1d-mlp", f, ["train.lr=0.03", "data.root=null", "train.nesterov=true"])
+    assert (r.train.lr, r.train.milestones, r.prune.levels, r.data.root, r.train.nesterov) == (0.03, [10, 20], 4, None,
+                                                                                                True)
+    assert RECIPES["mnist1d-mlp"].train.lr == 0.1  # presets are not mutated
+    assert parse_overrides(["train.milestones=[1, 2]"]) == {"train.milestones": [1, 2]}
+    assert "train.lr" in valid_keys() and "prune.ignore" in valid_keys()
+    assert r.hash() != get_recipe("mnist1d-mlp").hash()
+
+
+def test_paper_recipes():
+    r20 = get_recipe("resnet20-cifar10").train
+    assert (r20.batch_size, r20.steps, r20.milestones, r20.weight_decay) == (128, 62_400, [31_200, 46_800], 1e-4)
+    r18 = get_recipe("resnet18-cifar100").train
+    assert r18.nesterov and r18.gamma == 0.2 and r18.milestones == [23_400, 46_800, 62_400]
+    assert get_recipe("vgg16-cifar10").prune.ignore == ["fc.weight"]
+    r50 = get_recipe("resnet50-imagenet").train
+    assert r50.warmup_steps == 5 * 1251 and r50.steps == 90 * 1251

@@ -1,0 +1,66 @@
+"""The netCDF store: atomic writes, provenance, and the known xarray/netCDF pitfalls."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from unmasking.results import combine, load_dataset, provenance, sanitize_attrs, write_dataset
+
+
+def _ds(arch, seed, values):
+    return xr.Dataset({"err": (("arch", "seed", "level"), np.array(values, dtype=float)[None, None])},
+                      coords={"arch": [arch], "seed": [seed], "level": np.arange(len(values))})
+
+
+def test_attrs_that_netcdf_rejects_are_sanitized(tmp_path):
+    ds = _ds("cnn", 0, [0.1, 0.2])
+    attrs = {"recipe": {"train": {"lr": 0.1}}, "flag": True, "missing": None, "grid": [0.0, 0.5, 1.0],
+             "names": ["a", "b"]}
+    path = write_dataset(ds, tmp_path / "x.nc", attrs)
+    back = load_dataset(path)
+    assert back.attrs["recipe"] == '{"train": {"lr": 0.1}}'
+    assert back.attrs["flag"] == 1 and "missing" not in back.attrs
+    assert list(back.attrs["grid"]) == [0.0, 0.5, 1.0]
+    assert back.attrs["names"] == '["a", "b"]'
+    assert sanitize_attrs({"x": False}) == {"x": 0}
+
+
+def test_provenance_fields():
+    p = provenance("abc", {"init": 1, "order": 2}, "cpu")
+    for key in ("package_version", "git_commit", "torch_version", "device", "created", "config_hash"):
+        assert key in p
+    assert p["seed_init"] == 1 and p["seed_order"] == 2
+
+
+def test_string_coordinates_survive_combine_and_rewrite(tmp_path):
+    a = write_dataset(_ds("mlp", 0, [0.1, 0.2]), tmp_path / "a.nc")
+    b = write_dataset(_ds("resnet20-cifar10", 0, [0.3, 0.4]), tmp_path / "b.nc")
+    c = write_dataset(_ds("mlp", 1, [0.5, 0.6]), tmp_path / "c.nc")
+    combined = combine([a, b, c])
+    out = write_dataset(combined, tmp_path / "all.nc")
+    back = load_dataset(out)
+    assert sorted(back.arch.values.tolist()) == ["mlp", "resnet20-cifar10"]
+    assert float(back.err.sel(arch="resnet20-cifar10", seed=0, level=1)) == 0.4
+    assert np.isnan(float(back.err.sel(arch="resnet20-cifar10", seed=1, level=0)))
+    again = write_dataset(combine([out]), tmp_path / "again.nc")
+    assert "resnet20-cifar10" in load_dataset(again).arch.values.tolist()
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "x.nc"
+    write_dataset(_ds("a", 0, [1.0]), path)
+    before = path.read_bytes()
+
+    def boom(self, *a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    with pytest.raises(RuntimeError):
+        write_dataset(_ds("a", 0, [2.0]), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["x.nc"]
+
+
+def test_missing_results_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the step"):
+        load_dataset(tmp_path / "nope.nc")
