@@ -115,3 +115,24 @@ def test_batches_are_a_function_of_the_step(tiny_data):
         assert s1 == s2 and torch.equal(x1, x2) and torch.equal(y1, y2)
     epoch = torch.cat([y for _, _, y in a[:12]])  # 200 // 16 = 12 steps per epoch, last partial dropped
     assert len(epoch) == 192
+
+
+def test_imagenet_folder_loader(tmp_path, no_network):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("n01", "n02"):
+            folder = tmp_path / "imagenet" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    data = load_data(DataHparams(name="imagenet", root=str(tmp_path), workers=0))
+    assert data.num_classes == 2 and data.num_train == 6
+    batches = list(data.train_batches(1, 4, 2, order_seed=0, augment_seed=0))
+    assert [s for s, _, _ in batches] == [1, 2, 3]
+    assert batches[0][1].shape == (2, 3, 224, 224)
+    again = list(data.train_batches(2, 3, 2, order_seed=0, augment_seed=0))
+    assert torch.equal(again[0][1], batches[1][1]) and torch.equal(again[0][2], batches[1][2])
+    x, y = data.subset("test", 4)
+    assert x.shape == (4, 3, 224, 224) and len(y) == 4

@@ -10,7 +10,6 @@ run resumed from a checkpoint ends with the same weights as an uninterrupted one
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -164,6 +163,3 @@ def train(
     bar.close()
     return history
 
-
-def is_finite_model(model: nn.Module) -> bool:
-    return all(math.isfinite(float(p.detach().abs().sum())) for p in model.parameters())

@@ -41,6 +41,24 @@ class _SeededTransform:
             return self.transform(path_img)
 
 
+class _Items(torch.utils.data.Dataset):
+    """``dataset.samples[indices[j]]`` decoded and transformed; train items carry their step."""
+
+    def __init__(self, dataset, indices, transform, steps, batch_size):
+        self.dataset, self.indices, self.transform = dataset, indices, transform
+        self.steps, self.batch_size = steps, batch_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j):
+        path, label = self.dataset.samples[self.indices[j]]
+        img = self.dataset.loader(path)
+        if self.steps is None:
+            return self.transform(img), label
+        return self.transform((img, self.steps[j], j % self.batch_size)), label
+
+
 class ImageFolderData(Data):
     def __init__(self, root: Path, hparams: DataHparams):
         import torchvision
@@ -64,18 +82,8 @@ class ImageFolderData(Data):
     def _loader(self, dataset, indices, batch_size, transform, steps=None):
         from torch.utils.data import DataLoader
 
-        class _Items(torch.utils.data.Dataset):
-            def __len__(self_inner):
-                return len(indices)
-
-            def __getitem__(self_inner, j):
-                path, label = dataset.samples[indices[j]]
-                img = dataset.loader(path)
-                step = steps[j] if steps is not None else 0
-                return transform((img, step, j % batch_size)) if steps is not None else transform(img), label
-
-        return DataLoader(_Items(), batch_size=batch_size, shuffle=False, num_workers=self.hparams.workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        return DataLoader(_Items(dataset, indices, transform, steps, batch_size), batch_size=batch_size,
+                          shuffle=False, num_workers=self.hparams.workers, pin_memory=torch.cuda.is_available())
 
     def train_batches(self, start, end, batch_size, order_seed, augment_seed, device="cpu"):
         spe = self.steps_per_epoch(batch_size)
