@@ -54,7 +54,7 @@ def test_perturbation_has_norm_c_d_and_stays_on_the_mask(run):
     before = {n: p.detach().clone() for n, p in u.named_parameters()}
     scale = 2.0 * 0.37
     realized = P.perturb(u, P.noise_direction(mask, 5), scale)
-    after = dict(u.named_parameters())
+    after = {n: p.detach() for n, p in u.named_parameters()}
     assert realized == pytest.approx(scale, rel=1e-6)
     delta_sq = sum(float((after[n].double() - before[n].double()).pow(2).sum()) for n in before)
     assert math.sqrt(delta_sq) == pytest.approx(realized, rel=1e-12)

@@ -322,21 +322,25 @@ class Executor(RemoteExecutor):
     def submitit_parameters(self, job: JobExecutorInterface) -> Dict[str, Any]:
         """AutoExecutor.update_parameters() arguments for a Snakemake job's resources."""
         res = job.resources
+        slurm = self.cluster == "slurm"
         runtime = res.get("runtime") or self.settings.default_runtime
         params: Dict[str, Any] = {
             "name": f"snakemake-{job.name}-{job.jobid}",
             "timeout_min": int(math.ceil(float(runtime))),
             "cpus_per_task": int(job.threads),
         }
-        if res.get("mem_mb"):
+        if slurm and res.get("mem_mb_per_cpu"):
+            params["slurm_mem_per_cpu"] = f"{int(res['mem_mb_per_cpu'])}M"
+        elif res.get("mem_mb"):
             params["mem_gb"] = float(res["mem_mb"]) / 1024
+            if slurm:
+                params["slurm_mem"] = f"{int(res['mem_mb'])}M"
         gpus = int(res.get("gpu") or 0)
-        gpu_model = res.get("gpu_model")
-        if gpus and gpu_model and self.cluster == "slurm":
-            params["slurm_gres"] = f"gpu:{gpu_model}:{gpus}"
+        if gpus and slurm and res.get("gpu_model"):
+            params["slurm_gres"] = f"gpu:{res['gpu_model']}:{gpus}"
         elif gpus:
             params["gpus_per_node"] = gpus
-        if self.cluster != "slurm":
+        if not slurm:
             return params
         slurm_names = {
             "slurm_partition": "slurm_partition",
@@ -347,8 +351,6 @@ class Executor(RemoteExecutor):
         for resource, param in slurm_names.items():
             if res.get(resource):
                 params[param] = str(res[resource])
-        if res.get("mem_mb_per_cpu"):
-            params["slurm_mem_per_cpu"] = f"{int(res['mem_mb_per_cpu'])}M"
         params["slurm_signal_delay_s"] = self.settings.signal_delay
         extra = {"requeue": True, **self.extra_sbatch}
         if res.get("slurm_extra"):

@@ -62,7 +62,7 @@ POINT_LABELS = {"solution": "w_L", "projection": "m_L+1 * w_L", "next_solution":
                 "rewind": "m_L * w_t", "next_rewind": "m_L+1 * w_t"}
 DEFAULT_GRID = 21
 DEFAULT_MARGIN = 0.2
-DEFAULT_CHUNK = 16
+DEFAULT_CHUNK = 4
 
 
 def _flatten(state: State, names: Sequence[str]) -> torch.Tensor:
@@ -199,7 +199,6 @@ def evaluate_states(model: nn.Module, params: Mapping[str, torch.Tensor], buffer
     return (loss / n).cpu().numpy(), (wrong.double() / n).cpu().numpy()
 
 
-@torch.no_grad()
 def reset_bn_buffers(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
                      data: Data, batch_size: int) -> dict[str, torch.Tensor]:
     """Buffers with BatchNorm statistics recomputed for ``params`` (one network, unstacked).
@@ -207,7 +206,13 @@ def reset_bn_buffers(model: nn.Module, params: Mapping[str, torch.Tensor], buffe
     A no-grad pass over the un-augmented training set in train mode with a cumulative average
     (``momentum=None``); ``model`` is left unchanged.
     """
-    net = copy.deepcopy(model)
+    return _reset_into(copy.deepcopy(model), params, buffers, data, batch_size)
+
+
+@torch.no_grad()
+def _reset_into(net: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                data: Data, batch_size: int) -> dict[str, torch.Tensor]:
+    """:func:`reset_bn_buffers` using ``net`` as scratch space (it is overwritten)."""
     net.load_state_dict({**params, **buffers}, strict=False)
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
@@ -242,13 +247,14 @@ def evaluate_plane(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarra
     dtypes = _model_dtypes(model)
     xs, ys = np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()
     out = {f"{s}_{q}": np.empty(len(xs)) for s in splits for q in ("loss", "error")}
+    scratch = copy.deepcopy(model) if bn_mode == "reset" else None
     for start in tqdm(range(0, len(xs), chunk), desc="landscape grid", disable=not progress, leave=False):
         sl = slice(start, start + chunk)
         params = {n: t.to(device, dtypes[n]) for n, t in plane.unflatten(plane.flat_at(xs[sl], ys[sl])).items()}
         buffers = {n: t.to(device) for n, t in plane.buffers_at(xs[sl], ys[sl]).items()}
         if bn_mode == "reset":
-            resets = [reset_bn_buffers(model, {n: t[i] for n, t in params.items()},
-                                       {n: t[i] for n, t in buffers.items()}, data, bn_batch_size)
+            resets = [_reset_into(scratch, {n: t[i] for n, t in params.items()},
+                                  {n: t[i] for n, t in buffers.items()}, data, bn_batch_size)
                       for i in range(len(xs[sl]))]
             buffers = _stack_states(resets, list(buffers), device)
         for s in splits:
@@ -300,8 +306,9 @@ def landscape_level(
     pparams = _stack_states([states[p] for p in POINTS], names, device)
     pbufs = _stack_states([states[p] for p in POINTS], bnames, device)
     if bn_mode == "reset":
-        pbufs = _stack_states([reset_bn_buffers(model, {n: t[i] for n, t in pparams.items()},
-                                                {n: t[i] for n, t in pbufs.items()}, data, bn_batch_size)
+        scratch = copy.deepcopy(model)
+        pbufs = _stack_states([_reset_into(scratch, {n: t[i] for n, t in pparams.items()},
+                                           {n: t[i] for n, t in pbufs.items()}, data, bn_batch_size)
                                for i in range(len(POINTS))], bnames, device)
     ds = xr.Dataset(coords={"x": np.arange(grid), "y": np.arange(grid), "point": list(POINTS),
                             "point_label": ("point", [POINT_LABELS[p] for p in POINTS])})
@@ -329,8 +336,13 @@ def landscape_level(
 
 def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MARGIN,
                   bn_mode: str = "interpolate", splits: Sequence[str] = ("test",), chunk: int = DEFAULT_CHUNK,
-                  cover_rewind: bool = False) -> xr.Dataset:
-    """E9 for ``levels`` of a finished :class:`~unmasking.imp.ImpRun` (dims ``seed``, ``level``, ``x``, ``y``, ``point``)."""
+                  batch_size: int | None = None, cover_rewind: bool = False) -> xr.Dataset:
+    """E9 for ``levels`` of a finished :class:`~unmasking.imp.ImpRun` (dims ``seed``, ``level``, ``x``, ``y``, ``point``).
+
+    ``batch_size`` is the number of examples per forward pass and grid point (default: the
+    recipe's ``eval_batch_size // chunk``, so one pass holds as many example-evaluations as
+    ordinary evaluation does).
+    """
     from ..checkpoints import load_checkpoint
 
     levels = sorted(set(levels))
@@ -345,12 +357,13 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     model = run.new_model()
     rewind = load_checkpoint(run.root / "rewind.pt", map_location=run.device)
     hp = run.recipe.train
+    batch_size = batch_size or max(1, hp.eval_batch_size // chunk)
     out = []
     for level in tqdm(levels, desc="landscape", disable=not run.progress):
         ds = landscape_level(model, load_checkpoint(run.final_path(level), map_location=run.device),
                              load_checkpoint(run.final_path(level + 1), map_location=run.device),
                              run.mask(level), run.mask(level + 1), rewind, run.data, grid=grid, margin=margin,
-                             bn_mode=bn_mode, splits=splits, batch_size=hp.eval_batch_size,
+                             bn_mode=bn_mode, splits=splits, batch_size=batch_size,
                              bn_batch_size=hp.batch_size, chunk=chunk, cover_rewind=cover_rewind,
                              progress=run.progress)
         out.append(ds.expand_dims(level=[level]))
@@ -358,7 +371,7 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     ds.attrs.update(provenance(run.recipe.hash(), asdict(run.seeds), str(run.device), recipe_name=run.recipe.name,
                                rewind_step=run.recipe.prune.rewind_step, experiment="E9_landscape",
                                run=str(run.root), grid=grid, margin=margin, bn_mode=bn_mode, splits=list(splits),
-                               cover_rewind=int(cover_rewind), basis="Gram-Schmidt of (m_L+1*w_L - w_L, "
+                               chunk=chunk, batch_size=batch_size, cover_rewind=int(cover_rewind), basis="Gram-Schmidt of (m_L+1*w_L - w_L, "
                                "w_L+1 - w_L) over all trainable parameters"))
     return ds
 
@@ -368,12 +381,12 @@ def _cmd(args) -> None:
 
     from ..cli import open_run
 
-    if args.grid < 2 or args.margin < 0 or args.chunk < 1:
-        raise ConfigError("--grid must be >= 2, --margin >= 0 and --chunk >= 1")
+    if args.grid < 2 or args.margin < 0 or args.chunk < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise ConfigError("--grid must be >= 2, --margin >= 0, --chunk and --batch-size >= 1")
     run = open_run(args)
     t0 = time.perf_counter()
     ds = landscape_run(run, args.levels, grid=args.grid, margin=args.margin, bn_mode=args.bn_mode,
-                       splits=args.splits, chunk=args.chunk, cover_rewind=args.cover_rewind)
+                       splits=args.splits, chunk=args.chunk, batch_size=args.batch_size, cover_rewind=args.cover_rewind)
     elapsed = time.perf_counter() - t0
     for level in ds.level.values:
         r = ds.sel(level=level).isel(seed=0)
@@ -402,6 +415,8 @@ def register(subparsers) -> None:
                    help="data splits to evaluate (default: test)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                    help="grid points evaluated at once with vmap (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per forward pass and grid point (default: the recipe's eval_batch_size // chunk)")
     p.add_argument("--cover-rewind", action="store_true",
                    help="extend the grid to cover the projected rewind points as well")
     add_common_args(p)

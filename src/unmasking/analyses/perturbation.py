@@ -149,7 +149,7 @@ def rewind_distance(run, level: int) -> tuple[float, bool]:
 
 
 def noise_direction(mask: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """A unit vector ``g/‖g‖`` (float64, on CPU) with ``g ~ N(0, I)`` on the support of ``mask``, exact zeros elsewhere."""
+    """A unit vector ``g/‖g‖`` (float64, on CPU), ``g ~ N(0, I)`` on the support of ``mask``, exact zeros elsewhere."""
     gen = torch.Generator().manual_seed(seed)
     g = {n: torch.randn(m.shape, generator=gen, dtype=torch.float64) * m.cpu() for n, m in mask.items()}
     norm = math.sqrt(sum(float(v.pow(2).sum()) for v in g.values()))

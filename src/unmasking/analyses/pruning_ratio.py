@@ -99,7 +99,9 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
                   bn_mode: str = "interpolate", batch_size: int | None = None, bn_batches: int = DEFAULT_BN_BATCHES,
                   bn_batch_size: int | None = None, scratch: str | Path | None = None,
                   progress: bool = True) -> xr.Dataset:
-    """E6 on an :class:`~unmasking.imp.ImpRun`; dims ``seed, level, method, fraction, replicate`` (+ ``split``, ``gamma``).
+    """E6 on an :class:`~unmasking.imp.ImpRun`.
+
+    Dims ``seed, level, prune_method, fraction, replicate`` (+ ``split``, ``gamma`` for curves).
 
     ``scratch`` keeps finished retrainings so a rerun resumes (default: a temporary folder).
     """
@@ -184,7 +186,7 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
     success = np.where(ran, is_matching & is_connected, np.nan)
     p_star = empirical_p_star(fractions, success, axis=2)
 
-    dims = ("seed", "level", "method", "fraction", "replicate")
+    dims = ("seed", "level", "prune_method", "fraction", "replicate")
     sd, cd = dims + ("split",), dims + ("gamma", "split")
     frac_attrs = {"units": "fraction"}
     ds = xr.Dataset(
@@ -207,7 +209,7 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
             "connected": (dims, connected[None],
                           {"description": f"1 if test-error barrier <= eps_barrier ({eps_barrier})"}),
             "success": (dims, success[None], {"description": "matching and connected (1/0; NaN: not run)"}),
-            "p_star": (("seed", "level", "method", "replicate"), p_star[None],
+            "p_star": (("seed", "level", "prune_method", "replicate"), p_star[None],
                        {"description": "largest fraction p on the grid that succeeded (0: none)", **frac_attrs}),
             "density": (dims, density[None], {"description": "density of the pruned mask m'", **frac_attrs}),
             "projection_length": (dims, proj[None], {"description": "R(p) = |(m_L - m') * w_L|",
@@ -222,9 +224,11 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
             "dense_test_error": (("seed",), [dense_test],
                                  {"description": "test error of the run's dense level-0 solution", **frac_attrs}),
         },
-        coords={"seed": [run.seed], "level": levels, "method": list(methods), "fraction": fractions,
+        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "fraction": fractions,
                 "replicate": np.arange(nrep), "gamma": g, "split": list(splits)})
     ds["fraction"].attrs["description"] = "p: fraction of the surviving weights of w_L pruned at once"
+    ds["prune_method"].attrs["description"] = ("pruning rule (not named 'method': that name is a keyword of "
+                                               "xarray's .sel)")
     ds["replicate"].attrs["description"] = "random mask index (magnitude pruning: replicate 0 only)"
     ds.attrs.update(run_provenance(run, "E6_pruning_ratio", fractions=fractions.tolist(), methods=list(methods),
                                    random_masks=nrep, eps_match=eps_match, eps_barrier=eps_barrier, gammas=list(g),
@@ -245,7 +249,7 @@ def _cmd_pruning_ratio(args) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     ps = ds.p_star.isel(seed=0).mean("replicate")
     for level in ds.level.values:
-        row = "  ".join(f"{m}: {float(ps.sel(level=level, method=m)):.2f}" for m in ds.method.values)
+        row = "  ".join(f"{m}: {float(ps.sel(level=level, prune_method=m)):.2f}" for m in ds.prune_method.values)
         print(f"level {level:2d}  p*  {row}")
     print(f"wrote {out}")
 

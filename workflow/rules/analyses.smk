@@ -1,0 +1,71 @@
+"""The analyses E2-E9 (SPEC section 3), one rule per experiment, each calling its `unmasking`
+subcommand with `--run`, `--levels` and the options of its config section.
+
+Granularity `run`: one job per run over all the experiment's levels (RUN/<experiment>.nc).
+Granularity `level`: one job per level (RUN/<experiment>/level_LL.nc), which waits only for the
+IMP files it reads (levels L and L+1, masks through L+2), not for the whole run.
+"""
+
+
+def analysis_inputs(exp):
+    """Inputs of an analysis job; E5 also reads E4's output for the same run and levels."""
+
+    def inputs(wildcards):
+        base = RUN.format(
+            arch=wildcards.arch, rewind=wildcards.rewind, seed=wildcards.seed
+        )
+        if "level" in wildcards.keys():
+            level = int(wildcards.level)
+            files = {
+                "rewind": f"{base}/run/rewind.pt",
+                "imp": imp_level_files(wildcards, level, level + 1, level + 2),
+            }
+            hessian = f"{base}/hessian/level_{level:02d}.nc"
+        else:
+            files = {"imp": f"{base}/imp.nc"}
+            hessian = f"{base}/hessian.nc"
+        if exp == "pruning_theory":
+            files["hessian"] = hessian
+        return files
+
+    return inputs
+
+
+def analysis_file(exp, root, suffix):
+    if config["granularity"] == "level":
+        return f"{root}/{exp}/level_{{level}}.{suffix}"
+    return f"{root}/{exp}.{suffix}"
+
+
+for _exp, _command in EXPERIMENTS.items():
+
+    rule:
+        name:
+            _exp
+        input:
+            unpack(analysis_inputs(_exp)),
+        output:
+            analysis_file(_exp, RUN, "nc"),
+        log:
+            analysis_file(_exp, RUN_LOG, "log"),
+        conda:
+            CONDA_ENV
+        threads: resource(_exp, "threads")
+        resources:
+            mem_mb=resource(_exp, "mem_mb"),
+            runtime=resource(_exp, "runtime"),
+            gpu=resource(_exp, "gpu"),
+        params:
+            exe=UNMASKING,
+            command=_command,
+            run=run_dir,
+            levels=levels_arg(_exp),
+            options=experiment_options(_exp),
+            data_env=data_env,
+            common=common_flags(),
+        shell:
+            with_exports(
+                "{params.exe} {params.command} --run {params.run} --levels {params.levels} "
+                + ("--hessian {input.hessian} " if _exp == "pruning_theory" else "")
+                + "--out {output} {params.options} {params.common} > {log} 2>&1"
+            )
