@@ -389,6 +389,7 @@ def main() -> None:
     """Start a cluster in the foreground until Ctrl-C/SIGTERM, for manual use."""
     cluster = SlurmCluster()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cluster.start()
         print(f"SLURM test cluster up in {cluster.startup_s:.1f}s; in another shell run:")

@@ -110,15 +110,15 @@ def test_resnet20_float32_uint8_data_few_steps():
 def test_vgg_stacked_forward_matches_module():
     """The stacked VGG forward pass (and BatchNorm statistics) equal the module's, model by model."""
     k = 2
-    models = [build_model("vgg16", 10, width=4, seed=i).train() for i in range(k)]
-    x = torch.randn(k, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    models = [build_model("vgg16", 10, width=4, seed=i).double().train() for i in range(k)]
+    x = torch.randn(k, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     trainer = MultiTrainer(models, [None] * k, _hp(), backend="stacked")
 
     out = stacked_forward(models[0])(models[0], StackedOps(trainer.params, trainer.buffers, k), x)
     for i, m in enumerate(models):
-        torch.testing.assert_close(out[i], m(x[i]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[i], m(x[i]), rtol=1e-10, atol=1e-10)
         for n, b in m.named_buffers():
-            torch.testing.assert_close(trainer.buffers[n][i], b, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(trainer.buffers[n][i], b, rtol=1e-10, atol=1e-12)
 
 
 def test_generic_architecture_uses_vmap_and_matches():

@@ -386,7 +386,10 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
-        if self.cluster == "slurm" and active_jobs:
+        if not active_jobs:
+            # Also guards against the status thread running before __post_init__.
+            return
+        if self.cluster == "slurm":
             async with self.status_rate_limiter:
                 await asyncio.to_thread(submitit.SlurmJob.watcher.update)
         for job_info in active_jobs:

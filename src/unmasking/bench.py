@@ -65,8 +65,18 @@ class _Clock:
             torch.cuda.synchronize(self.device)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def _header(device: torch.device) -> str:
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'})"
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({_cpu_name()})"
     load = ", load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
     return (f"device {device} = {dev}; torch {torch.__version__}; torch threads {torch.get_num_threads()}; "
             f"{os.cpu_count()} CPU cores{load}")
@@ -304,7 +314,7 @@ def run_embedded(args) -> None:
                 train(model, None, data, hp, seeds, args.warmup, args.warmup + args.steps, progress=False)
             report("training.train (K=1)", 1, c)
             for backend in args.backends:
-                for compile in ([False, True] if args.compile else [False]):
+                for compile in ([False, True] if args.compile and backend == "stacked" else [False]):
                     for k in args.ks:
                         models = [build_model(recipe.model.name, 10, recipe.model.width, seed=i) for i in range(k)]
                         sl = [Seeds.from_seed(i) for i in range(k)]
@@ -328,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first (oneDNN/cuDNN set-up, compilation)")
     p.add_argument("--ks", type=_ints, default=[1, 4, 8, 16], help="numbers of models trained at once, e.g. 1,4,8,16")
     p.add_argument("--backend", default="auto", choices=["auto", "stacked", "vmap"], help="train_many backend (resnet20)")
-    p.add_argument("--compile", action="store_true", help="also use torch.compile")
+    p.add_argument("--compile", action="store_true", help="use torch.compile (embedded: extra rows, stacked backend)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (resnet20; default: torch's)")
     p.add_argument("--no-bf16", action="store_true", help="fp32 training on CUDA")

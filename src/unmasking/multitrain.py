@@ -166,16 +166,17 @@ class _RowConv1d(torch.autograd.Function):
         lo = (length + 2 * pad - ks) // stride + 1
         cols = xp.unfold(2, ks, stride).transpose(3, 4).reshape(k, n * lo, ks * c)
         wm = w.permute(0, 1, 3, 2).reshape(k, cout, ks * c)
-        ctx.save_for_backward(cols, wm)
+        out = torch.bmm(cols, wm.transpose(1, 2))  # under autocast: in the autocast dtype
+        ctx.save_for_backward(cols.to(out.dtype), wm.to(out.dtype))
         ctx.geometry = (n, length, c, ks, stride, pad, lo)
-        return torch.bmm(cols, wm.transpose(1, 2)).view(k, n, lo, cout)
+        return out.view(k, n, lo, cout)
 
     @staticmethod
     def backward(ctx, dout):
         cols, wm = ctx.saved_tensors
         n, length, c, ks, stride, pad, lo = ctx.geometry
         k, cout = wm.shape[:2]
-        d = dout.reshape(k, n * lo, cout)
+        d = dout.reshape(k, n * lo, cout).to(wm.dtype)  # autograd casts the results back to x's and w's dtypes
         dw = torch.bmm(d.transpose(1, 2), cols).view(k, cout, ks, c).permute(0, 1, 3, 2)
         dx = None
         if ctx.needs_input_grad[0]:
@@ -191,11 +192,13 @@ class _RowBatchNorm(torch.autograd.Function):
     """Training-mode BatchNorm of K models on activations (K, M, C), statistics over M.
 
     Returns the output and the batch mean and biased variance (K, C) for the running
-    statistics.  Sums instead of ``var_mean`` (whose middle-dimension reduction is slow on CPU).
+    statistics.  Sums instead of ``var_mean`` (whose middle-dimension reduction is slow on CPU);
+    statistics in at least fp32 (bf16 activations from autocast are upcast, as cuDNN does).
     """
 
     @staticmethod
     def forward(ctx, x, w, b, eps: float):
+        x = x.to(torch.promote_types(x.dtype, w.dtype))
         m = x.shape[1]
         mean = x.sum(1, keepdim=True) / m
         xc = x - mean
@@ -415,6 +418,10 @@ class MultiTrainer:
         if backend == "stacked" and stacked_forward(self.models[0]) is None:
             raise ValueError(f"no stacked forward for {type(self.models[0]).__name__}; use backend='vmap' or 'auto'")
         self.backend = "vmap" if backend == "vmap" or stacked_forward(self.models[0]) is None else "stacked"
+        if bf16 and self.backend == "vmap":
+            raise ValueError("bf16 autocast needs the stacked backend (BatchNorm under vmap(grad) rejects bf16 "
+                             f"activations with fp32 statistics); {type(self.models[0]).__name__} has none: train "
+                             "it in fp32 or with training.train")
         self.bf16, self.channels_last = bf16, channels_last
 
         with torch.no_grad():

@@ -27,6 +27,8 @@ EXPERIMENTS = {
     "small_weights": "small-weights",
     "landscape": "landscape",
 }
+# Experiments that need level L+1 trained at level L (`all` stops one level short).
+NEEDS_NEXT_LEVEL = ("landscape",)
 # Keys of an experiment's config section that are not command-line options.
 NOT_OPTIONS = ("enabled", "levels", "seeds", "architectures")
 
@@ -210,7 +212,10 @@ def _data_missing(arch, recipe):
     try:
         check_available(data)
     except DataMissingError as e:
-        return f"architectures[{arch.name}].data_root: {e}"
+        return (
+            f"architectures[{arch.name}].data_root: {e} In this workflow, set "
+            f"architectures[{arch.name}].data_root (or $UNMASKING_DATA) to that folder."
+        )
     return None
 
 
@@ -226,11 +231,12 @@ def _check_experiment(exp, sec, archs):
     for arch in archs.values():
         if names is not None and arch.name not in names:
             continue
-        levels = sec["levels"]
-        if isinstance(levels, list) and any(level > arch.levels for level in levels):
+        levels, top = sec["levels"], last_level(arch, exp)
+        if isinstance(levels, list) and any(level > top for level in levels):
             raise WorkflowError(
-                f"experiments.{exp}.levels: {levels} goes past the last level of architecture "
-                f"{arch.name!r} ({arch.levels}); use levels 0 ... {arch.levels} or `all`"
+                f"experiments.{exp}.levels: {levels} goes past level {top}, the last level "
+                f"{exp} can run at for architecture {arch.name!r} (levels: {arch.levels}); use "
+                f"levels 0 ... {top} or `all`"
             )
         extra = sorted(set(sec["seeds"] or []) - set(arch.seeds))
         if extra:
@@ -353,11 +359,15 @@ def runs(arch, exp="imp"):
     return [(t, s) for t in arch.rewind_steps for s in seeds]
 
 
+def last_level(arch, exp):
+    return arch.levels - 1 if exp in NEEDS_NEXT_LEVEL else arch.levels
+
+
 def experiment_levels(arch, exp):
     """Levels an experiment runs at for an architecture."""
     levels = section(exp)["levels"]
     if levels == "all":
-        return list(range(arch.levels + 1))
+        return list(range(last_level(arch, exp) + 1))
     if levels == "none":
         return []
     return sorted(levels)

@@ -1,0 +1,253 @@
+"""The Snakemake workflow: dry runs of the shipped configs, an end-to-end run of the tiny config
+(results, no-op rerun, interruption and resume, per-level granularity) and bad configs.
+
+Each test copies Snakefile, workflow/ and config/ into a temporary directory and runs the
+``snakemake`` of this Python environment there with the local profile and 2 cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+EXPERIMENTS = ["interpolation", "perturbation", "hessian", "pruning_theory", "pruning_ratio", "flatness",
+               "small_weights", "landscape"]
+TEST_CONFIG = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    for folder in ("workflow", "config"):
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default", "--cores", "2", *args]
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_cmd(*args), cwd=workdir, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    return out
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run."""
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def write_yaml(path: Path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def load(path: Path) -> xr.Dataset:
+    with xr.open_dataset(path) as ds:
+        return ds.load()
+
+
+def assert_same_numbers(a: xr.Dataset, b: xr.Dataset) -> None:
+    """Same variables, dimensions, coordinates and values (attributes such as creation times aside)."""
+    assert set(a.data_vars) == set(b.data_vars)
+    assert dict(a.sizes) == dict(b.sizes)
+    for name in a.coords:
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    for name in a.data_vars:
+        assert a[name].dims == b[name].dims, name
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def data_env(tmp_path_factory) -> dict:
+    """A data directory shared by the runs (mnist1d is generated once and cached there)."""
+    root = os.environ.get("UNMASKING_DATA") or str(tmp_path_factory.mktemp("data"))
+    return {"UNMASKING_DATA": root}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_env) -> Path:
+    """An uninterrupted end-to-end run of config/test.yaml."""
+    work = copy_workflow(tmp_path_factory.mktemp("finished"))
+    ok(snakemake(work, "--configfile", "config/test.yaml", env=data_env))
+    return work
+
+
+# --- dry runs ------------------------------------------------------------------------------------------------
+
+
+def test_dry_run_embedded_default(tmp_path, data_env):
+    """The embedded default plans one IMP job per (arch, seed) and one job per analysis and run."""
+    work = copy_workflow(tmp_path)
+    counts = job_counts(ok(snakemake(work, "-n", env=data_env)))
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    runs = sum(len(a["rewind_steps"]) * len(config["seeds"]) for a in config["architectures"])
+    assert counts["imp"] == runs
+    exps = config["experiments"]
+    for exp in EXPERIMENTS:
+        seeds = (exps[exp].get("seeds") if exp != "pruning_theory" else None) or config["seeds"]
+        assert counts[exp] == runs // len(config["seeds"]) * len(seeds), exp
+    assert counts["aggregate"] == len(config["architectures"]) * (1 + len(EXPERIMENTS))
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+def test_dry_run_paper_lists_all_jobs_without_data(tmp_path):
+    """config/paper.yaml: per-level jobs for 4 architectures x 2 rewind steps x 4 seeds; the data
+    are absent here, which a dry run reports as a warning and proceeds."""
+    work = copy_workflow(tmp_path / "work")
+    (tmp_path / "empty").mkdir()
+    out = ok(snakemake(work, "-n", "--configfile", "config/paper.yaml", env={"UNMASKING_DATA": str(tmp_path / "empty")}))
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    archs = paper["architectures"]
+    runs = {a["name"]: len(a["rewind_steps"]) * len(paper["seeds"]) for a in archs}
+    levels = {a["name"]: a["levels"] for a in archs}
+    counts = job_counts(out)
+    assert counts["pretrain"] == counts["summarize"] == sum(runs.values()) == 32
+    assert counts["train_level"] == sum(runs[a] * (levels[a] + 1) for a in runs)
+    assert counts["prune"] == sum(runs[a] * levels[a] for a in runs)
+    assert counts["hessian"] == counts["pruning_theory"] == counts["train_level"]
+    cifar = paper["experiments"]["pruning_ratio"]["architectures"]
+    assert counts["pruning_ratio"] == sum(runs[a] for a in cifar) * len(paper["experiments"]["pruning_ratio"]["levels"])
+    assert "data check: architectures[resnet20].data_root: cifar10 not found" in out
+    assert "data check: architectures[resnet50].data_root: ImageNet not found" in out
+
+
+def test_lint_and_format():
+    lint = subprocess.run([str(BIN / "snakemake"), "--lint", "--workflow-profile", "none", "--configfile",
+                           "config/test.yaml"], cwd=REPO, capture_output=True, text=True)
+    assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr, lint.stdout
+    fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO, capture_output=True,
+                         text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+# --- bad configurations: stopped before any job ---------------------------------------------------------------
+
+BAD = {
+    "unknown_key": ({"experiments": {"perturbation": {"strenghts": [1]}}},
+                    "unknown key experiments.perturbation.strenghts"),
+    "wrong_type": ({"architectures": [{"name": "cnn", "recipe": "mnist1d-cnn", "levels": "three"}]},
+                   "architectures[cnn].levels: 'three' is not of type 'integer'"),
+    "unknown_recipe_key": ({"architectures": [{"name": "cnn", "recipe": "mnist1d-cnn", "set": {"train.stpes": 5}}]},
+                           "architectures[cnn].set: unknown config key 'train.stpes'. Did you mean 'train.steps'?"),
+    "missing_cifar": ({"architectures": [{"name": "r20", "recipe": "resnet20-cifar10", "levels": 2,
+                                          "data_root": "{tmp}/no-cifar-here"}],
+                       "experiments": {e: {"levels": "all"} for e in EXPERIMENTS if e != "pruning_theory"}},
+                      "architectures[r20].data_root: cifar10 not found: looked for {tmp}/no-cifar-here/cifar-10-batches-py"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_stops_before_any_job(tmp_path, case):
+    config, message = BAD[case]
+    config = yaml.safe_load(yaml.safe_dump(config).replace("{tmp}", str(tmp_path)))
+    work = copy_workflow(tmp_path / "work")
+    result = snakemake(work, "--configfile", "config/test.yaml", write_yaml(tmp_path / "bad.yaml", config))
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message.replace("{tmp}", str(tmp_path)) in out, out[-3000:]
+    assert "Finished jobid" not in out and not (work / "results").exists()
+
+
+# --- end to end -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_end_to_end_results(finished):
+    results = finished / "results" / "test" / "cnn"
+    arch = TEST_CONFIG["architectures"][0]
+    seeds, levels = TEST_CONFIG["seeds"], list(range(arch["levels"] + 1))
+    imp = load(results / "imp.nc")
+    assert list(imp.arch.values) == ["cnn"] and list(imp.rewind_step.values) == arch["rewind_steps"]
+    assert list(imp.seed.values) == seeds and list(imp.level.values) == levels
+    # density: ceil(20%) of the surviving weights pruned per level, i.e. 0.8^L up to rounding
+    remaining = imp.remaining.isel(arch=0, rewind_step=0).values
+    for s in range(len(seeds)):
+        expected = [remaining[s, 0]]
+        for _ in levels[1:]:
+            expected.append(expected[-1] - math.ceil(0.2 * expected[-1]))
+        np.testing.assert_array_equal(remaining[s], expected)
+    density = imp.density.isel(arch=0, rewind_step=0).values
+    np.testing.assert_array_equal(density, remaining / remaining[:, :1])
+    np.testing.assert_allclose(density, np.broadcast_to(0.8 ** np.array(levels), density.shape),
+                               atol=len(levels) / remaining[0, 0])
+    assert np.isfinite(imp.test_error).all() and ((imp.test_error >= 0) & (imp.test_error <= 1)).all()
+    # the aggregate holds each run's own numbers
+    for s in seeds:
+        run = load(finished / f"results/test/cnn/rewind_{arch['rewind_steps'][0]}/seed_{s}/imp.nc")
+        np.testing.assert_array_equal(imp.test_error.sel(arch="cnn", rewind_step=arch["rewind_steps"][0], seed=s),
+                                      run.test_error.sel(seed=s))
+    for exp in EXPERIMENTS:
+        ds = load(results / f"{exp}.nc")
+        section = TEST_CONFIG["experiments"]["hessian" if exp == "pruning_theory" else exp]
+        exp_levels = levels if section.get("levels", "all") == "all" else section["levels"]
+        assert list(ds.arch.values) == ["cnn"], exp
+        assert list(ds.rewind_step.values) == arch["rewind_steps"], exp
+        assert list(ds.seed.values) == (section.get("seeds") or seeds), exp
+        assert list(ds.level.values) == exp_levels, exp
+        assert ds.attrs["experiment_name"] == exp and ds.attrs["workflow_config"] == "test"
+    interp = load(results / "interpolation.nc")
+    assert interp.sizes["gamma"] == TEST_CONFIG["experiments"]["interpolation"]["gammas"]
+    perturb = load(results / "perturbation.nc")
+    assert list(perturb.strength.values) == TEST_CONFIG["experiments"]["perturbation"]["strengths"]
+
+
+@pytest.mark.slow
+def test_rerun_after_a_full_run_does_nothing(finished, data_env, tmp_path):
+    out = ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", env=data_env))
+    assert "Nothing to be done" in out, out[-3000:]
+    # a changed experiment option reruns that experiment (params trigger) and its aggregate only
+    overlay = write_yaml(tmp_path / "gammas.yaml", {"experiments": {"interpolation": {"gammas": 3}}})
+    counts = job_counts(ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", overlay, env=data_env)))
+    assert counts == {"interpolation": 2, "aggregate": 1, "all": 1, "total": 4}
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_numbers(finished, data_env, tmp_path):
+    work = copy_workflow(tmp_path / "work")
+    proc = subprocess.Popen(snakemake_cmd("--configfile", "config/test.yaml"), cwd=work, env={**os.environ, **data_env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    runs = work / "results" / "test" / "cnn" / "rewind_5"
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("seed_*/run/level_01/final.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    assert not (runs / "seed_0" / "imp.nc").exists() or not (runs / "seed_1" / "imp.nc").exists()
+    ok(snakemake(work, "--configfile", "config/test.yaml", env=data_env))
+    for exp in ["imp", *EXPERIMENTS]:
+        assert_same_numbers(load(work / f"results/test/cnn/{exp}.nc"), load(finished / f"results/test/cnn/{exp}.nc"))
+
+
+@pytest.mark.slow
+def test_level_granularity_gives_the_same_numbers(finished, data_env, tmp_path):
+    """Chained pretrain/train-level/prune jobs and per-level analysis jobs reproduce the per-run jobs."""
+    work = copy_workflow(tmp_path / "work")
+    overlay = {"granularity": "level",
+               "experiments": {e: {"enabled": e == "interpolation"} for e in EXPERIMENTS}}
+    ok(snakemake(work, "--configfile", "config/test.yaml", write_yaml(tmp_path / "level.yaml", overlay),
+                 env=data_env))
+    for exp in ["imp", "interpolation"]:
+        assert_same_numbers(load(work / f"results/test/cnn/{exp}.nc"), load(finished / f"results/test/cnn/{exp}.nc"))
+    assert (work / "results/test/cnn/rewind_5/seed_1/interpolation/level_02.nc").exists()
