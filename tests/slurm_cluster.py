@@ -201,7 +201,9 @@ class SlurmCluster:
             if check():
                 return
             time.sleep(0.25)
-        raise SlurmUnavailable(f"timed out after {timeout_s:.0f}s waiting for {what}\n{self.logs()}")
+        raise SlurmUnavailable(
+            f"timed out after {timeout_s:.0f}s waiting for {what}\n{self.logs()}"
+        )
 
     def _ok(self, argv: list[str]) -> bool:
         return subprocess.run(argv, env=self.env, capture_output=True).returncode == 0
@@ -243,7 +245,9 @@ class SlurmCluster:
             text=True,
         )
         if install.returncode != 0:
-            raise SlurmUnavailable(f"mariadb-install-db failed:\n{install.stdout}\n{install.stderr}")
+            raise SlurmUnavailable(
+                f"mariadb-install-db failed:\n{install.stdout}\n{install.stderr}"
+            )
         self._spawn(
             "mariadb",
             [

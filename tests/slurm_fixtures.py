@@ -30,11 +30,13 @@ def _start_or_skip(request: pytest.FixtureRequest) -> SlurmCluster:
                 pytest.fail(message, pytrace=False)
             pytest.skip(message)
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"SLURM test cluster started in {cluster.startup_s:.1f}s "
-                f"(SLURM_CONF={cluster.slurm_conf})"
-            )
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(
+                    f"SLURM test cluster started in {cluster.startup_s:.1f}s "
+                    f"(SLURM_CONF={cluster.slurm_conf})"
+                )
         _shared["saved_conf"] = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = str(cluster.slurm_conf)
         _shared["cluster"] = cluster

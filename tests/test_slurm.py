@@ -133,7 +133,7 @@ def run_snakemake(workdir: Path, *args: str, timeout: float = 300) -> subprocess
     )
 
 
-def make_workflow(path: Path, snakefile: str, files: dict = None) -> Path:
+def make_workflow(path: Path, snakefile: str, files: dict | None = None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "Snakefile").write_text(snakefile)
     for name, text in (files or {}).items():

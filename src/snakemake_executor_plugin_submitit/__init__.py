@@ -34,9 +34,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncGenerator, Dict, List, Optional
+from typing import Any, Optional
 
 import psutil
 import submitit
@@ -49,6 +50,7 @@ from snakemake_interface_executor_plugins.settings import (
     ExecutorSettingsBase,
 )
 from submitit.core.utils import pickle_load
+from submitit.slurm.slurm import SlurmInfoWatcher
 
 CLUSTERS = ("slurm", "local", "debug")
 # sacct states of jobs that may still run (REQUEUED: submitit requeued it on timeout).
@@ -72,9 +74,29 @@ SLURM_ACTIVE_STATES = {
 PREEMPTED_GRACE_S = 300.0
 
 
+def slurm_base_state(state: str) -> str:
+    """'CANCELLED by 0' -> 'CANCELLED', 'CANCELLED+' -> 'CANCELLED', '' -> 'UNKNOWN'."""
+    return state.split()[0].rstrip("+") if state.strip() else "UNKNOWN"
+
+
+class SlurmStateWatcher(SlurmInfoWatcher):
+    """submitit's sacct watcher (one sacct call for all jobs), polled at Snakemake's pace.
+
+    Unlike submitit's, it keeps polling jobs in every state that may still run
+    (e.g. SUSPENDED, REQUEUE_HOLD, PREEMPTED).
+    """
+
+    def is_done(self, job_id: str, mode: str = "standard") -> bool:
+        base = slurm_base_state(self.get_state(job_id, mode=mode))
+        return base not in SLURM_ACTIVE_STATES and base != "PREEMPTED"
+
+
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
-    """Settings of the submitit executor (``--submitit-<name>`` on the command line)."""
+    """Settings of the submitit executor (``--submitit-<name>`` on the command line).
+
+    Optional fields use ``typing.Optional``: Snakemake derives the argparse type from it.
+    """
 
     cluster: Optional[str] = field(
         default=None,
@@ -101,8 +123,9 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=3,
         metadata={
             "help": "How often a job that reaches its time limit is requeued and "
-            "resumed before it counts as failed (preemptions of jobs longer than "
-            "50 minutes do not count). Default: 3",
+            "resumed before it counts as failed; a preemption counts too unless it "
+            "comes before 80%% of the time limit and at least 10 minutes before it. "
+            "Default: 3",
             "env_var": False,
             "required": False,
         },
@@ -129,8 +152,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     default_runtime: int = field(
         default=60,
         metadata={
-            "help": "Time limit in minutes for jobs without a 'runtime' resource. "
-            "Default: 60",
+            "help": "Time limit in minutes for jobs without a 'runtime' resource. " "Default: 60",
             "env_var": False,
             "required": False,
         },
@@ -158,7 +180,7 @@ common_settings = CommonSettings(
 )
 
 
-def _alive(procs: List[psutil.Process]) -> List[psutil.Process]:
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     """The processes that still run (zombies count as exited; nothing is reaped)."""
     alive = []
     for proc in procs:
@@ -187,13 +209,13 @@ class JobCommand(submitit.helpers.Checkpointable):
     def __init__(self, command: str, grace_period_s: float = 60.0) -> None:
         self.command = command
         self.grace_period_s = grace_period_s
-        self._child: Optional[subprocess.Popen] = None
+        self._child: subprocess.Popen | None = None
         self._terminated = False
 
-    def __getstate__(self) -> Dict[str, Any]:
+    def __getstate__(self) -> dict[str, Any]:
         return {"command": self.command, "grace_period_s": self.grace_period_s}
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
 
     def __call__(self) -> int:
@@ -210,9 +232,7 @@ class JobCommand(submitit.helpers.Checkpointable):
         if on_main_thread:
             signal.signal(signal.SIGTERM, on_sigterm)
         # The command ignores the preemption signal: it gets SIGTERM from us instead.
-        self._child = subprocess.Popen(
-            f"trap '' {usr_sig.name[3:]}; {self.command}", shell=True
-        )
+        self._child = subprocess.Popen(f"trap '' {usr_sig.name[3:]}; {self.command}", shell=True)
         try:
             while (code := self._child.poll()) is None:
                 time.sleep(0.2)
@@ -228,18 +248,15 @@ class JobCommand(submitit.helpers.Checkpointable):
             time.sleep(self.termination_wait_s)
         elif code < 0 or code > 128:
             time.sleep(self.signal_settle_s)
-        raise RuntimeError(
-            f"Snakemake job command exited with code {code}"
-            + (" after SIGTERM" if self._terminated else "")
-            + f": {self.command}"
-        )
+        suffix = " after SIGTERM" if self._terminated else ""
+        raise RuntimeError(f"Snakemake job command exited with code {code}{suffix}")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Stop the command (SIGTERM, grace period, SIGKILL) and requeue it unchanged."""
         self.stop(self.grace_period_s)
         return super().checkpoint(*args, **kwargs)
 
-    def _tree(self) -> List[psutil.Process]:
+    def _tree(self) -> list[psutil.Process]:
         if self._child is None or self._child.returncode is not None:
             return []
         try:
@@ -248,7 +265,7 @@ class JobCommand(submitit.helpers.Checkpointable):
         except psutil.NoSuchProcess:
             return []
 
-    def _signal_tree(self, signum: int) -> List[psutil.Process]:
+    def _signal_tree(self, signum: int) -> list[psutil.Process]:
         procs = self._tree()
         for proc in procs:
             try:
@@ -271,10 +288,10 @@ class JobCommand(submitit.helpers.Checkpointable):
                 pass
 
 
-def parse_sbatch_options(text: str) -> Dict[str, Any]:
+def parse_sbatch_options(text: str) -> dict[str, Any]:
     """Parse long sbatch options ("--a=1 --b 2 --flag") into submitit's additional_parameters."""
     tokens = shlex.split(text)
-    options: Dict[str, Any] = {}
+    options: dict[str, Any] = {}
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -317,14 +334,19 @@ class Executor(RemoteExecutor):
         self.folder = folder.absolute()
         self.extra_sbatch = parse_sbatch_options(self.settings.slurm_extra or "")
         self.latency_wait = float(getattr(self.workflow.execution_settings, "latency_wait", 5))
+        # Jobs submitted and not yet reported; Snakemake's own list of active jobs is
+        # empty while a status check runs, and cancel must not miss any job.
+        self.unfinished: dict[str, SubmittedJobInfo] = {}
+        self.unfinished_lock = threading.Lock()
+        self.slurm_watcher = SlurmStateWatcher()
         self.logger.info(f"submitit executor: cluster={self.cluster}, logs in {self.folder}")
 
-    def submitit_parameters(self, job: JobExecutorInterface) -> Dict[str, Any]:
+    def submitit_parameters(self, job: JobExecutorInterface) -> dict[str, Any]:
         """AutoExecutor.update_parameters() arguments for a Snakemake job's resources."""
         res = job.resources
         slurm = self.cluster == "slurm"
         runtime = res.get("runtime") or self.settings.default_runtime
-        params: Dict[str, Any] = {
+        params: dict[str, Any] = {
             "name": f"snakemake-{job.name}-{job.jobid}",
             "timeout_min": int(math.ceil(float(runtime))),
             "cpus_per_task": int(job.threads),
@@ -369,29 +391,46 @@ class Executor(RemoteExecutor):
         try:
             executor.update_parameters(**params)
         except (NameError, ValueError, AssertionError) as e:
-            raise WorkflowError(f"Invalid submitit parameters {params} for {job.name}: {e}")
+            raise WorkflowError(f"Invalid submitit parameters {params} for {job.name}: {e}") from e
         command = JobCommand(self.format_job_exec(job), grace_period_s=self.settings.grace_period)
         try:
             sjob = executor.submit(command)
         except Exception as e:
-            raise WorkflowError(f"submitit could not submit job {job.name} to {self.cluster}: {e}")
+            raise WorkflowError(
+                f"submitit could not submit job {job.name} to {self.cluster}: {e}"
+            ) from e
         self.logger.info(
             f"Job {job.jobid} submitted as submitit {self.cluster} job {sjob.job_id}, "
             f"log: {sjob.paths.stdout}"
         )
-        self.report_job_submission(
-            SubmittedJobInfo(job, external_jobid=str(sjob.job_id), aux={"submitit_job": sjob})
+        job_info = SubmittedJobInfo(
+            job, external_jobid=str(sjob.job_id), aux={"submitit_job": sjob}
         )
+        if self.cluster == "slurm":
+            self.slurm_watcher.register_job(job_info.external_jobid)
+        with self.unfinished_lock:
+            self.unfinished[job_info.external_jobid] = job_info
+        self.report_job_submission(job_info)
+
+    def report_job_success(self, job_info: SubmittedJobInfo) -> None:
+        with self.unfinished_lock:
+            self.unfinished.pop(job_info.external_jobid, None)
+        super().report_job_success(job_info)
+
+    def report_job_error(self, job_info: SubmittedJobInfo, msg=None, **kwargs) -> None:
+        with self.unfinished_lock:
+            self.unfinished.pop(job_info.external_jobid, None)
+        super().report_job_error(job_info, msg, **kwargs)
 
     async def check_active_jobs(
-        self, active_jobs: List[SubmittedJobInfo]
+        self, active_jobs: list[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:
             # Also guards against the status thread running before __post_init__.
             return
         if self.cluster == "slurm":
             async with self.status_rate_limiter:
-                await asyncio.to_thread(submitit.SlurmJob.watcher.update)
+                await asyncio.to_thread(self.slurm_watcher.update)
         for job_info in active_jobs:
             if self.cluster == "debug":
                 await asyncio.to_thread(self._run_debug_job, job_info)
@@ -411,14 +450,14 @@ class Executor(RemoteExecutor):
                 reason = f"ended with state {state} without a result"
             self._report_failure(job_info, reason)
 
-    def _finished_state(self, job_info: SubmittedJobInfo) -> Optional[str]:
+    def _finished_state(self, job_info: SubmittedJobInfo) -> str | None:
         """The job's final state, or None while it is pending, running or requeued."""
         sjob = job_info.aux["submitit_job"]
         if sjob.paths.result_pickle.exists():
             return "COMPLETED"
         if self.cluster == "slurm":
-            state = sjob.watcher.get_state(sjob.job_id, mode="cache")
-            base_state = state.split()[0].rstrip("+") if state.strip() else "UNKNOWN"
+            state = self.slurm_watcher.get_state(job_info.external_jobid, mode="cache")
+            base_state = slurm_base_state(state)
             if base_state in SLURM_ACTIVE_STATES:
                 return None
             if base_state == "PREEMPTED":
@@ -445,23 +484,28 @@ class Executor(RemoteExecutor):
 
     def _report_failure(self, job_info: SubmittedJobInfo, reason: str) -> None:
         paths = job_info.aux["submitit_job"].paths
+        logs = [str(p) for p in (paths.stdout, paths.stderr) if p.exists()]
+        where = " and ".join(logs) if logs else f"none written (folder {paths.folder})"
         self.report_job_error(
             job_info,
             msg=(
                 f"submitit {self.cluster} job {job_info.external_jobid} failed: {reason}\n"
-                f"    submitit logs: {paths.stdout} and {paths.stderr}\n"
+                f"    submitit logs: {where}\n"
             ),
-            aux_logs=[str(paths.stdout), str(paths.stderr)],
+            aux_logs=logs,
         )
 
-    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]) -> None:
-        if not active_jobs or self.cluster == "debug":
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
+        with self.unfinished_lock:
+            jobs = {j.external_jobid: j for j in [*active_jobs, *self.unfinished.values()]}
+        if not jobs or self.cluster == "debug":
             return
         if self.cluster == "slurm":
-            ids = [str(j.external_jobid) for j in active_jobs]
+            ids = sorted(jobs, key=int)
+            self.logger.info(f"Cancelling SLURM jobs {' '.join(ids)}")
             result = subprocess.run(["scancel", *ids], capture_output=True, text=True)
             if result.returncode != 0:
                 self.logger.error(f"scancel {' '.join(ids)} failed: {result.stderr.strip()}")
             return
-        for job_info in active_jobs:
+        for job_info in jobs.values():
             job_info.aux["submitit_job"].cancel(check=False)

@@ -17,23 +17,27 @@ set of tensors pays it once per step.  Each model keeps everything that
 
 Two backends compute the K gradients:
 
-``stacked``
+``stacked`` (``auto`` picks it where it exists)
     Hand-written forward passes over stacked parameters for the package's own architectures
     (MLP, CNN1d, the CIFAR ResNets, VGG): a ``Linear`` is one ``baddbmm`` over ``(K, out, in)``
-    weights, a convolution is one grouped convolution with ``groups = K`` on activations laid
-    out as ``(N, K·C, …)``, a BatchNorm is one BatchNorm over ``K·C`` channels whose running
-    statistics are views of the stacked buffers.  Plain autograd; the fastest option on CPU.
+    weights; a 2-D convolution is one grouped convolution with ``groups = K`` on activations
+    laid out as ``(N, K·C, H, W)`` and its BatchNorm one BatchNorm over ``K·C`` channels whose
+    running statistics are views of the stacked buffers; the 1-D CNN runs on ``(K, N, L, C)``
+    with im2col + ``bmm`` convolutions and a sum-based BatchNorm (as fast as grouped
+    convolutions in eager mode on CPU, and about twice as fast once compiled).  Plain autograd.
 ``vmap``
     Any architecture: ``torch.func.vmap(grad(functional_call(...)))`` over the stacked
     parameters and buffers (BatchNorm updates the stacked running statistics in place, one
-    slice per model).
+    slice per model).  Slower than ``stacked`` on CPU.
 
 Both agree with K separate :func:`~unmasking.training.train` runs to float rounding
-(``tests/test_multitrain.py``).  On CUDA, ``bf16=True`` runs forward and backward under bf16
-autocast (weights, optimizer and BatchNorm statistics stay fp32), ``channels_last=True`` uses
-the channels-last layout for 2-D convolutions, and ``compile=True`` wraps the loss in
-``torch.compile`` (falling back to eager, with a warning, if compilation fails).  Keep the data
-on the GPU (``TensorData.to('cuda')``): batches are then gathered, cropped and flipped there.
+(``tests/test_multitrain.py``; to 1e-9 in float64).  ``compile=True`` wraps the loss in
+``torch.compile`` (CPU or CUDA; one compiled function per architecture and K, reused by later
+calls; on failure it warns and trains eagerly).  CUDA only: ``bf16=True`` runs the forward and
+backward passes under bf16 autocast (weights, optimizer state and BatchNorm statistics stay
+fp32; stacked backend only) and ``channels_last=True`` uses the channels-last layout for 2-D
+convolutions.  Keep the data on the GPU (``TensorData.to('cuda')``): batches are then gathered,
+cropped, flipped and normalized there.  Measurements: ``docs/performance.md``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ IMP files it reads (levels L and L+1, masks through L+2), not for the whole run.
 
 
 def analysis_inputs(exp):
-    """Inputs of an analysis job; E5 also reads E4's output for the same run and levels."""
+    """Inputs of an analysis job; E5 (and E7 with use_hessian) also read E4's output for the
+    same run and levels."""
 
     def inputs(wildcards):
         base = RUN.format(
@@ -24,7 +25,7 @@ def analysis_inputs(exp):
         else:
             files = {"imp": f"{base}/imp.nc"}
             hessian = f"{base}/hessian.nc"
-        if exp == "pruning_theory":
+        if reads_hessian(exp):
             files["hessian"] = hessian
         return files
 
@@ -66,6 +67,6 @@ for _exp, _command in EXPERIMENTS.items():
         shell:
             with_exports(
                 "{params.exe} {params.command} --run {params.run} --levels {params.levels} "
-                + ("--hessian {input.hessian} " if _exp == "pruning_theory" else "")
+                + ("--hessian {input.hessian} " if reads_hessian(_exp) else "")
                 + "--out {output} {params.options} {params.common} > {log} 2>&1"
             )

@@ -30,7 +30,7 @@ EXPERIMENTS = {
 # Experiments that need level L+1 trained at level L (`all` stops one level short).
 NEEDS_NEXT_LEVEL = ("landscape",)
 # Keys of an experiment's config section that are not command-line options.
-NOT_OPTIONS = ("enabled", "levels", "seeds", "architectures")
+NOT_OPTIONS = ("enabled", "levels", "seeds", "architectures", "use_hessian")
 
 # Figure rules (workflow/rules/figures.smk) append their outputs here; `rule all` builds them.
 FIGURE_TARGETS = []
@@ -247,6 +247,40 @@ def _check_experiment(exp, sec, archs):
             )
 
 
+def reads_hessian(exp):
+    """Whether an experiment's jobs read E4's output of the same run and level (`--hessian`)."""
+    exps = config["experiments"]
+    if exp == "pruning_theory":
+        return True
+    return (
+        exp == "flatness"
+        and exps["flatness"]["use_hessian"]
+        and exps["hessian"]["enabled"]
+    )
+
+
+def _check_flatness_hessian(archs):
+    """With use_hessian, E4 must have run at every run and level where E7 runs."""
+    if not (enabled("flatness") and reads_hessian("flatness")):
+        return
+    for arch in archs.values():
+        missing = [
+            (t, s, level)
+            for t, s in runs(arch, "flatness")
+            for level in experiment_levels(arch, "flatness")
+            if (t, s) not in runs(arch, "hessian")
+            or level not in experiment_levels(arch, "hessian")
+        ]
+        if missing:
+            t, s, level = missing[0]
+            raise WorkflowError(
+                f"experiments.flatness.use_hessian: E7 runs where E4 does not (architecture "
+                f"{arch.name!r}, rewind step {t}, seed {s}, level {level}); widen "
+                f"experiments.hessian (levels, seeds, architectures) or set "
+                f"experiments.flatness.use_hessian: false"
+            )
+
+
 def plan_workflow(config):
     """Architectures with their recipes resolved; checks names, levels and the data sets."""
     archs = {}
@@ -265,6 +299,7 @@ def plan_workflow(config):
     for exp in EXPERIMENTS:
         if exp != "pruning_theory":
             _check_experiment(exp, exps[exp], archs)
+    _check_flatness_hessian(archs)
     define_paths(config["name"])
     missing = [a.data_missing for a in archs.values() if a.data_missing]
     for message in missing:

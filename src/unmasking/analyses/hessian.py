@@ -64,7 +64,7 @@ class HessianSettings:
     """Parameters of E4 (defaults sized for the embedded CPU workflow; see docs/analyses_hessian.md)."""
 
     topk: int = 10
-    lanczos_steps: int = 40
+    lanczos_steps: int = 50
     probes: int = 2
     hutchinson_probes: int = 4
     subset_size: int | None = None  # None: the whole (train-eval) training set
@@ -80,7 +80,7 @@ class HessianSettings:
             (self.topk >= 1, "topk must be >= 1"),
             (self.lanczos_steps >= 1, "lanczos_steps must be >= 1"),
             (self.probes >= 1, "probes must be >= 1"),
-            (self.hutchinson_probes >= 0, "hutchinson_probes must be >= 0"),
+            (self.hutchinson_probes >= 1, "hutchinson_probes must be >= 1"),
             (self.subset_size is None or self.subset_size >= 1, "subset_size must be >= 1 (or None: all)"),
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
             (self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}"),
@@ -137,7 +137,8 @@ class MaskedHessian:
         self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
         self.fixed = {n: p for n, p in params.items() if n not in mask}
         self.weights = {n: params[n] for n in self.names}
-        self.index = {n: torch.nonzero(mask[n].reshape(-1).to(self.device)).squeeze(1) for n in self.names}
+        self.mask = {n: mask[n].to(self.device).bool() for n in self.names}
+        self.index = {n: torch.nonzero(self.mask[n].reshape(-1)).squeeze(1) for n in self.names}
         self.sizes = [len(self.index[n]) for n in self.names]
         self.dim = int(sum(self.sizes))
         if self.dim == 0:
@@ -241,6 +242,19 @@ class Lanczos:
         return theta[order], np.abs(self.residual * s[-1, order])
 
 
+def _restart_vector(basis: torch.Tensor, seed: int, count: int) -> torch.Tensor:
+    """A seeded Gaussian vector orthogonal to the rows of ``basis`` (redrawn if it nearly lies in their span)."""
+    for attempt in range(10):
+        g = generator(seed, "lanczos-restart", count, attempt)
+        w = torch.randn(basis.shape[1], generator=g, dtype=torch.float64).to(basis.device, basis.dtype)
+        norm0 = float(torch.linalg.vector_norm(w))
+        for _ in range(2):
+            w = w - basis.T @ (basis @ w)
+        if float(torch.linalg.vector_norm(w)) > 1e-3 * norm0:
+            return w
+    raise RuntimeError("Lanczos: could not find a restart vector outside the Krylov basis")
+
+
 def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int,
             restart_seed: int = 0, progress: bool | str = False) -> Lanczos:
     """``steps`` Lanczos iterations from ``start`` with full reorthogonalization (Gram–Schmidt twice).
@@ -273,10 +287,8 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
             residual = b
             break
         if b <= tol * max(scale, 1e-300):
+            w = _restart_vector(done, restart_seed, restarts)
             restarts += 1
-            w = probe_vector(dim, restart_seed, "lanczos-restart", restarts, dtype=dtype, device=device)
-            for _ in range(2):
-                w = w - done.T @ (done @ w)
             b = 0.0
         beta[j] = b
         q = w / torch.linalg.vector_norm(w)
@@ -306,24 +318,20 @@ def hutchinson_trace(op: MaskedHessian, probes: int, seed: int, *purpose: object
     With ``deflation``, the exactly known ``tr(QᵀHQ) = Σ α`` of that Lanczos basis ``Q`` is added to
     the Hutchinson estimate of the trace of the rest, ``zᵀ(I−QQᵀ)H(I−QQᵀ)z``.
     """
-    base = 0.0
-    basis = None
-    if deflation is not None:
-        base, basis = float(np.sum(deflation.alpha)), deflation.basis
-    samples = np.zeros(probes)
+    complete = deflation is not None and deflation.steps == op.dim
+    if probes < 1 and not complete:
+        raise ValueError("a trace estimate needs Hutchinson probes (unless the deflation basis spans the space)")
+    base = float(np.sum(deflation.alpha)) if deflation is not None else 0.0
+    samples = np.full(probes, base)
+    if complete:  # tr(QᵀHQ) with a complete orthonormal basis is the trace itself
+        return base, 0.0, samples
     for i in range(probes):
         z = probe_vector(op.dim, seed, "hessian", "hutchinson", *purpose, i, dtype=op.dtype, device=op.device)
-        if basis is not None:
+        if deflation is not None:
             for _ in range(2):
-                z = z - basis.T @ (basis @ z)
-        samples[i] = base + op.quadratic_form(z) if float(torch.linalg.vector_norm(z)) > 0 else base
-    if probes == 0:
-        if deflation is None:
-            raise ValueError("a trace estimate needs Hutchinson probes or a deflation basis")
-        return base, (0.0 if deflation.steps == op.dim else math.nan), samples
+                z = z - deflation.basis.T @ (deflation.basis @ z)
+        samples[i] = base + op.quadratic_form(z)
     std = float(np.std(samples, ddof=1) / math.sqrt(probes)) if probes > 1 else math.nan
-    if basis is not None and deflation.steps == op.dim:
-        std = 0.0
     return float(np.mean(samples)), std, samples
 
 

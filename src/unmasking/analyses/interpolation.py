@@ -208,7 +208,7 @@ class PathEvaluator:
                     continue
                 out[i, j] = self.point(work, interpolate_state(sa, sb, float(g), mask), mode)
                 if key is not None:
-                    self.cache[key, mode] = out[i, j]
+                    self.cache[key, mode] = out[i, j].copy()
         return out
 
 

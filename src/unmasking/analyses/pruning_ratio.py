@@ -178,9 +178,10 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
     after = curves[..., -1, :, :]
     b_err = barrier(curves[..., 0, :], g, axis=-2)
     b_loss = barrier(curves[..., 1, :], g, axis=-2)
+    tie = 1e-9  # errors are multiples of 1/n: a value on the threshold counts as within it despite rounding
     with np.errstate(invalid="ignore"):  # a diverged retraining (NaN) is neither matching nor connected
-        is_matching = after[..., 0, t] <= dense_test + eps_match
-        is_connected = b_err[..., t] <= eps_barrier
+        is_matching = after[..., 0, t] <= dense_test + eps_match + tie
+        is_connected = b_err[..., t] <= eps_barrier + tie
     matching = np.where(ran, is_matching, np.nan)
     connected = np.where(ran, is_connected, np.nan)
     success = np.where(ran, is_matching & is_connected, np.nan)

@@ -1,0 +1,109 @@
+"""CLI for the figures and the claims report (SPEC §4): ``unmasking figure`` and ``unmasking claims``.
+
+    unmasking figure fig2_imp_connectivity --inputs results/embedded/cnn/imp.nc \\
+        results/embedded/cnn/interpolation.nc --out figures/embedded/cnn/fig2_imp_connectivity [--split train]
+    unmasking claims --inputs results/embedded/*/*.nc --out-json figures/embedded/claims.json \\
+        --out-md figures/embedded/claims.md
+
+Inputs are aggregated datasets (``results/<config>/<arch>/<experiment>.nc``) or single-run
+outputs; the experiment of each file is read from its attributes.  ``--out`` is a path
+without extension: the figure is written as ``OUT.pdf`` and ``OUT.png``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+FIGURES = ("fig1_landscape", "fig2_imp_connectivity", "fig3_interpolation", "fig4_robustness", "fig5_hessian",
+           "fig6_pruning_ratio", "fig7_flat_directions", "fig8_small_weights")
+
+
+def figure_module(figure_id: str):
+    """The module of a figure id (``fig2_imp_connectivity``)."""
+    if figure_id not in FIGURES:
+        from ..config import ConfigError
+
+        raise ConfigError(f"unknown figure {figure_id!r}; choose from {', '.join(FIGURES)}")
+    return importlib.import_module(f"unmasking.figures.{figure_id}")
+
+
+def out_stem(out: str) -> Path:
+    """``--out`` without a .pdf/.png extension."""
+    path = Path(out)
+    return path.with_suffix("") if path.suffix in (".pdf", ".png") else path
+
+
+def make_figure(figure_id: str, inputs, out, **options) -> list[Path]:
+    """Render one figure from result files (Python entry point of ``unmasking figure``)."""
+    from ..figures.style import load_inputs
+
+    module = figure_module(figure_id)
+    return module.main(load_inputs(inputs), out_stem(str(out)), **options)
+
+
+def _cmd_figure(args) -> None:
+    options = {k: getattr(args, k) for k in ("split", "levels", "rewind_step", "seed", "bn_mode", "arch",
+                                             "eps_barrier", "match_floor")}
+    module = figure_module(args.figure)
+    if args.split not in module.SPLITS:
+        from ..config import ConfigError
+
+        raise ConfigError(f"{args.figure} has no {args.split} variant (it has {', '.join(module.SPLITS)})")
+    for path in make_figure(args.figure, args.inputs, args.out, **options):
+        print(f"wrote {path}")
+
+
+def _cmd_claims(args) -> None:
+    from .. import claims
+
+    th = claims.Thresholds(eps_barrier=args.eps_barrier, match_floor=args.match_floor, min_levels=args.min_levels,
+                           min_agreement=args.min_agreement, majority=args.majority, strength=args.strength,
+                           p_star_tolerance=args.p_star_tolerance).check()
+    rep = claims.main(args.inputs, args.out_json, args.out_md, args.out_html, th, args.config_name)
+    print(claims.to_markdown(rep))
+    for path in (args.out_json, args.out_md, args.out_html):
+        if path:
+            print(f"wrote {path}")
+
+
+def register(subparsers) -> None:
+    from ..claims import Thresholds
+
+    d = Thresholds()
+    p = subparsers.add_parser("figure", help="render one of the paper's figures (PDF and PNG) from result files",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("figure", choices=FIGURES, help="figure id")
+    p.add_argument("--inputs", nargs="+", required=True, help="result files (aggregated or single-run netCDF)")
+    p.add_argument("--out", required=True, help="output path without extension (writes OUT.pdf and OUT.png)")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="error shown (train: the variant)")
+    p.add_argument("--arch", default=None, help="architecture (needed when the inputs hold several)")
+    p.add_argument("--rewind-step", type=int, default=None,
+                   help="rewind step shown (default: the largest in the inputs; fig2 shows all)")
+    p.add_argument("--levels", type=int, nargs="+", default=None,
+                   help="levels shown in the per-level panels (default: a few spread over the levels)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the landscape (fig1; default: the first)")
+    p.add_argument("--bn-mode", choices=["interpolate", "reset"], default=None,
+                   help="BatchNorm mode of the E2 curves (fig3; default: the first in the data)")
+    p.add_argument("--eps-barrier", type=float, default=d.eps_barrier, help="zero-barrier threshold")
+    p.add_argument("--match-floor", type=float, default=d.match_floor, help="floor of epsilon_match")
+    p.set_defaults(func=_cmd_figure)
+
+    p = subparsers.add_parser("claims", help="evaluate the paper's four claims on result files (JSON, Markdown)",
+                              description="The claims report (SPEC §1, §4); prints the Markdown table.")
+    p.add_argument("--inputs", nargs="+", required=True, help="result files of every architecture")
+    p.add_argument("--out-json", required=True, help="machine-readable report")
+    p.add_argument("--out-md", default=None, help="Markdown table")
+    p.add_argument("--out-html", default=None, help="HTML table (for snakemake --report)")
+    p.add_argument("--config-name", default="", help="name of the workflow configuration (recorded)")
+    p.add_argument("--eps-barrier", type=float, default=d.eps_barrier, help="zero-barrier threshold")
+    p.add_argument("--match-floor", type=float, default=d.match_floor, help="floor of epsilon_match")
+    p.add_argument("--min-levels", type=int, default=d.min_levels, help="levels a claim needs to be decided")
+    p.add_argument("--min-agreement", type=float, default=d.min_agreement,
+                   help="agreement fraction an 'iff' claim (1, 2) needs to hold")
+    p.add_argument("--majority", type=float, default=d.majority,
+                   help="'most levels' means a fraction strictly above this (claims 3, 4)")
+    p.add_argument("--strength", type=float, default=d.strength, help="perturbation strength c of claim 2")
+    p.add_argument("--p-star-tolerance", type=float, default=d.p_star_tolerance,
+                   help="claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)")
+    p.set_defaults(func=_cmd_claims)

@@ -1,0 +1,203 @@
+"""E7 — curvature along pruning directions (SPEC §3).
+
+At the level-L solution ``w_L``, prune a fraction ``f`` (default: the recipe's
+``prune.fraction``, IMP's own step) of the surviving weights and let ``Δ`` be the removed
+weights (``(m_L − m') ⊙ w_L``) and ``q = Δ/‖Δ‖``.  The curvature along the pruning direction is
+``qᵀHq``, with ``H`` the masked Hessian of E4 (same data subset, BatchNorm in eval mode,
+prunable weights only).  It is computed for
+
+- ``magnitude`` pruning (IMP's rule: ``m'`` is the run's own ``m_{L+1}`` at the recipe fraction), and
+- ``random`` pruning (global) and optionally ``random_layerwise`` (each layer loses as many
+  weights as under magnitude pruning), over ``random_masks`` seeded masks (mean and standard
+  deviation reported; each mask's seed is recorded),
+
+beside the average curvature ``tr(H)/D_L`` (Hutchinson, deflated as in E4, or read from an E4
+output with ``hessian=``).  Each direction costs one Hessian-vector product.  Random mask ``r``
+of level ``L`` uses ``derive_seed(seed, "flatness", method, L, r)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .. import masks as M
+from ..config import ConfigError
+from ..results import load_dataset, write_dataset
+from ..seeds import derive_seed
+from .hessian import (DTYPES, HessianSettings, MaskedHessian, _check_levels, add_hessian_args, hutchinson_trace,
+                      lanczos, probe_vector, run_attrs, settings_from_args, subset_for)
+
+RANDOM_METHODS = ("random", "random_layerwise")
+DEFAULT_RANDOM_MASKS = 8
+
+__all__ = ["DEFAULT_RANDOM_MASKS", "RANDOM_METHODS", "direction_curvature", "flatness", "pruning_direction"]
+
+
+def pruning_direction(op: MaskedHessian, removed: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``Δ = removed ⊙ w`` as a ``D_L`` vector of ``op`` (``removed`` must lie inside the operator's mask)."""
+    outside = sum(int((removed[n].to(op.device) & ~op.mask[n]).sum()) for n in op.names)
+    if outside:
+        raise ValueError(f"{outside} removed weights are not alive in the operator's mask")
+    delta = op.gather({n: op.weights[n] * removed[n].to(op.device, op.dtype) for n in op.names})
+    return delta
+
+
+def direction_curvature(op: MaskedHessian, delta: torch.Tensor) -> tuple[float, float]:
+    """``(qᵀHq, ‖Δ‖)`` for ``q = Δ/‖Δ‖`` (NaN curvature when ``Δ = 0``)."""
+    norm = float(torch.linalg.vector_norm(delta.double()))
+    if norm == 0:
+        return math.nan, 0.0
+    return op.quadratic_form(delta / norm), norm
+
+
+def _trace_from(hessian: xr.Dataset, run, level: int, dim: int) -> tuple[float, float]:
+    if hessian.attrs.get("experiment") != "E4_hessian":
+        raise ConfigError("the --hessian file is not an E4 (hessian) output")
+    if hessian.attrs.get("config_hash") != run.recipe.hash() or int(hessian.seed.values[0]) != run.seed:
+        raise ConfigError("the --hessian file is for another run")
+    if level not in set(int(v) for v in hessian.level.values):
+        raise ConfigError(f"the --hessian file has no level {level} (it has {list(hessian.level.values)})")
+    h = hessian.sel(level=level).isel(seed=0)
+    if int(h.num_weights) != dim:
+        raise ConfigError(f"level {level}: the --hessian file has D_L = {int(h.num_weights)}, the run's mask {dim}")
+    return float(h.trace), float(h.trace_std)
+
+
+def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASKS, fraction: float | None = None,
+             methods: Sequence[str] = ("random",), settings: HessianSettings = HessianSettings(),
+             hessian: xr.Dataset | None = None, progress: bool = True) -> xr.Dataset:
+    """E7 on an :class:`~unmasking.imp.ImpRun` for ``levels``.
+
+    ``settings`` gives the data subset, chunking, dtype, seed and the trace estimator
+    (``hutchinson_probes``; ``lanczos_steps`` > 0 deflates by a Krylov basis of that size, 0 is
+    plain Hutchinson).  With ``hessian`` (an E4 output for the same run and settings), the
+    trace is read from it instead and no trace products are spent.
+    """
+    settings.check()
+    levels = _check_levels(run, levels)
+    fraction = run.recipe.prune.fraction if fraction is None else float(fraction)
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"fraction must be in (0, 1), got {fraction}")
+    methods = tuple(methods)
+    if len(set(methods)) != len(methods) or any(m not in RANDOM_METHODS for m in methods):
+        raise ConfigError(f"random methods must be distinct values from {RANDOM_METHODS}, got {list(methods)}")
+    if random_masks < 1 and methods:
+        raise ConfigError(f"random_masks must be >= 1, got {random_masks}")
+    x, y = subset_for(run, settings)
+    n_l, n_m, n_r = len(levels), len(methods), int(random_masks)
+    mag, mag_len = np.zeros(n_l), np.zeros(n_l)
+    rnd, rnd_len = np.full((n_l, n_m, n_r), np.nan), np.full((n_l, n_m, n_r), np.nan)
+    seeds = np.full((n_l, n_m, n_r), -1, dtype=np.int64)
+    trace, trace_std, dims, pruned = np.zeros(n_l), np.zeros(n_l), np.zeros(n_l, dtype=np.int64), np.zeros(n_l,
+                                                                                                          dtype=np.int64)
+    products = np.zeros(n_l, dtype=np.int64)
+    for i, level in enumerate(tqdm(levels, desc="flatness", disable=not progress)):
+        model, mask = run.solution(level), run.mask(level)
+        op = MaskedHessian(model, mask, x, y, settings.chunk_size, DTYPES[settings.dtype])
+        dims[i] = op.dim
+        weights = dict(model.named_parameters())
+        magnitude = M.magnitude_prune(weights, mask, fraction)
+        pruned[i] = M.count(mask) - M.count(magnitude)
+        mag[i], mag_len[i] = direction_curvature(op, pruning_direction(op, M.difference(mask, magnitude)))
+        for a, method in enumerate(methods):
+            for r in range(n_r):
+                seeds[i, a, r] = derive_seed(settings.seed, "flatness", method, level, r)
+                gen = torch.Generator().manual_seed(int(seeds[i, a, r]))
+                other = M.random_prune(mask, fraction, gen, like=magnitude if method == "random_layerwise" else None)
+                rnd[i, a, r], rnd_len[i, a, r] = direction_curvature(op, pruning_direction(op, M.difference(mask,
+                                                                                                           other)))
+        if hessian is not None:
+            trace[i], trace_std[i] = _trace_from(hessian, run, level, op.dim)
+        else:
+            basis = None
+            if settings.lanczos_steps > 0 and settings.deflate:
+                start = probe_vector(op.dim, settings.seed, "hessian", "slq", level, 0, dtype=op.dtype,
+                                     device=op.device)
+                basis = lanczos(op.matvec, start, settings.lanczos_steps, restart_seed=settings.seed)
+            trace[i], trace_std[i], _ = hutchinson_trace(op, settings.hutchinson_probes, settings.seed, level,
+                                                         deflation=basis)
+        products[i] = op.matvecs
+
+    with np.errstate(invalid="ignore"):
+        r_mean = np.nanmean(rnd, axis=-1) if n_m else np.zeros((n_l, 0))
+        r_std = np.nanstd(rnd, axis=-1, ddof=1) if n_r > 1 else np.full((n_l, n_m), np.nan)
+    curv = {"units": "nats / weight^2"}
+    lvl, rd = ("seed", "level"), ("seed", "level", "prune_method")
+    ds = xr.Dataset(
+        {
+            "curvature_magnitude": (lvl, mag[None], {"description": "q^T H q along the magnitude-pruning direction",
+                                                     **curv}),
+            "curvature_random": (rd + ("replicate",), rnd[None], {"description": "q^T H q along a random-pruning "
+                                                                  "direction, per random mask", **curv}),
+            "curvature_random_mean": (rd, r_mean[None], {"description": "mean of curvature_random over masks",
+                                                         **curv}),
+            "curvature_random_std": (rd, r_std[None], {"description": "standard deviation (ddof 1) of "
+                                                       "curvature_random over masks", **curv}),
+            "average_curvature": (lvl, (trace / dims)[None], {"description": "tr(H) / D_L", **curv}),
+            "average_curvature_std": (lvl, (trace_std / dims)[None],
+                                      {"description": "standard error of tr(H) / D_L", **curv}),
+            "trace": (lvl, trace[None], {"description": "tr(H) of the masked Hessian", **curv}),
+            "trace_std": (lvl, trace_std[None], {"description": "standard error of the trace", **curv}),
+            "projection_length_magnitude": (lvl, mag_len[None], {"description": "|Delta| of magnitude pruning",
+                                                                 "units": "weight-space L2"}),
+            "projection_length_random": (rd + ("replicate",), rnd_len[None],
+                                         {"description": "|Delta| of random pruning", "units": "weight-space L2"}),
+            "mask_seed": (rd + ("replicate",), seeds[None], {"description": "seed of each random mask"}),
+            "num_weights": (lvl, dims[None], {"description": "D_L: surviving prunable weights"}),
+            "num_pruned": (lvl, pruned[None], {"description": "weights removed: ceil(fraction * D_L)"}),
+            "matvecs": (lvl, products[None], {"description": "Hessian-vector products used"}),
+        },
+        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "replicate": np.arange(n_r)})
+    ds["prune_method"].attrs["description"] = ("random: uniformly random among the surviving weights; "
+                                               "random_layerwise: as many per layer as magnitude pruning removes")
+    ds.attrs.update(run_attrs(run, "E7_flatness", fraction=fraction, random_masks=n_r, random_methods=list(methods),
+                              trace_source="hessian file" if hessian is not None else "hutchinson",
+                              subset_examples=len(y),
+                              **{f"hessian_{k}": v for k, v in asdict(settings).items()}))
+    return ds
+
+
+def _cmd_flatness(args) -> None:
+    from ..imp import ImpRun
+
+    run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
+    settings = settings_from_args(args)
+    hessian = load_dataset(args.hessian) if args.hessian else None
+    ds = flatness(run, args.levels, args.random_masks, args.fraction, args.methods, settings, hessian,
+                  progress=not args.quiet)
+    out = write_dataset(ds, Path(args.out))
+    for level in ds.level.values:
+        r = ds.sel(level=level).isel(seed=0)
+        rows = "  ".join(f"{m} {float(r.curvature_random_mean.sel(prune_method=m)):.4g} "
+                         f"± {float(r.curvature_random_std.sel(prune_method=m)):.2g}" for m in ds.prune_method.values)
+        print(f"level {level:2d}  q'Hq magnitude {float(r.curvature_magnitude):.4g}  {rows}  "
+              f"tr(H)/D_L {float(r.average_curvature):.4g}")
+    print(f"wrote {out}")
+
+
+def register(subparsers) -> None:
+    from ..cli import add_common_args
+
+    p = subparsers.add_parser("flatness", help="E7: curvature q'Hq along magnitude- vs random-pruning directions, "
+                              "beside tr(H)/D_L", description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="a finished IMP run folder")
+    p.add_argument("--levels", type=int, nargs="+", required=True, help="levels to analyse")
+    p.add_argument("--out", required=True, help="output netCDF file")
+    p.add_argument("--random-masks", type=int, default=DEFAULT_RANDOM_MASKS, help="random masks per method")
+    p.add_argument("--methods", nargs="+", choices=RANDOM_METHODS, default=["random"],
+                   help="random pruning methods compared with magnitude pruning")
+    p.add_argument("--fraction", type=float, default=None,
+                   help="fraction of the surviving weights pruned (default: the recipe's prune.fraction)")
+    p.add_argument("--hessian", default=None,
+                   help="E4 output for the same run and levels: read tr(H) from it instead of estimating it")
+    add_hessian_args(p, lanczos=False)
+    add_common_args(p)
+    p.set_defaults(func=_cmd_flatness)

@@ -1,0 +1,607 @@
+"""The claims report (SPEC §1, §4): the paper's four claims evaluated on the aggregated results.
+
+Every claim is judged per architecture and rewind step, from seed means, with explicit
+thresholds (:class:`Thresholds`), and gets a verdict — ``holds``, ``does not hold`` or
+``inconclusive`` (with the reason, e.g. too few levels) — plus the numbers behind it.
+
+Definitions shared with the figures (so a shaded "matching" level in a figure is the same
+level the report counts):
+
+- ``ε_match`` = the standard deviation (ddof 1) over seeds of the dense (level-0) test error,
+  floored at ``match_floor`` (the floor alone with one seed);
+- level ``L`` is **matching** when the seed-mean ``E_test(w_L) ≤ E_test(dense) + ε_match``;
+- a successive pair ``(w_L, w_{L+1})`` is matching when both solutions are matching (for a
+  level without a trained ``L+1``, ``w_L`` alone);
+- a barrier is **zero** when its seed mean (and replicate mean) is ``≤ ε_barrier``.
+
+The claims (numbered as in SPEC §1; the flatness of magnitude directions is judged with
+claim 4, as the report's brief asks):
+
+1. *Mask information*: successive-level barrier is zero **iff** the pair is matching —
+   agreement fraction over levels, and both directions of the "iff" (levels that are
+   matching with a barrier, and connected but not matching).
+2. *SGD robustness*: trained perturbed rewind points at strength ``c`` (default 1: a
+   perturbation as long as ``d_L``) stay connected to ``w_L`` exactly where IMP matches.
+3. *Flatness limits the pruning ratio*: theoretical (E5) and empirical (E6) ``p*`` of random
+   pruning agree (mean absolute difference within the tolerance: the larger of
+   ``p_star_tolerance`` and E6's grid spacing), and magnitude pruning reaches a higher
+   empirical ``p*`` than random pruning.
+4. *New small weights*: magnitude-pruning directions are flatter than random ones
+   (``qᵀHq`` below the random mean at most levels, E7), and IMP's next projection after
+   retraining ``R_{L+1}`` is shorter than the same step taken without retraining (E8).
+
+A claim needs ``min_levels`` evaluable levels; an "iff" claim also needs both matching and
+non-matching levels (otherwise one direction cannot be tested).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from .config import ConfigError
+
+HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
+SCHEMA = "unmasking-claims/1"
+
+CLAIMS = {
+    1: ("mask information",
+        "Successive IMP solutions w_L, w_L+1 are linearly connected (zero error barrier) if and only if they "
+        "are matching."),
+    2: ("SGD robustness",
+        "Perturbed pruned rewind points (perturbation as long as d_L) train to the mode of w_L (zero barrier) "
+        "exactly at the levels where IMP is matching."),
+    3: ("flatness limits the pruning ratio",
+        "The Hessian-based p* predicts the empirical p* of random pruning; magnitude pruning reaches a higher "
+        "p* than random pruning."),
+    4: ("new small weights",
+        "Magnitude-pruning directions are flatter than random ones, and after retraining IMP's next "
+        "projection R_L+1 is shorter than the same pruning step taken without retraining."),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Thresholds of the claims (the workflow passes ``thresholds`` of its config)."""
+
+    eps_barrier: float = 0.02  # a barrier at or below it is zero
+    match_floor: float = 0.01  # floor of ε_match
+    min_levels: int = 3  # evaluable levels a claim needs
+    min_agreement: float = 0.8  # agreement fraction for an "iff" claim to hold
+    majority: float = 0.5  # "at most levels": a fraction strictly above this
+    strength: float = 1.0  # perturbation strength c of claim 2
+    p_star_tolerance: float = 0.1  # claim 3: mean |p*_theory − p*_experiment| allowed (at least E6's grid step)
+
+    def check(self) -> "Thresholds":
+        checks = [(0 <= self.eps_barrier <= 1, "eps_barrier must be in [0, 1]"),
+                  (0 <= self.match_floor <= 1, "match_floor must be in [0, 1]"),
+                  (self.min_levels >= 1, "min_levels must be >= 1"),
+                  (0 < self.min_agreement <= 1, "min_agreement must be in (0, 1]"),
+                  (0 <= self.majority < 1, "majority must be in [0, 1)"),
+                  (self.strength >= 0, "strength must be >= 0"),
+                  (self.p_star_tolerance >= 0, "p_star_tolerance must be >= 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"claims thresholds: {message}, got {self}")
+        return self
+
+
+@dataclass
+class ClaimResult:
+    """One claim for one architecture and rewind step."""
+
+    arch: str
+    rewind_step: int
+    claim: int
+    verdict: str
+    reason: str
+    evidence: str = ""
+    numbers: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return CLAIMS[self.claim][0]
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "rewind_step": self.rewind_step, "claim": self.claim, "name": self.name,
+                "statement": CLAIMS[self.claim][1], "verdict": self.verdict, "reason": self.reason,
+                "evidence": self.evidence, "numbers": _plain(self.numbers), "thresholds": _plain(self.thresholds)}
+
+
+def _plain(value):
+    """JSON-safe copy: numpy scalars/arrays to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+# --- shared definitions (also used by the figures) ----------------------------------------------------------------
+
+def seed_mean(da: xr.DataArray, dims: Sequence[str] = ("seed",)) -> xr.DataArray:
+    """Mean over ``dims`` (those present), ignoring NaN (all-NaN stays NaN)."""
+    present = [d for d in dims if d in da.dims]
+    if not present:
+        return da
+    ok = np.isfinite(da)
+    return da.where(ok, 0.0).sum(present) / ok.sum(present).where(ok.sum(present) > 0)
+
+
+def dense_error(imp: xr.Dataset, split: str = "test") -> tuple[float, float, int]:
+    """Seed mean, standard deviation (ddof 1; NaN with one seed) and count of the dense (level-0) error."""
+    values = np.asarray(imp[f"{split}_error"].sel(level=0).values, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        raise ConfigError("the IMP results have no finite level-0 error")
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan, len(values)
+
+
+def epsilon_match(imp: xr.Dataset, floor: float, split: str = "test") -> float:
+    """``ε_match``: the standard deviation of the dense error over seeds, floored at ``floor``."""
+    _, std, _ = dense_error(imp, split)
+    return float(floor) if not math.isfinite(std) else max(std, float(floor))
+
+
+def matching_levels(imp: xr.Dataset, eps_match: float) -> xr.DataArray:
+    """Per level: is the seed-mean test error of ``w_L`` within ``ε_match`` of the dense one (bool)."""
+    dense, _, _ = dense_error(imp, "test")
+    err = seed_mean(imp["test_error"])
+    return (err <= dense + eps_match) & np.isfinite(err)
+
+
+def pair_matching(match: xr.DataArray, levels: Iterable[int]) -> np.ndarray:
+    """Matching of the successive pair at each level: ``L`` and ``L+1`` (``L`` alone without an ``L+1``)."""
+    have = {int(v) for v in match.level.values}
+    out = []
+    for level in levels:
+        level = int(level)
+        ok = bool(match.sel(level=level)) if level in have else False
+        if level + 1 in have:
+            ok = ok and bool(match.sel(level=level + 1))
+        out.append(ok)
+    return np.asarray(out, dtype=bool)
+
+
+def _percent(imp: xr.Dataset | None, levels: Sequence[int]) -> list[float] | None:
+    if imp is None or "density" not in imp:
+        return None
+    d = seed_mean(imp["density"])
+    have = {int(v) for v in d.level.values}
+    return [100.0 * float(d.sel(level=lv)) if lv in have else math.nan for lv in levels]
+
+
+def _levels_text(levels: Sequence[int]) -> str:
+    return ", ".join(str(int(v)) for v in levels) if len(levels) else "none"
+
+
+def _fraction(flags: np.ndarray) -> float:
+    return float(np.mean(flags)) if len(flags) else math.nan
+
+
+# --- the claims ---------------------------------------------------------------------------------------------------
+
+def claim_mask_information(imp: xr.Dataset | None, interpolation: xr.Dataset | None, th: Thresholds,
+                           bn_mode: str | None = None, arch: str = "", rewind_step: int = 0) -> ClaimResult:
+    """Claim 1 on one run group (datasets with ``seed``/``level`` dims): zero barrier ⇔ matching."""
+    used = {"eps_barrier": th.eps_barrier, "match_floor": th.match_floor, "min_levels": th.min_levels,
+            "min_agreement": th.min_agreement}
+    result = ClaimResult(arch, rewind_step, 1, INCONCLUSIVE, "", thresholds=used)
+    if imp is None or interpolation is None:
+        result.reason = "needs the IMP (imp) and interpolation (E2) results"
+        return result
+    mode = bn_mode or str(interpolation.bn_mode.values[0])
+    eps_m = epsilon_match(imp, th.match_floor)
+    match = matching_levels(imp, eps_m)
+    b = interpolation.barrier_error.sel(pair="successive", split="test", bn_mode=mode)
+    bmean = seed_mean(b)
+    imp_levels = {int(v) for v in imp.level.values}
+    levels = [int(v) for v in bmean.level.values
+              if np.isfinite(float(bmean.sel(level=v))) and int(v) + 1 in imp_levels]
+    barrier = np.array([float(bmean.sel(level=lv)) for lv in levels])
+    matching = pair_matching(match, levels)
+    zero = barrier <= th.eps_barrier
+    agree = matching == zero
+    own = np.array([bool(match.sel(level=lv)) for lv in levels], dtype=bool)
+    per_seed = _per_seed_agreement(imp, b, levels, eps_m, th.eps_barrier)
+    dense, dense_std, n_seeds = dense_error(imp)
+    result.numbers = {
+        "bn_mode": mode, "eps_match": eps_m, "dense_test_error": dense, "dense_test_error_std": dense_std,
+        "seeds": n_seeds, "levels": levels, "percent_remaining": _percent(imp, levels),
+        "barrier": barrier, "matching": matching, "zero_barrier": zero, "n_levels": len(levels),
+        "agreeing_levels": int(agree.sum()), "agreement": _fraction(agree),
+        "matching_with_barrier": [lv for lv, m, z in zip(levels, matching, zero) if m and not z],
+        "zero_barrier_not_matching": [lv for lv, m, z in zip(levels, matching, zero) if z and not m],
+        "agreement_level_L_only": _fraction(own == zero), "agreement_per_seed": per_seed,
+    }
+    result.evidence = (f"zero barrier ⇔ matching at {int(agree.sum())}/{len(levels)} levels "
+                       f"({_fraction(agree):.2f}); matching with barrier: "
+                       f"{_levels_text(result.numbers['matching_with_barrier'])}; zero barrier, not matching: "
+                       f"{_levels_text(result.numbers['zero_barrier_not_matching'])}; ε_match = {eps_m:.4f}")
+    if len(levels) < th.min_levels:
+        result.reason = f"only {len(levels)} successive pairs with a barrier (needs {th.min_levels})"
+    elif matching.all() or not matching.any():
+        kind = "matching" if matching.all() else "not matching"
+        result.reason = (f"every pair is {kind}, so only one direction of the 'iff' can be tested "
+                         f"(the levels do not span the end of the matching regime)")
+    elif _fraction(agree) >= th.min_agreement:
+        result.verdict, result.reason = HOLDS, f"agreement {_fraction(agree):.2f} ≥ {th.min_agreement}"
+    else:
+        result.verdict, result.reason = FAILS, f"agreement {_fraction(agree):.2f} < {th.min_agreement}"
+    return result
+
+
+def _per_seed_agreement(imp: xr.Dataset, barrier: xr.DataArray, levels: Sequence[int], eps_m: float,
+                        eps_b: float) -> float:
+    """Agreement over (seed, level) with each seed judged against its own dense error."""
+    hits, total = 0, 0
+    imp_levels = {int(v) for v in imp.level.values}
+    for s in barrier.seed.values:
+        if s not in imp.seed.values:
+            continue
+        err = imp.test_error.sel(seed=s)
+        dense = float(err.sel(level=0))
+        for lv in levels:
+            b = float(barrier.sel(seed=s, level=lv))
+            pair = [lv, lv + 1] if lv + 1 in imp_levels else [lv]
+            e = [float(err.sel(level=v)) for v in pair]
+            if not (math.isfinite(b) and math.isfinite(dense) and all(map(math.isfinite, e))):
+                continue
+            total += 1
+            hits += (all(x <= dense + eps_m for x in e)) == (b <= eps_b)
+    return hits / total if total else math.nan
+
+
+def claim_sgd_robustness(imp: xr.Dataset | None, perturbation: xr.Dataset | None, th: Thresholds,
+                         arch: str = "", rewind_step: int = 0) -> ClaimResult:
+    """Claim 2: trained perturbed rewind points stay connected to ``w_L`` exactly where IMP matches."""
+    used = {"eps_barrier": th.eps_barrier, "match_floor": th.match_floor, "min_levels": th.min_levels,
+            "min_agreement": th.min_agreement, "strength": th.strength}
+    result = ClaimResult(arch, rewind_step, 2, INCONCLUSIVE, "", thresholds=used)
+    if imp is None or perturbation is None:
+        result.reason = "needs the IMP (imp) and perturbation (E3) results"
+        return result
+    strengths = [float(c) for c in perturbation.strength.values]
+    exact = [c for c in strengths if math.isclose(c, th.strength)]
+    c_used = exact[0] if exact else min((c for c in strengths if c >= 1), default=None)
+    eps_m = epsilon_match(imp, th.match_floor)
+    match = matching_levels(imp, eps_m)
+    b = seed_mean(perturbation.barrier_error.sel(split="test"), ("seed", "replicate"))
+    per_strength = {}
+    for c in strengths:
+        bc = b.sel(strength=c)
+        levels = [int(v) for v in bc.level.values if np.isfinite(float(bc.sel(level=v)))]
+        barrier = np.array([float(bc.sel(level=lv)) for lv in levels])
+        matching = pair_matching(match, levels)
+        connected = barrier <= th.eps_barrier
+        agree = matching == connected
+        per_strength[f"{c:g}"] = {
+            "levels": levels, "barrier": barrier, "matching": matching, "connected": connected,
+            "agreement": _fraction(agree),
+            "connected_where_matching": _fraction(connected[matching]),
+            "disconnected_where_not_matching": _fraction(~connected[~matching]),
+        }
+    result.numbers = {"strength_used": c_used, "eps_match": eps_m, "strengths": per_strength}
+    if c_used is None:
+        result.reason = f"no perturbation strength c ≥ 1 among {strengths} (the claim is about c = 1, distance d_L)"
+        return result
+    s = per_strength[f"{c_used:g}"]
+    n, matching = len(s["levels"]), s["matching"]
+    base = per_strength.get("0")
+    result.evidence = (f"c = {c_used:g}: connected ⇔ matching at {int((s['matching'] == s['connected']).sum())}/{n} "
+                       f"levels ({s['agreement']:.2f}); connected where matching "
+                       f"{s['connected_where_matching']:.2f}, disconnected where not "
+                       f"{s['disconnected_where_not_matching']:.2f}"
+                       + (f"; c = 0 baseline agreement {base['agreement']:.2f}" if base else ""))
+    if n < th.min_levels:
+        result.reason = f"only {n} perturbed levels (needs {th.min_levels})"
+    elif matching.all() or not matching.any():
+        kind = "matching" if matching.all() else "not matching"
+        result.reason = (f"IMP is {kind} at every perturbed level, so 'exactly where' cannot be tested "
+                         f"(connected where matching: {s['connected_where_matching']:.2f})")
+    elif s["agreement"] >= th.min_agreement:
+        result.verdict, result.reason = HOLDS, f"agreement {s['agreement']:.2f} ≥ {th.min_agreement} at c = {c_used:g}"
+    else:
+        result.verdict, result.reason = FAILS, f"agreement {s['agreement']:.2f} < {th.min_agreement} at c = {c_used:g}"
+    return result
+
+
+def _p_star_experiment(pruning_ratio: xr.Dataset, method: str) -> xr.DataArray | None:
+    if method not in [str(m) for m in pruning_ratio.prune_method.values]:
+        return None
+    return seed_mean(pruning_ratio.p_star.sel(prune_method=method), ("replicate", "seed"))
+
+
+def claim_pruning_ratio(pruning_theory: xr.Dataset | None, pruning_ratio: xr.Dataset | None, th: Thresholds,
+                        arch: str = "", rewind_step: int = 0) -> ClaimResult:
+    """Claim 3: theory ≈ experiment for random pruning; magnitude pruning reaches a higher p*."""
+    used = {"p_star_tolerance": th.p_star_tolerance, "min_levels": th.min_levels, "majority": th.majority}
+    result = ClaimResult(arch, rewind_step, 3, INCONCLUSIVE, "", thresholds=used)
+    if pruning_theory is None or pruning_ratio is None:
+        result.reason = "needs the pruning-theory (E5) and pruning-ratio (E6) results"
+        return result
+    exp_random = _p_star_experiment(pruning_ratio, "random")
+    exp_mag = _p_star_experiment(pruning_ratio, "magnitude")
+    methods = [str(m) for m in pruning_theory.prune_method.values]
+    if exp_random is None or "random" not in methods:
+        result.reason = "random pruning is missing from E5 or E6"
+        return result
+    theory = seed_mean(pruning_theory.p_star.sel(prune_method="random"))
+    fractions = np.sort(np.asarray(pruning_ratio.fraction.values, dtype=float))
+    grid = float(np.min(np.diff(fractions))) if len(fractions) > 1 else float(fractions[0])
+    tol = max(th.p_star_tolerance, grid)
+    result.thresholds["tolerance_used"] = tol
+    t_levels = {int(v) for v in theory.level.values if np.isfinite(float(theory.sel(level=v)))}
+    levels = [int(v) for v in exp_random.level.values
+              if int(v) in t_levels and np.isfinite(float(exp_random.sel(level=v)))]
+    t = np.array([float(theory.sel(level=lv)) for lv in levels])
+    e = np.array([float(exp_random.sel(level=lv)) for lv in levels])
+    mad = float(np.mean(np.abs(t - e))) if levels else math.nan
+    corr = (float(np.corrcoef(t, e)[0, 1]) if len(levels) >= 3 and np.std(t) > 0 and np.std(e) > 0 else math.nan)
+    numbers = {"levels": levels, "theory_random": t, "experiment_random": e, "mean_abs_difference": mad,
+               "correlation": corr, "fraction_grid_step": grid}
+    mag_ok = None
+    if exp_mag is not None:
+        m_levels = [int(v) for v in exp_mag.level.values
+                    if np.isfinite(float(exp_mag.sel(level=v))) and np.isfinite(float(exp_random.sel(level=v)))]
+        m = np.array([float(exp_mag.sel(level=lv)) for lv in m_levels])
+        r = np.array([float(exp_random.sel(level=lv)) for lv in m_levels])
+        diff = float(np.mean(m - r)) if m_levels else math.nan
+        at_least = _fraction(m >= r)
+        numbers.update({"magnitude_levels": m_levels, "experiment_magnitude": m,
+                        "magnitude_minus_random_mean": diff, "fraction_magnitude_at_least_random": at_least,
+                        "fraction_magnitude_higher": _fraction(m > r)})
+        if "magnitude" in methods:
+            tm = seed_mean(pruning_theory.p_star.sel(prune_method="magnitude"))
+            tl = [lv for lv in m_levels if lv in {int(v) for v in tm.level.values}]
+            numbers["theory_magnitude"] = [float(tm.sel(level=lv)) for lv in tl]
+            numbers["theory_magnitude_levels"] = tl
+        if len(m_levels) >= th.min_levels:
+            mag_ok = bool(diff > 0 and at_least > th.majority)
+    result.numbers = numbers
+    result.evidence = (f"random p*: theory vs experiment mean |Δ| = {mad:.3f} over {len(levels)} levels"
+                       + (f", r = {corr:.2f}" if math.isfinite(corr) else "")
+                       + (f"; magnitude − random p* = {numbers['magnitude_minus_random_mean']:+.3f}"
+                          if "magnitude_minus_random_mean" in numbers else ""))
+    if len(levels) < th.min_levels:
+        result.reason = f"only {len(levels)} levels with both theoretical and empirical p* (needs {th.min_levels})"
+        return result
+    agree = mad <= tol
+    parts = [f"theory {'agrees' if agree else 'disagrees'} with random pruning (|Δ| {mad:.3f} "
+             f"{'≤' if agree else '>'} {tol:g})"]
+    if mag_ok is None:
+        parts.append("magnitude vs random p* not testable (magnitude missing or too few levels)")
+        result.verdict = FAILS if not agree else INCONCLUSIVE
+    else:
+        parts.append(f"magnitude p* {'higher' if mag_ok else 'not higher'} than random")
+        result.verdict = HOLDS if (agree and mag_ok) else FAILS
+    result.reason = "; ".join(parts)
+    return result
+
+
+def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset | None, th: Thresholds,
+                        arch: str = "", rewind_step: int = 0) -> ClaimResult:
+    """Claim 4: magnitude directions are flatter (E7) and retraining shortens the next projection (E8)."""
+    used = {"majority": th.majority, "min_levels": th.min_levels}
+    result = ClaimResult(arch, rewind_step, 4, INCONCLUSIVE, "", thresholds=used)
+    numbers: dict = {}
+    parts, states = [], []
+    if flatness is None:
+        parts.append("flatness (E7) results missing")
+        states.append(None)
+    else:
+        mag = seed_mean(flatness.curvature_magnitude)
+        rnd = seed_mean(flatness.curvature_random_mean.sel(prune_method="random")) \
+            if "random" in [str(m) for m in flatness.prune_method.values] else None
+        if rnd is None:
+            parts.append("E7 has no global random pruning")
+            states.append(None)
+        else:
+            levels = [int(v) for v in mag.level.values
+                      if np.isfinite(float(mag.sel(level=v))) and np.isfinite(float(rnd.sel(level=v)))]
+            m = np.array([float(mag.sel(level=lv)) for lv in levels])
+            r = np.array([float(rnd.sel(level=lv)) for lv in levels])
+            flatter = m < r
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = float(np.median(m / r)) if levels else math.nan
+            numbers.update({"flatness_levels": levels, "curvature_magnitude": m, "curvature_random_mean": r,
+                            "fraction_flatter": _fraction(flatter), "median_ratio_magnitude_to_random": ratio})
+            if len(levels) < th.min_levels:
+                parts.append(f"only {len(levels)} E7 levels (needs {th.min_levels})")
+                states.append(None)
+            else:
+                ok = _fraction(flatter) > th.majority
+                parts.append(f"magnitude directions flatter at {int(flatter.sum())}/{len(levels)} levels "
+                             f"({'>' if ok else '≤'} {th.majority:g})")
+                states.append(ok)
+    if small_weights is None:
+        parts.append("small-weights (E8) results missing")
+        states.append(None)
+    else:
+        nxt = seed_mean(small_weights.next_projection_length)
+        un = seed_mean(small_weights.unretrained_step_length)
+        levels = [int(v) for v in nxt.level.values
+                  if np.isfinite(float(nxt.sel(level=v))) and np.isfinite(float(un.sel(level=v)))]
+        a = np.array([float(nxt.sel(level=lv)) for lv in levels])
+        b = np.array([float(un.sel(level=lv)) for lv in levels])
+        shorter = a < b
+        rl = seed_mean(small_weights.projection_length)
+        one = seed_mean(small_weights.oneshot_projection_length)
+        imp_two = np.array([math.hypot(float(rl.sel(level=lv)), float(nxt.sel(level=lv))) for lv in levels])
+        oneshot = np.array([float(one.sel(level=lv)) for lv in levels])
+        overlap = seed_mean(small_weights.overlap)
+        chance = seed_mean(small_weights.chance_overlap)
+        numbers.update({"small_weights_levels": levels, "next_projection_length": a,
+                        "unretrained_step_length": b, "fraction_shorter": _fraction(shorter),
+                        "imp_two_step_length": imp_two, "oneshot_projection_length": oneshot,
+                        "fraction_two_steps_shorter_than_oneshot": _fraction(imp_two < oneshot),
+                        "mean_overlap": float(np.nanmean([float(overlap.sel(level=lv)) for lv in levels]))
+                        if levels else math.nan,
+                        "mean_chance_overlap": float(np.nanmean([float(chance.sel(level=lv)) for lv in levels]))
+                        if levels else math.nan})
+        if len(levels) < th.min_levels:
+            parts.append(f"only {len(levels)} E8 levels with IMP's following step (needs {th.min_levels})")
+            states.append(None)
+        else:
+            ok = _fraction(shorter) > th.majority
+            parts.append(f"R_L+1 shorter than the unretrained step at {int(shorter.sum())}/{len(levels)} levels "
+                         f"({'>' if ok else '≤'} {th.majority:g})")
+            states.append(ok)
+    result.numbers = numbers
+    result.evidence = "; ".join(
+        ([f"q'Hq magnitude/random median {numbers['median_ratio_magnitude_to_random']:.2f}"]
+         if "median_ratio_magnitude_to_random" in numbers else [])
+        + ([f"R_L+1 < unretrained at fraction {numbers['fraction_shorter']:.2f}; overlap "
+            f"{numbers['mean_overlap']:.2f} (chance {numbers['mean_chance_overlap']:.2f})"]
+           if "fraction_shorter" in numbers else []))
+    if any(s is False for s in states):
+        result.verdict = FAILS
+    elif all(s is True for s in states):
+        result.verdict = HOLDS
+    result.reason = "; ".join(parts)
+    return result
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+
+def _run_steps(datasets: Mapping[str, xr.Dataset], arch: str) -> list[int]:
+    from .figures.style import select_arch
+
+    steps: set[int] = set()
+    for ds in datasets.values():
+        if arch in [str(a) for a in ds.arch.values]:
+            steps |= {int(t) for t in select_arch(ds, arch).rewind_step.values}
+    return sorted(steps)
+
+
+def _run(ds: xr.Dataset | None, arch: str, t: int) -> xr.Dataset | None:
+    """One architecture and rewind step of an aggregate, or None where it has none (or only NaN)."""
+    from .figures.style import select_arch
+
+    if ds is None or arch not in [str(a) for a in ds.arch.values]:
+        return None
+    ds = select_arch(ds, arch)
+    if t not in [int(v) for v in ds.rewind_step.values]:
+        return None
+    return ds.sel(rewind_step=t)
+
+
+def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresholds()) -> list[ClaimResult]:
+    """All four claims for every architecture and rewind step in ``datasets`` (``{experiment: aggregate}``)."""
+    from .figures.style import architectures, standardize
+
+    thresholds.check()
+    datasets = {k: standardize(v) for k, v in datasets.items()}
+    if not datasets:
+        raise ConfigError("no results to evaluate the claims on")
+    out = []
+    for arch in architectures(datasets):
+        for t in _run_steps(datasets, arch):
+            d = {k: _run(v, arch, t) for k, v in datasets.items()}
+            kw = dict(arch=arch, rewind_step=t)
+            out += [claim_mask_information(d.get("imp"), d.get("interpolation"), thresholds, **kw),
+                    claim_sgd_robustness(d.get("imp"), d.get("perturbation"), thresholds, **kw),
+                    claim_pruning_ratio(d.get("pruning_theory"), d.get("pruning_ratio"), thresholds, **kw),
+                    claim_small_weights(d.get("flatness"), d.get("small_weights"), thresholds, **kw)]
+    return out
+
+
+def report(results: Sequence[ClaimResult], thresholds: Thresholds, config_name: str = "",
+           inputs: Sequence[str] = ()) -> dict:
+    """The machine-readable report (see docs/figures.md for the schema)."""
+    summary: dict = {}
+    for r in results:
+        summary.setdefault(r.arch, {}).setdefault(str(r.rewind_step), {})[str(r.claim)] = r.verdict
+    return {"schema": SCHEMA, "config": config_name, "thresholds": asdict(thresholds),
+            "definitions": {
+                "eps_match": "max(std (ddof 1) over seeds of the dense test error, match_floor)",
+                "matching": "seed-mean E_test(w_L) <= seed-mean E_test(dense) + eps_match; a successive pair "
+                            "(L, L+1) is matching when both levels are",
+                "zero_barrier": "seed-mean (and replicate-mean) test-error barrier <= eps_barrier",
+                "most_levels": "a fraction of the levels strictly above majority"},
+            "claims_text": {str(k): {"name": v[0], "statement": v[1]} for k, v in CLAIMS.items()},
+            "inputs": [str(p) for p in inputs], "summary": summary,
+            "claims": [r.to_dict() for r in results]}
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(rep: dict) -> str:
+    """A Markdown table of a report: one row per architecture, rewind step and claim."""
+    th = rep["thresholds"]
+    lines = [f"## Claims — configuration `{rep['config'] or '?'}`", "",
+             f"Thresholds: ε_barrier = {th['eps_barrier']:g}; ε_match = max(std of the dense test error over "
+             f"seeds, {th['match_floor']:g}); a claim needs ≥ {th['min_levels']} levels; 'iff' agreement ≥ "
+             f"{th['min_agreement']:g}; 'most levels' > {th['majority']:g}; claim 2 at c = {th['strength']:g}; "
+             f"claim 3 tolerance {th['p_star_tolerance']:g} (at least E6's grid step).", "",
+             "| architecture | rewind step | claim | verdict | evidence | reason |",
+             "|---|---|---|---|---|---|"]
+    for c in rep["claims"]:
+        lines.append(f"| {_cell(c['arch'])} | {c['rewind_step']} | {c['claim']}. {_cell(c['name'])} | "
+                     f"**{c['verdict']}** | {_cell(c['evidence'] or '—')} | {_cell(c['reason'])} |")
+    lines += ["", "Claims: " + " ".join(f"({k}) {v['statement']}" for k, v in rep["claims_text"].items()), ""]
+    return "\n".join(lines)
+
+
+def to_html(rep: dict) -> str:
+    """A self-contained HTML page of the report's table (for ``snakemake --report``)."""
+    md = to_markdown(rep).splitlines()
+    colour = {HOLDS: "#d8f0d8", FAILS: "#f6d5d5", INCONCLUSIVE: "#eeeeee"}
+    rows = "\n".join(
+        f"<tr style='background:{colour.get(c['verdict'], '#fff')}'><td>{html.escape(c['arch'])}</td>"
+        f"<td>{c['rewind_step']}</td><td>{c['claim']}. {html.escape(c['name'])}</td>"
+        f"<td><b>{html.escape(c['verdict'])}</b></td><td>{html.escape(c['evidence'] or '—')}</td>"
+        f"<td>{html.escape(c['reason'])}</td></tr>" for c in rep["claims"])
+    statements = "".join(f"<li>({k}) {html.escape(v['statement'])}</li>" for k, v in rep["claims_text"].items())
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims</title>"
+            f"<style>body{{font-family:sans-serif;font-size:14px}}table{{border-collapse:collapse}}"
+            f"td,th{{border:1px solid #999;padding:4px 6px;vertical-align:top}}</style></head><body>"
+            f"<h2>{html.escape(md[0][3:])}</h2><p>{html.escape(md[2])}</p>"
+            f"<table><tr><th>architecture</th><th>rewind step</th><th>claim</th><th>verdict</th><th>evidence</th>"
+            f"<th>reason</th></tr>{rows}</table><ol style='list-style:none'>{statements}</ol></body></html>")
+
+
+def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = None,
+                 out_html: str | Path | None = None) -> list[Path]:
+    """Write the JSON (and Markdown / HTML) files atomically; returns their paths."""
+    from .imp import write_json
+
+    written = [Path(out_json)]
+    write_json(rep, Path(out_json))
+    for path, text in ((out_md, to_markdown(rep)), (out_html, to_html(rep))):
+        if path is None:
+            continue
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def main(inputs: Sequence[str | Path], out_json: str | Path, out_md: str | Path | None = None,
+         out_html: str | Path | None = None, thresholds: Thresholds = Thresholds(), config_name: str = "") -> dict:
+    """Evaluate the claims on result files and write the report; returns it."""
+    from .figures.style import load_inputs
+
+    rep = report(evaluate(load_inputs(inputs), thresholds), thresholds, config_name, [str(p) for p in inputs])
+    write_report(rep, out_json, out_md, out_html)
+    return rep
