@@ -251,7 +251,7 @@ def test_study_schema_and_determinism(run):
 def test_study_on_the_run_matches_dense(run):
     """The run's level-2 solution (a CNN with BatchNorm): top eigenvalues and trace against the dense Hessian."""
     x, y = run.data.subset("train", None, 0)
-    model, mask = run.solution(2).double(), run.mask(2)
+    model, mask = run.solution(2).double().eval(), run.mask(2)
     hd = dense_hessian(model, mask, x.double(), y).numpy()
     s = H.HessianSettings(topk=5, lanczos_steps=M.count(mask), probes=1, hutchinson_probes=2, dtype="float64")
     out = H.hessian_spectrum(run.solution(2), mask, x, y, s)

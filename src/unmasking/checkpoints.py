@@ -1,10 +1,12 @@
-"""Atomic checkpoint files: written to a temporary name and renamed, read with a clear error."""
+"""Atomic files: written to a temporary name in the same folder and renamed, read with a clear error."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -13,18 +15,32 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint or mask file cannot be read; delete it and rerun the step that wrote it."""
 
 
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a partial file."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    Readers never see a partial file, so an interrupted job leaves nothing a rerun would trust.
+    The file gets the usual permissions (0666 less the umask), not ``mkstemp``'s 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        torch.save(obj, tmp)
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu"):

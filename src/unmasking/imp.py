@@ -18,8 +18,6 @@ step is not redone, and an interrupted one resumes from its checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +28,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import masks as M
-from .checkpoints import atomic_torch_save, load_checkpoint
+from .checkpoints import atomic_path, atomic_torch_save, load_checkpoint
 from .config import ConfigError, Recipe, recipe_from_dict
 from .data import Data, load_data
 from .models import build_model, prunable_names
@@ -40,11 +38,8 @@ from .training import Seeds, default_device, evaluate_all, train
 
 def write_json(obj: Any, path: Path) -> None:
     """Atomically write JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
 def read_json(path: Path) -> Any:

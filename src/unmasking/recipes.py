@@ -21,7 +21,7 @@ RECIPES: dict[str, Recipe] = {
         data=DataHparams(name="mnist1d", augment=False),
         model=ModelHparams(name="mlp"),
         train=TrainHparams(batch_size=100, lr=0.1, momentum=0.9, weight_decay=5e-4, steps=1_200,
-                           milestones=[600, 900], gamma=0.1),
+                           milestones=[600, 900], gamma=0.1, checkpoint_every=300),
         prune=PruneHparams(fraction=0.2, levels=20, rewind_step=40),
     ),
     "mnist1d-cnn": Recipe(
@@ -29,7 +29,7 @@ RECIPES: dict[str, Recipe] = {
         data=DataHparams(name="mnist1d", augment=False),
         model=ModelHparams(name="cnn1d"),
         train=TrainHparams(batch_size=100, lr=0.1, momentum=0.9, weight_decay=5e-4, steps=1_200,
-                           milestones=[600, 900], gamma=0.1),
+                           milestones=[600, 900], gamma=0.1, checkpoint_every=300),
         prune=PruneHparams(fraction=0.2, levels=20, rewind_step=40),
     ),
     "resnet20-cifar10": Recipe(

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from .checkpoints import atomic_path
 
 
 def git_commit() -> str:
@@ -87,14 +86,8 @@ def write_dataset(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any] | None
     for name in ds.variables:
         ds[name].attrs = sanitize_attrs(ds[name].attrs)
         ds[name].encoding = {}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

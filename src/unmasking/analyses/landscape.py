@@ -11,15 +11,18 @@ The plane is spanned, in the space of all trainable parameters, by the pruning d
 BatchNorm running statistics are not parameters, so they get a rule (``bn_mode``):
 
 * ``interpolate`` (default): the statistics follow the same affine combination as the
-  weights.  A plane point is ``w_L + α u + β v``; its buffers are
-  ``s_L + α (s_proj − s_L) + β (s_{L+1} − s_L)`` with ``s_proj = s_L`` (pruning leaves the
-  statistics alone), i.e. ``s_L + β (s_{L+1} − s_L)``.  This reproduces each defining network
-  exactly, matches E2's default ``interpolate`` mode on the segment ``w_L → w_{L+1}`` and shows
-  the projection as IMP sees it (pruned, statistics not recomputed).  Running variances that
-  extrapolation would make negative are clamped at zero.
+  weights, without extrapolation.  A plane point is ``w_L + α u + β v``; its buffers are
+  ``s_L + α' (s_proj − s_L) + β' (s_{L+1} − s_L)`` with ``α', β'`` = ``α, β`` clipped to
+  ``[0, 1]`` and ``s_proj = s_L`` (pruning leaves the statistics alone), i.e.
+  ``(1 − β') s_L + β' s_{L+1}``.  This reproduces each defining network exactly, equals E2's
+  default ``interpolate`` mode on the segment ``w_L → w_{L+1}``, and shows the projection as IMP
+  sees it (pruned, statistics not recomputed).  The clipping matters: extrapolated running
+  variances go to zero or below for channels whose variance collapses in one network (seen on
+  the embedded CNN: a channel of ``w_{L+1}`` with variance ~1e-42), and the grid beyond
+  ``w_{L+1}`` then shows a spurious error wall (37 % instead of 3 %).
 * ``reset``: at every point the statistics are recomputed by a no-grad, train-mode pass over
   the (un-augmented) training set with a cumulative average, as in E2's ``reset`` mode.  It is
-  far slower (one pass over the training set per grid point).
+  several times slower (one pass over the training set per grid point).
 
 Keeping ``w_L``'s statistics everywhere was rejected: ``w_{L+1}`` would then not show its own error.
 
@@ -111,8 +114,13 @@ class Plane:
         return {n: t.reshape(flat.shape[0], *s) for n, s, t in zip(self.names, self.shapes, flat.split(sizes, 1))}
 
     def buffers_at(self, x: np.ndarray, y: np.ndarray) -> dict[str, torch.Tensor]:
-        """``interpolate``-mode buffers of the points, ``{name: [K, *shape]}`` (integer buffers from ``w_a``)."""
-        alpha, beta = (torch.as_tensor(np.atleast_1d(c), dtype=torch.float64) for c in self.affine(x, y))
+        """``interpolate``-mode buffers of the points, ``{name: [K, *shape]}``.
+
+        The affine coefficients are clipped to ``[0, 1]`` (no extrapolation of statistics);
+        integer buffers are ``w_a``'s.
+        """
+        alpha, beta = (torch.as_tensor(np.clip(np.atleast_1d(c), 0.0, 1.0), dtype=torch.float64)
+                       for c in self.affine(x, y))
         a, p, b = self.buffers
         out = {}
         for n, ba in a.items():

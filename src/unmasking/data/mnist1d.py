@@ -7,14 +7,13 @@ saved and restored around it.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoints import atomic_path
 from ..config import DataHparams
 from .base import TensorData
 
@@ -39,11 +38,8 @@ def load_mnist1d(hparams: DataHparams, root: Path) -> TensorData:
             arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
     else:
         arrays = generate_mnist1d()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
     return TensorData(
         name="mnist1d",
         x_train=torch.tensor(arrays["x"], dtype=torch.float32),
