@@ -372,7 +372,10 @@ class SlurmCluster:
         ]
         self.slurm_conf.write_text("\n".join(lines))
         self.path("etc", "plugstack.conf").write_text("")
-        self.path("etc", "cgroup.conf").write_text("CgroupPlugin=autodetect\nIgnoreSystemd=yes\n")
+        self.path("etc", "cgroup.conf").write_text(
+            "# Not used: proctrack/linuxproc and task/none need no cgroups (containers).\n"
+            "CgroupPlugin=autodetect\n"
+        )
 
     def _start_slurmctld_and_slurmd(self, timeout_s: float) -> None:
         self._spawn("slurmctld", ["slurmctld", "-D", "-i"])

@@ -61,6 +61,8 @@ def test_basis_is_orthonormal(setup):
     gram = torch.stack([plane.e1, plane.e2]) @ torch.stack([plane.e1, plane.e2]).T
     assert torch.allclose(gram, torch.eye(2, dtype=torch.float64), atol=1e-12)
     assert plane.anchors[1, 1] == 0.0 and plane.anchors[1, 0] > 0 and plane.anchors[2, 1] > 0
+    # w_L+1 is zero where m_L+1 pruned, so it sits straight "above" the projection
+    assert plane.anchors[2, 0] == pytest.approx(plane.anchors[1, 0], rel=1e-12)
 
 
 def test_defining_points_are_reconstructed(setup):
@@ -77,6 +79,17 @@ def test_defining_points_are_reconstructed(setup):
     # the projection is exactly m_L+1 * w_L: its pruned coordinates are zero up to rounding
     rebuilt = plane.state_at(*plane.anchors[1])
     assert all(float(rebuilt[n][~next_mask[n]].abs().max()) < 1e-7 for n in next_mask)
+
+
+def test_bn_statistics_are_not_extrapolated(setup):
+    _, _, sol, _, _, nxt, _ = setup
+    plane, _ = _plane(setup)
+    (bx, by), mid = plane.anchors[2], 0.5 * plane.anchors[2]
+    beyond = plane.buffers_at(np.array([bx, -bx, mid[0]]), np.array([2.5 * by, -by, mid[1]]))
+    for n, t in beyond.items():
+        if t.is_floating_point():
+            assert torch.allclose(t[0], nxt[n], atol=1e-6) and torch.allclose(t[1], sol[n], atol=1e-6)
+            assert torch.allclose(t[2], 0.5 * (sol[n] + nxt[n]), atol=1e-6)
 
 
 def test_offplane_distance_and_coords_of_rewind(setup):

@@ -29,7 +29,11 @@ rule all:
 rule square:
     output: "results/square_{i}.txt"
     threads: 1
-    resources: mem_mb=256, runtime=5
+    resources:
+        mem_mb=256,
+        runtime=5,
+        slurm_partition="debug",
+        slurm_extra="--comment=tiny-square --nice 5",
     shell: "echo $(( {wildcards.i} * {wildcards.i} )) > {output}"
 
 rule summary:
@@ -160,36 +164,52 @@ def sacct_states(job_id: str) -> list:
     return out.split()
 
 
-def tiny_reference(tmp_path: Path) -> dict:
-    local = make_workflow(tmp_path / "local", TINY_SNAKEFILE)
+@pytest.fixture(scope="module")
+def tiny_expected(tmp_path_factory) -> dict:
+    """Outputs of the tiny workflow run by plain Snakemake (local executor)."""
+    local = make_workflow(tmp_path_factory.mktemp("tiny-local"), TINY_SNAKEFILE)
     assert_ok(run_snakemake(local, "--cores", "2"))
     results = read_results(local)
     assert results["summary.txt"] == "0 1 4 9 sum=14\n"
     return results
 
 
-def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
-    expected = tiny_reference(tmp_path)
+def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tiny_expected, tmp_path):
     workdir = make_workflow(tmp_path / "slurm", TINY_SNAKEFILE)
 
     proc = run_snakemake(workdir, "--executor", "submitit", "--submitit-cluster", "slurm")
 
     assert_ok(proc)
-    assert read_results(workdir) == expected
+    assert read_results(workdir) == tiny_expected
     assert "submitted as submitit slurm job" in proc.stdout
     logs = list((workdir / ".snakemake" / "submitit").glob("*/*_0_log.out"))
     assert len(logs) == 5, "one submitit log per SLURM job (4 squares + summary)"
 
+    scripts = (workdir / ".snakemake" / "submitit").glob("*/*_submission.sh")
+    square = next(p for p in scripts if "snakemake-square" in p.read_text())
+    script = square.read_text()
+    for option in ("--cpus-per-task=1", "--mem=256M", "--time=5", "--partition=debug"):
+        assert f"#SBATCH {option}\n" in script, (option, script)
+    for option in ("--requeue", "--signal=USR2@120", "--comment=tiny-square", "--nice=5"):
+        assert f"#SBATCH {option}\n" in script, (option, script)
+    job_id = square.name.split("_")[0]
+    accounting = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "Partition,Timelimit,ReqMem,ReqCPUS", "-j", job_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert accounting == ["debug|00:05:00|256M|1"], accounting
 
-def test_submitit_local_cluster_matches_local_run(tmp_path):
-    expected = tiny_reference(tmp_path)
+
+def test_submitit_local_cluster_matches_local_run(tiny_expected, tmp_path):
     workdir = make_workflow(tmp_path / "submitit-local", TINY_SNAKEFILE)
 
     proc = run_snakemake(workdir, "--executor", "submitit", "--submitit-cluster", "local")
 
     assert_ok(proc)
     assert "submitted as submitit local job" in proc.stdout
-    assert read_results(workdir) == expected
+    assert read_results(workdir) == tiny_expected
 
 
 def wait_until(condition, what: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -304,3 +324,16 @@ def test_failed_job_reports_logs_and_is_retried(slurm_cluster, tmp_path):
     failed_log = next(p for p in error_logs if "failing on purpose" in p.read_text())
     assert str(failed_log) in proc.stdout, "the error report names the job's log file"
     assert "exited with code" in failed_log.read_text()
+
+
+def test_slurm_extra_parsing():
+    from snakemake_executor_plugin_submitit import WorkflowError, parse_sbatch_options
+
+    assert parse_sbatch_options("--comment='a b' --nice 5 --exclusive --gres=gpu:a100:2") == {
+        "comment": "a b",
+        "nice": "5",
+        "exclusive": True,
+        "gres": "gpu:a100:2",
+    }
+    with pytest.raises(WorkflowError, match="long sbatch options"):
+        parse_sbatch_options("-p gpu")

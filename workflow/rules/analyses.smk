@@ -32,6 +32,15 @@ def analysis_inputs(exp):
     return inputs
 
 
+def hessian_arg(exp):
+    """`--hessian FILE` for the experiments that read E4's output, else nothing."""
+
+    def arg(wildcards, input):
+        return f"--hessian {input.hessian}" if reads_hessian(exp) else ""
+
+    return arg
+
+
 def analysis_file(exp, root, suffix):
     if config["granularity"] == "level":
         return f"{root}/{exp}/level_{{level}}.{suffix}"
@@ -64,9 +73,11 @@ for _exp, _command in EXPERIMENTS.items():
             options=experiment_options(_exp),
             data_env=data_env,
             common=common_flags(),
+            hessian=hessian_arg(_exp),
+        # The shell command is evaluated again when a job runs, after the loop has ended: it
+        # must not depend on the loop variable (everything per experiment is in params).
         shell:
             with_exports(
                 "{params.exe} {params.command} --run {params.run} --levels {params.levels} "
-                + ("--hessian {input.hessian} " if reads_hessian(_exp) else "")
-                + "--out {output} {params.options} {params.common} > {log} 2>&1"
+                "{params.hessian} --out {output} {params.options} {params.common} > {log} 2>&1"
             )

@@ -58,11 +58,15 @@ def direction_curvature(op: MaskedHessian, delta: torch.Tensor) -> tuple[float, 
     return op.quadratic_form(delta / norm), norm
 
 
-def _trace_from(hessian: xr.Dataset, run, level: int, dim: int) -> tuple[float, float]:
+def _trace_from(hessian: xr.Dataset, run, level: int, dim: int, settings: HessianSettings) -> tuple[float, float]:
     if hessian.attrs.get("experiment") != "E4_hessian":
         raise ConfigError("the --hessian file is not an E4 (hessian) output")
     if hessian.attrs.get("config_hash") != run.recipe.hash() or int(hessian.seed.values[0]) != run.seed:
         raise ConfigError("the --hessian file is for another run")
+    subset = (hessian.attrs.get("hessian_subset_size"), hessian.attrs.get("hessian_seed"))
+    if subset[0] != settings.subset_size or (settings.subset_size is not None and subset[1] != settings.seed):
+        raise ConfigError(f"the --hessian file's Hessian was taken on another data subset (size {subset[0]}, seed "
+                          f"{subset[1]}; here {settings.subset_size}, seed {settings.seed})")
     if level not in set(int(v) for v in hessian.level.values):
         raise ConfigError(f"the --hessian file has no level {level} (it has {list(hessian.level.values)})")
     h = hessian.sel(level=level).isel(seed=0)
@@ -81,7 +85,7 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
     plain Hutchinson).  With ``hessian`` (an E4 output for the same run and settings), the
     trace is read from it instead and no trace products are spent.
     """
-    settings.check()
+    settings.check(spectrum=False)
     levels = _check_levels(run, levels)
     fraction = run.recipe.prune.fraction if fraction is None else float(fraction)
     if not 0.0 < fraction < 1.0:
@@ -115,7 +119,7 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
                 rnd[i, a, r], rnd_len[i, a, r] = direction_curvature(op, pruning_direction(op, M.difference(mask,
                                                                                                            other)))
         if hessian is not None:
-            trace[i], trace_std[i] = _trace_from(hessian, run, level, op.dim)
+            trace[i], trace_std[i] = _trace_from(hessian, run, level, op.dim, settings)
         else:
             basis = None
             if settings.lanczos_steps > 0 and settings.deflate:
@@ -169,7 +173,7 @@ def _cmd_flatness(args) -> None:
     from ..imp import ImpRun
 
     run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
-    settings = settings_from_args(args)
+    settings = settings_from_args(args).check(spectrum=False)
     hessian = load_dataset(args.hessian) if args.hessian else None
     ds = flatness(run, args.levels, args.random_masks, args.fraction, args.methods, settings, hessian,
                   progress=not args.quiet)

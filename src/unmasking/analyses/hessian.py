@@ -75,10 +75,11 @@ class HessianSettings:
     grid_points: int = 400
     seed: int = 0
 
-    def check(self) -> "HessianSettings":
+    def check(self, spectrum: bool = True) -> "HessianSettings":
+        """Raise :class:`ConfigError` on a bad value (``spectrum=False``: ``lanczos_steps = 0`` allowed)."""
         checks = [
             (self.topk >= 1, "topk must be >= 1"),
-            (self.lanczos_steps >= 1, "lanczos_steps must be >= 1"),
+            (self.lanczos_steps >= (1 if spectrum else 0), "lanczos_steps must be >= 1"),
             (self.probes >= 1, "probes must be >= 1"),
             (self.hutchinson_probes >= 1, "hutchinson_probes must be >= 1"),
             (self.subset_size is None or self.subset_size >= 1, "subset_size must be >= 1 (or None: all)"),
@@ -480,14 +481,14 @@ def settings_from_args(args, **extra) -> HessianSettings:
     return HessianSettings(topk=getattr(args, "topk", d.topk), lanczos_steps=args.lanczos_steps,
                            probes=getattr(args, "probes", d.probes), hutchinson_probes=args.hutchinson_probes,
                            subset_size=args.subset_size, chunk_size=args.chunk_size, dtype=args.dtype,
-                           seed=args.seed, **extra).check()
+                           seed=args.seed, **extra)
 
 
 def _cmd_hessian(args) -> None:
     from ..imp import ImpRun
 
     run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
-    settings = settings_from_args(args, broadening=args.broadening, deflate=not args.no_deflate)
+    settings = settings_from_args(args, broadening=args.broadening, deflate=not args.no_deflate).check()
     ds = hessian_study(run, args.levels, settings, progress=not args.quiet)
     out = write_dataset(ds, Path(args.out))
     for level in ds.level.values:

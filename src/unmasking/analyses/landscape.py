@@ -5,7 +5,8 @@ The plane is spanned, in the space of all trainable parameters, by the pruning d
 (in float64, with one reorthogonalization pass) gives the orthonormal basis ``e1 = u/‖u‖``,
 ``e2 ∝ v − (v·e1) e1``; plane coordinates ``(x, y)`` name the network
 ``w_L + x e1 + y e2``.  So ``w_L`` sits at the origin, the projection at ``(R_L, 0)`` and
-``w_{L+1}`` at ``(v·e1, ‖v − (v·e1) e1‖)``.  Parameters that agree in the three networks
+``w_{L+1}`` at ``(v·e1, ‖v − (v·e1) e1‖)`` — and since ``w_{L+1}`` is zero on the pruned
+coordinates, ``v·e1 = R_L``: the triangle has a right angle at the projection.  Parameters that agree in the three networks
 (e.g. biases the projection keeps) have zero basis components and stay fixed.
 
 BatchNorm running statistics are not parameters, so they get a rule (``bn_mode``):

@@ -1,0 +1,206 @@
+"""E5: the p* solver on synthetic spectra with closed forms, edge cases, monotonicity, R(p), the run wrapper, CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unmasking import masks as M
+from unmasking.analyses import hessian as H
+from unmasking.analyses import pruning_theory as T
+from unmasking.cli import main
+from unmasking.config import ConfigError, build_recipe
+from unmasking.data import TensorData
+from unmasking.imp import ImpRun
+from unmasking.results import load_dataset
+
+
+def brute_force(lam, mu, r2, eps) -> float:
+    """sup {p : p ≤ F(ceil(p D))} by checking every interval ((k-1)/D, k/D]."""
+    d = len(r2) - 1
+    f = T.right_side(lam, mu, eps, r2[1:])
+    k = np.arange(1, d + 1)
+    ok = f > (k - 1) / d
+    return float(np.max(np.where(ok, np.minimum(k / d, f), 0.0)))
+
+
+def test_single_eigenvalue_closed_form():
+    """All eigenvalues λ, R(p)² = c·p: p solves p = 2ε/(2ε + λ c p), i.e. λc p² + 2ε p − 2ε = 0."""
+    lam, c, d = 3.0, 40.0, 100_000
+    r2 = c * np.arange(d + 1) / d
+    for eps in (1e-3, 0.05, 2.0):
+        exact = (-2 * eps + math.sqrt(4 * eps ** 2 + 8 * eps * lam * c)) / (2 * lam * c)
+        got = T.p_star(np.array([lam]), np.array([1.0]), r2, eps)
+        assert abs(got - exact) <= 1.0 / d
+        # the random method's R² is exactly this linear form
+        w = np.full(d, math.sqrt(c / d))
+        np.testing.assert_allclose(T.projection_r2(w, "random"), r2, rtol=1e-12)
+
+
+def test_solver_matches_brute_force_on_random_spectra():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        d = int(rng.integers(5, 400))
+        lam = rng.normal(0, 1, 30) * 10.0 ** rng.uniform(-3, 1)
+        mu = rng.uniform(size=30)
+        mu /= mu.sum()
+        w = rng.normal(size=d) * rng.uniform(0.01, 2)
+        w[: int(rng.integers(0, 3))] = 0.0  # some exactly-zero weights
+        eps = 10.0 ** rng.uniform(-4, 0)
+        for method in T.METHODS:
+            r2 = T.projection_r2(w, method)
+            assert T.p_star(lam, mu, r2, eps) == pytest.approx(brute_force(lam, mu, r2, eps), abs=1e-15)
+
+
+def test_edge_cases():
+    d = 1000
+    r2 = T.projection_r2(np.linspace(0.1, 1, d), "magnitude")
+    assert T.p_star(np.array([-1.0, 0.0]), np.array([0.5, 0.5]), r2, 0.01) == 1.0  # no positive curvature
+    huge = T.p_star(np.array([1e12]), np.array([1.0]), r2, 0.01)
+    assert 0 < huge < 1e-9
+    assert T.p_star(np.array([1.0]), np.array([1.0]), r2, 0.0) == 0.0  # no tolerance, all curved
+    # a flat fraction f of the spectrum: p* ≥ f, and → f as the curved part gets very sharp
+    flat = T.p_star(np.array([0.0, 1e12]), np.array([0.3, 0.7]), r2, 0.01)
+    assert 0.3 <= flat <= 0.3 + 2 / d
+    # zero weights can be pruned for free
+    w = np.concatenate([np.zeros(250), np.ones(750)])
+    assert T.p_star(np.array([1e12]), np.array([1.0]), T.projection_r2(w, "magnitude"), 0.01) >= 0.25
+    with pytest.raises(ConfigError):
+        T.p_star(np.array([1.0]), np.array([1.0]), r2, -1.0)
+    with pytest.raises(ValueError):
+        T.p_star(np.array([1.0]), np.array([1.0]), np.array([1.0, 0.5]), 0.1)
+    with pytest.raises(ValueError):
+        T.spectral_measure(np.full((2, 3), np.nan), np.zeros((2, 3)))
+
+
+def test_monotone_in_epsilon_curvature_and_method():
+    rng = np.random.default_rng(1)
+    lam = np.concatenate([rng.exponential(0.01, 200), rng.normal(0, 1e-3, 50), [5.0, 2.0]])
+    mu = np.full(len(lam), 1 / len(lam))
+    w = rng.normal(size=3000)
+    mag, rnd = T.projection_r2(w, "magnitude"), T.projection_r2(w, "random")
+    eps = np.logspace(-5, 1, 25)
+    for r2 in (mag, rnd):
+        ps = [T.p_star(lam, mu, r2, e) for e in eps]
+        assert np.all(np.diff(ps) >= 0) and ps[-1] > ps[0]
+        sharper = [T.p_star(3 * lam, mu, r2, e) for e in eps]
+        assert np.all(np.array(sharper) <= np.array(ps))
+    # magnitude pruning removes the smallest weights: R² never exceeds random's expectation, so p* is larger
+    assert np.all(mag <= rnd * (1 + 1e-12))
+    assert all(T.p_star(lam, mu, mag, e) >= T.p_star(lam, mu, rnd, e) for e in eps)
+
+
+def test_projection_r2_matches_the_masks():
+    g = torch.Generator().manual_seed(0)
+    weights = {"a": torch.randn(7, 5, generator=g), "b": torch.randn(30, generator=g)}
+    mask = {"a": torch.rand(7, 5, generator=g) < 0.8, "b": torch.rand(30, generator=g) < 0.6}
+    w = np.concatenate([weights[n][mask[n]].double().numpy() for n in mask])
+    d = M.count(mask)
+    mag, rnd = T.projection_r2(w, "magnitude"), T.projection_r2(w, "random")
+    for p in (0.1, 0.2, 0.55):
+        k = M.num_to_prune(mask, p)
+        removed = M.difference(mask, M.magnitude_prune(weights, mask, p))
+        assert math.sqrt(mag[k]) == pytest.approx(M.masked_norm(weights, removed), rel=1e-12)
+        # the random method is the exact expectation over uniformly random masks
+        r2 = [M.masked_norm(weights, M.difference(mask, M.random_prune(mask, p, g))) ** 2 for _ in range(1000)]
+        assert rnd[k] == pytest.approx(k / d * np.sum(w ** 2), rel=1e-12)
+        assert abs(np.mean(r2) - rnd[k]) < 4 * np.std(r2) / math.sqrt(len(r2))
+
+
+def test_quadrature_bounds_contain_the_exact_value():
+    """The Chebyshev–Markov–Stieltjes bracket contains F of the true spectral measure behind a short Lanczos run."""
+    rng = np.random.default_rng(2)
+    evals = np.concatenate([rng.normal(0, 1e-3, 300), rng.exponential(0.05, 200), [3.0, 1.0]])
+    diag = torch.tensor(evals)
+    z = H.probe_vector(len(evals), 0, "test").double()
+    q2 = (z / z.norm()).numpy() ** 2
+    run = H.lanczos(lambda v: diag * v, z, 12)
+    nodes, weights = run.quadrature()
+    for eps, r2 in [(0.01, 1.0), (0.01, 100.0), (1.0, 10.0), (1e-4, 1e3)]:
+        lo, hi = T.right_side_bounds(nodes[None], weights[None], eps, r2)
+        exact = float(T.right_side(evals, q2, eps, r2))
+        gauss = float(T.right_side(nodes, weights, eps, r2))
+        assert lo - 1e-12 <= exact <= hi + 1e-12 and lo - 1e-12 <= gauss <= hi + 1e-12
+    w = rng.normal(size=500)
+    r2 = T.projection_r2(w, "random")
+    lo, hi = T.p_star_bounds(nodes[None], weights[None], r2, 0.01)
+    assert lo <= T.p_star(nodes, weights, r2, 0.01) <= hi
+    assert lo <= T.p_star(evals, q2, r2, 0.01) <= hi
+
+
+def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(40, classes, generator=g)
+    x_train, x_test = torch.randn(120, 40, generator=g), torch.randn(60, 40, generator=g)
+    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    recipe = build_recipe("mnist1d-mlp", None, ["model.width=6", "train.steps=30", "train.milestones=[20]",
+                                                "train.batch_size=20", "prune.rewind_step=5", "prune.levels=2"])
+    run = ImpRun(recipe, 0, tmp_path_factory.mktemp("run"), device="cpu", progress=False)
+    run.data = tiny_data()
+    run.run(2)
+    return run
+
+
+@pytest.fixture(scope="module")
+def e4(run):
+    return H.hessian_study(run, [0, 1, 2], H.HessianSettings(topk=3, lanczos_steps=10, probes=2, hutchinson_probes=2,
+                                                             grid_points=20), progress=False)
+
+
+def test_on_a_run(run, e4):
+    ds = T.pruning_theory(run, e4, [1, 2], progress=False)
+    again = T.pruning_theory(run, e4, [1, 2], progress=False)
+    assert ds.equals(again)
+    assert dict(ds.sizes) == {"seed": 1, "level": 2, "prune_method": 2, "p": 101, "epsilon": len(T.SWEEP_FACTORS)}
+    assert ds.attrs["epsilon"] == pytest.approx(0.02 * math.log(2)) and ds.attrs["experiment"] == "E5_pruning_theory"
+    p = ds.p_star.values
+    assert np.all((0 <= p) & (p <= 1))
+    assert np.all(ds.p_star_low.values <= p) and np.all(p <= ds.p_star_high.values)
+    assert np.all(ds.p_star_quadrature_low.values <= p + 1e-12) and np.all(p <= ds.p_star_quadrature_high + 1e-12)
+    assert np.all(ds.p_star.sel(prune_method="magnitude") >= ds.p_star.sel(prune_method="random"))
+    assert np.all(ds.p_star_sweep.diff("epsilon") >= 0)
+    # recompute level 2, magnitude, from the E4 output and the run's weights
+    h = e4.sel(level=2).isel(seed=0)
+    lam, mu = T.spectral_measure(h.slq_nodes.values, h.slq_weights.values)
+    mask, params = run.mask(2), dict(run.solution(2).named_parameters())
+    w = np.concatenate([params[n].detach().double()[mask[n]].numpy() for n in mask])
+    expect = T.p_star(lam, mu, T.projection_r2(w, "magnitude"), T.DEFAULT_EPSILON)
+    assert ds.p_star.sel(level=2, prune_method="magnitude").item() == expect
+    r = ds.projection_length.sel(level=2, prune_method="magnitude").isel(seed=0)
+    removed = M.difference(mask, M.magnitude_prune(params, mask, 0.2))
+    assert r.sel(p=0.2).item() == pytest.approx(M.masked_norm(params, removed), rel=1e-12)
+    assert r.sel(p=0.0).item() == 0.0 and float(ds.right_side.sel(p=0.0).min()) == 1.0
+
+
+def test_rejects_mismatched_inputs(run, e4, tmp_path):
+    with pytest.raises(ConfigError, match="no levels"):
+        T.pruning_theory(run, e4.sel(level=[0]), [1], progress=False)
+    other = e4.copy()
+    other.attrs = {**e4.attrs, "config_hash": "0000"}
+    with pytest.raises(ConfigError, match="another run"):
+        T.pruning_theory(run, other, progress=False)
+    with pytest.raises(ConfigError):
+        T.pruning_theory(run, e4, epsilon=0.0, progress=False)
+    with pytest.raises(ConfigError):
+        T.pruning_theory(run, e4, band=0.5, progress=False)
+
+
+def test_cli(run, e4, tmp_path, monkeypatch):
+    from unmasking.results import write_dataset
+
+    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: tiny_data())
+    hfile = write_dataset(e4, tmp_path / "e4.nc")
+    out = tmp_path / "e5.nc"
+    assert main(["pruning-theory", "--run", str(run.root), "--hessian", str(hfile), "--levels", "0", "2",
+                 "--out", str(out), "--epsilon", "0.05", "--epsilon-band", "3", "--quiet"]) == 0
+    ds = load_dataset(out)
+    assert list(ds.level.values) == [0, 2] and ds.attrs["epsilon"] == 0.05 and ds.attrs["epsilon_band"] == 3
+    assert main(["pruning-theory", "--run", str(run.root), "--hessian", str(tmp_path / "missing.nc"),
+                 "--out", str(out), "--quiet"]) == 2
