@@ -10,6 +10,8 @@ import torch
 from unmasking.config import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams
 from unmasking.data.base import TensorData
 
+from slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture: a real single-node SLURM cluster)
+
 torch.set_num_threads(1)
 os.environ.setdefault("UNMASKING_DATA", os.path.join(os.path.dirname(__file__), "..", ".cache", "data"))
 
