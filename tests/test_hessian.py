@@ -88,8 +88,12 @@ def test_operator_matches_dense_hessian(problem):
     assert op.dim == M.count(mask) and hd.shape == (op.dim, op.dim)
     v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     np.testing.assert_allclose(op.matvec(v).numpy(), hd @ v.numpy(), rtol=0, atol=1e-12 * np.abs(hd).max())
-    chunked = H.MaskedHessian(model, mask, x, y, chunk_size=7, dtype=torch.float64)
-    np.testing.assert_allclose(chunked.matvec(v).numpy(), hd @ v.numpy(), rtol=0, atol=1e-12 * np.abs(hd).max())
+    assert op.retain  # one chunk: the gradient graph is built once and reused
+    for retain in (False, True):  # chunked, recomputing or keeping every chunk's graph; twice to reuse it
+        chunked = H.MaskedHessian(model, mask, x, y, chunk_size=7, dtype=torch.float64, retain=retain)
+        for _ in range(2):
+            np.testing.assert_allclose(chunked.matvec(v).numpy(), hd @ v.numpy(), rtol=0,
+                                       atol=1e-12 * np.abs(hd).max())
     with torch.no_grad():
         assert op.loss() == pytest.approx(float(nn.functional.cross_entropy(model(x), y)), rel=1e-12)
     # P w: the surviving weights in mask order

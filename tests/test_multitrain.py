@@ -126,8 +126,9 @@ def test_generic_architecture_uses_vmap_and_matches():
     data = make_tensor_data()
 
     def net(seed):
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(40, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return nn.Sequential(nn.Linear(40, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
 
     models = [net(i) for i in range(2)]
     seeds = [Seeds.from_seed(i) for i in range(2)]
@@ -191,10 +192,11 @@ def test_crop_flip_matches_torchvision_random_transforms():
     x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     crop = T.RandomCrop(32, padding=4)
     for seed in range(8):
-        torch.manual_seed(seed)
-        top, left, _, _ = T.RandomCrop.get_params(torch.zeros(3, 40, 40), (32, 32))
-        torch.manual_seed(seed)
-        ref = crop(x[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            top, left, _, _ = T.RandomCrop.get_params(torch.zeros(3, 40, 40), (32, 32))
+            torch.manual_seed(seed)
+            ref = crop(x[0])
         assert torch.equal(crop_flip(x, torch.tensor([top]), torch.tensor([left]), torch.tensor([False]))[0], ref)
     flipped = T.RandomHorizontalFlip(p=1.0)(x[0])
     assert torch.equal(crop_flip(x, torch.tensor([4]), torch.tensor([4]), torch.tensor([True]))[0], flipped)

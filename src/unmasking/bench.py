@@ -203,20 +203,60 @@ def barrier_curve_seconds(data: TensorData, device: torch.device, eval_batch: in
 
 # --------------------------------------------------------------------------------------------
 
-def paper_trainings(args) -> tuple[int, str]:
-    """Number of ResNet-20 trainings of the paper configuration, and how it was counted."""
-    if args.trainings:
-        return args.trainings, f"{args.trainings} trainings (--trainings)"
+def _assumed_trainings(args, total_steps: int) -> tuple[int, int, str]:
     e1 = args.seeds * args.rewinds * args.levels
-    e3 = args.seeds * args.strengths * args.replicates * args.levels
-    e6 = args.seeds * args.fractions * args.methods * args.e6_levels
-    note = (f"assumed (config/paper.yaml {'exists but is not read' if PAPER_CONFIG.exists() else 'not found'}; "
-            f"override with --trainings): ResNet-20 alone, E1 IMP {args.seeds} seeds x {args.rewinds} rewind steps x "
-            f"{args.levels} levels = {e1}; E3 {args.seeds} seeds x {args.strengths} strengths x {args.replicates} "
-            f"replicates x {args.levels} levels = {e3}; E6 {args.seeds} seeds x {args.fractions} fractions x "
-            f"{args.methods} methods x {args.e6_levels} levels = {e6}; total {e1 + e3 + e6} trainings of "
-            f"~62,400 steps each (retraining from the rewind step runs T - t steps)")
-    return e1 + e3 + e6, note
+    e3 = args.seeds * args.rewinds * args.strengths * args.replicates * args.levels
+    e6 = args.seeds * args.rewinds * args.fractions * args.methods * args.e6_levels
+    n = e1 + e3 + e6
+    note = (f"assumed (--seeds/--rewinds/...): {args.seeds} seeds x {args.rewinds} rewind steps; "
+            f"E1 IMP x {args.levels} "
+            f"levels = {e1}; E3 x {args.strengths} strengths x {args.replicates} replicates x {args.levels} levels = "
+            f"{e3}; E6 x {args.fractions} fractions x {args.methods} methods x {args.e6_levels} levels = {e6}; "
+            f"total {n} trainings of {total_steps:,} steps")
+    return n, n * total_steps, note
+
+
+def _levels(spec, levels: int) -> int:
+    return levels + 1 if spec == "all" else len(spec)
+
+
+def paper_trainings(args, total_steps: int, config: Path = PAPER_CONFIG) -> tuple[int, int, str]:
+    """ResNet-20 trainings of the paper configuration: (count, total optimizer steps, how counted).
+
+    Read from ``config/paper.yaml`` when it exists and has the expected keys (each training runs
+    ``T - t`` steps from its rewind step ``t``), else from the assumption in the flags.
+    """
+    if args.trainings:
+        return args.trainings, args.trainings * total_steps, f"{args.trainings} trainings (--trainings)"
+    if not config.exists():
+        return _assumed_trainings(args, total_steps)
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(config.read_text())
+        arch = next(a for a in cfg["architectures"] if a["name"] == "resnet20")
+        seeds, rewinds, levels = len(cfg["seeds"]), list(arch["rewind_steps"]), int(arch["levels"])
+        exps = cfg.get("experiments", {})
+        per_level = {"E1 IMP": (1, levels + 1)}
+        pert = exps.get("perturbation")
+        if pert and "resnet20" in pert.get("architectures", ["resnet20"]):
+            per_level["E3 perturbation"] = (len(pert["strengths"]) * int(pert["replicates"]),
+                                            _levels(pert["levels"], levels))
+        ratio = exps.get("pruning_ratio")
+        if ratio and "resnet20" in ratio.get("architectures", ["resnet20"]):
+            methods = ratio["methods"]
+            per_fraction = sum(1 if m == "magnitude" else int(ratio.get("random_masks", 1)) for m in methods)
+            per_level["E6 pruning ratio"] = (len(ratio["fractions"]) * per_fraction, _levels(ratio["levels"], levels))
+    except (KeyError, TypeError, ValueError, StopIteration, yaml.YAMLError) as e:
+        n, steps, note = _assumed_trainings(args, total_steps)
+        return n, steps, f"{note} ({config} not understood: {type(e).__name__} {e})"
+    per_run = sum(a * b for a, b in per_level.values())
+    n = seeds * len(rewinds) * per_run
+    steps = seeds * per_run * sum(total_steps - t for t in rewinds)
+    parts = "; ".join(f"{k} {a} x {b} levels" for k, (a, b) in per_level.items())
+    note = (f"from {config}: resnet20, {seeds} seeds x {len(rewinds)} rewind steps {rewinds}, per run: {parts} = "
+            f"{per_run} trainings; total {n} trainings, {steps:,} optimizer steps (T - t each)")
+    return n, steps, note
 
 
 def _fmt_time(seconds: float) -> str:
@@ -240,7 +280,7 @@ def run_resnet20(args) -> None:
     hp = copy.copy(recipe.train)
     hp.eval_every = hp.checkpoint_every = 0
     total_steps = hp.steps
-    n_trainings, note = paper_trainings(args)
+    _, paper_steps, note = paper_trainings(args, total_steps, Path(args.config))
     label = "CUDA" if cuda else "CPU"
     print(f"== ResNet-20 / CIFAR-shaped synthetic data ({args.images} train images), {label} ==")
     print(_header(device))
@@ -268,7 +308,7 @@ def run_resnet20(args) -> None:
     for name, k, rate in rows:
         model_rate = k * rate
         one = total_steps / rate
-        paper = n_trainings * total_steps / model_rate
+        paper = paper_steps / model_rate
         ratio = f"{model_rate / base:.2f}x" if base else "-"
         print(f"{name:<96} {rate:>8.2f} {model_rate:>14.2f} {ratio:>7} {_fmt_time(one):>11} {_fmt_time(paper):>13}")
     print("  '1 training': wall time of one 62,400-step run (K models finish together in that time); "
@@ -337,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 200 for resnet20, 300 embedded)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first (oneDNN/cuDNN set-up, compilation)")
     p.add_argument("--ks", type=_ints, default=[1, 4, 8, 16], help="numbers of models trained at once, e.g. 1,4,8,16")
-    p.add_argument("--backend", default="auto", choices=["auto", "stacked", "vmap"], help="train_many backend (resnet20)")
+    p.add_argument("--backend", default="auto", choices=["auto", "stacked", "vmap"],
+                   help="train_many backend (resnet20)")
     p.add_argument("--compile", action="store_true", help="use torch.compile (embedded: extra rows, stacked backend)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (resnet20; default: torch's)")
@@ -352,8 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-standard", action="store_true")
     p.add_argument("--skip-hvp", action="store_true")
     p.add_argument("--skip-barrier", action="store_true")
-    g = p.add_argument_group("paper configuration count (resnet20)")
-    g.add_argument("--trainings", type=int, default=None, help="number of trainings (overrides the assumption)")
+    g = p.add_argument_group("paper configuration count (resnet20), used when config/paper.yaml is absent")
+    g.add_argument("--config", default=str(PAPER_CONFIG), help="workflow config to count the trainings in")
+    g.add_argument("--trainings", type=int, default=None, help="number of trainings (overrides config and assumption)")
     g.add_argument("--seeds", type=int, default=4)
     g.add_argument("--rewinds", type=int, default=2, help="rewind steps of E1")
     g.add_argument("--levels", type=int, default=21, help="IMP levels 0..20")
@@ -361,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--replicates", type=int, default=2, help="E3 replicates per strength")
     g.add_argument("--fractions", type=int, default=9, help="E6 pruning fractions")
     g.add_argument("--methods", type=int, default=3, help="E6 pruning methods")
-    g.add_argument("--e6-levels", type=int, default=6, help="E6 levels")
+    g.add_argument("--e6-levels", type=int, default=7, help="E6 levels")
     e = p.add_argument_group("embedded")
     e.add_argument("--recipes", type=lambda s: s.split(","), default=["mnist1d-cnn", "mnist1d-mlp"])
     e.add_argument("--threads-list", type=_ints, default=[1, 2], help="torch thread counts, e.g. 1,2")

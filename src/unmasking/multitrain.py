@@ -77,7 +77,8 @@ def crop_flip_draws(n: int, g: torch.Generator, padding: int = 4) -> tuple[torch
     return dy, dx, flip
 
 
-def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, padding: int = 4) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
+              padding: int = 4) -> torch.Tensor:
     """Crop sample ``i`` of ``x`` (N, C, H, W), zero-padded by ``padding``, at rows ``dy[i]…`` and
     columns ``dx[i]…``, then mirror it horizontally where ``flip[i]``.
 
@@ -549,7 +550,8 @@ def _stack_masks(masks: Sequence[Mapping[str, torch.Tensor] | None], params: Map
         for k, m in enumerate(masks):
             if m and n in m:
                 if tuple(m[n].shape) != tuple(p.shape[1:]):
-                    raise ValueError(f"mask {k} for {n!r} has shape {tuple(m[n].shape)}, the weight {tuple(p.shape[1:])}")
+                    raise ValueError(f"mask {k} for {n!r} has shape {tuple(m[n].shape)}, "
+                                     f"the weight {tuple(p.shape[1:])}")
                 rows.append(m[n].to(p.device, p.dtype))
             else:
                 rows.append(torch.ones(p.shape[1:], device=p.device, dtype=p.dtype))
@@ -599,9 +601,10 @@ def train_many(
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=device)
         if (state.get("start_step"), state.get("end_step"), state.get("seeds")) != (start_step, end_step, seed_key):
-            raise RuntimeError(f"checkpoint {checkpoint} is for steps {state.get('start_step')}–{state.get('end_step')} "
-                               f"of {len(state.get('seeds') or [])} models with other seeds, not steps "
-                               f"{start_step}–{end_step} of these {k}; delete it to start over")
+            raise RuntimeError(f"checkpoint {checkpoint} belongs to another training (steps "
+                               f"{state.get('start_step')}–{state.get('end_step')} of {len(state.get('seeds') or [])} "
+                               f"models, or other seeds) than this one (steps {start_step}–{end_step} of {k} models); "
+                               f"delete it to start over")
         trainer.load_state_dict(state["trainer"])
         step, histories = state["step"], state["histories"]
 

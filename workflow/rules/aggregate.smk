@@ -15,6 +15,8 @@ rule aggregate:
         f"{RESULTS}/{{arch}}/{{exp}}.nc",
     log:
         f"{LOGS}/{{arch}}/aggregate_{{exp}}.log",
+    benchmark:
+        f"{BENCHMARKS}/{{arch}}/aggregate_{{exp}}.tsv"
     wildcard_constraints:
         exp="|".join(["imp", *EXPERIMENTS]),
     conda:

@@ -58,6 +58,8 @@ for _exp, _command in EXPERIMENTS.items():
             analysis_file(_exp, RUN, "nc"),
         log:
             analysis_file(_exp, RUN_LOG, "log"),
+        benchmark:
+            analysis_file(_exp, RUN_BENCHMARK, "tsv")
         conda:
             CONDA_ENV
         threads: resource(_exp, "threads")

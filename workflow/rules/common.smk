@@ -63,9 +63,9 @@ else:
     PYTHON = shlex.quote(sys.executable)
 
 
-def _key_path(path):
+def _key_path(config, path):
     """`architectures[cnn].set` from a jsonschema error path (names list items by their `name`)."""
-    out, node = "", CONFIG_FOR_ERRORS
+    out, node = "", config
     for part in path:
         if isinstance(part, int):
             name = (
@@ -83,9 +83,9 @@ def _key_path(path):
     return out or "(top level)"
 
 
-def _explain(error):
+def _explain(config, error):
     """One line per schema violation: the key, what is wrong, and the fix."""
-    key = _key_path(error.absolute_path)
+    key = _key_path(config, error.absolute_path)
     schema = error.schema
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(schema.get("properties", {})))
@@ -126,15 +126,13 @@ def check_config(config, schema_file):
     """Stop with a message per bad key (unknown key, wrong type, out of range) before any job."""
     import jsonschema
 
-    global CONFIG_FOR_ERRORS
-    CONFIG_FOR_ERRORS = config
     schema = yaml.safe_load(Path(workflow.basedir, schema_file).read_text())
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(config),
         key=lambda e: [str(p) for p in e.absolute_path],
     )
     if errors:
-        lines = "\n".join(f"  - {_explain(e)}" for e in errors)
+        lines = "\n".join(f"  - {_explain(config, e)}" for e in errors)
         raise WorkflowError(
             f"invalid workflow configuration:\n{lines}\n"
             f"Fix the config file (or --config/--configfile); the schema with every key, "
@@ -208,7 +206,8 @@ def _data_missing(arch, recipe):
     """The data check's message when the architecture's data set is not on disk, else None."""
     from unmasking.data import DataMissingError, check_available
 
-    data = dataclasses.replace(recipe.data, root=arch.data_root or recipe.data.root)
+    # as in the jobs: the recipe's data.root, else UNMASKING_DATA (data_root when configured)
+    data = dataclasses.replace(recipe.data, root=recipe.data.root or arch.data_root)
     try:
         check_available(data)
     except DataMissingError as e:
@@ -323,11 +322,13 @@ def fail_if_data_missing():
 
 
 def define_paths(name):
-    """RESULTS, LOGS and the run patterns RUN, RUN_LOG (wildcards arch, rewind, seed) of config `name`."""
-    global RESULTS, LOGS, RUN, RUN_LOG
-    RESULTS, LOGS = f"results/{name}", f"logs/{name}"
+    """RESULTS, LOGS, BENCHMARKS and the run patterns RUN, RUN_LOG, RUN_BENCHMARK (wildcards
+    arch, rewind, seed) of config `name`."""
+    global RESULTS, LOGS, BENCHMARKS, RUN, RUN_LOG, RUN_BENCHMARK
+    RESULTS, LOGS, BENCHMARKS = f"results/{name}", f"logs/{name}", f"benchmarks/{name}"
     RUN = f"{RESULTS}/{{arch}}/rewind_{{rewind}}/seed_{{seed}}"
     RUN_LOG = f"{LOGS}/{{arch}}/rewind_{{rewind}}/seed_{{seed}}"
+    RUN_BENCHMARK = f"{BENCHMARKS}/{{arch}}/rewind_{{rewind}}/seed_{{seed}}"
 
 
 def run_file(name):
@@ -337,6 +338,11 @@ def run_file(name):
 
 def run_log(name):
     return f"{RUN_LOG}/{name}"
+
+
+def run_benchmark(name):
+    """Snakemake's benchmark file of a job (wall and CPU time, memory): sizes cluster resources."""
+    return f"{RUN_BENCHMARK}/{name}"
 
 
 def run_dir(wildcards):

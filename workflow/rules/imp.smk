@@ -13,6 +13,8 @@ if config["granularity"] == "run":
             run_file("imp.nc"),
         log:
             run_log("imp.log"),
+        benchmark:
+            run_benchmark("imp.tsv")
         conda:
             CONDA_ENV
         threads: resource("imp", "threads")
@@ -43,6 +45,8 @@ else:
             run_file("run/rewind.pt"),
         log:
             run_log("pretrain.log"),
+        benchmark:
+            run_benchmark("pretrain.tsv")
         conda:
             CONDA_ENV
         threads: resource("pretrain", "threads")
@@ -72,6 +76,8 @@ else:
             metrics=run_file("run/level_{level}/metrics.json"),
         log:
             run_log("train_level_{level}.log"),
+        benchmark:
+            run_benchmark("train_level_{level}.tsv")
         conda:
             CONDA_ENV
         threads: resource("train_level", "threads")
@@ -101,6 +107,8 @@ else:
             stats=run_file("run/level_{level}/prune.json"),
         log:
             run_log("prune_{level}.log"),
+        benchmark:
+            run_benchmark("prune_{level}.tsv")
         conda:
             CONDA_ENV
         threads: resource("prune", "threads")
@@ -127,6 +135,8 @@ else:
             run_file("imp.nc"),
         log:
             run_log("summarize.log"),
+        benchmark:
+            run_benchmark("summarize.tsv")
         conda:
             CONDA_ENV
         threads: resource("summarize", "threads")

@@ -118,12 +118,15 @@ class MaskedHessian:
     """The Hessian of the mean cross-entropy over ``(x, y)``, restricted to the weights alive in ``mask``.
 
     Vectors live in the ``D_L``-dimensional space of surviving weights, ordered by the mask's
-    parameter order and then by flat index.  ``matvec`` costs one Hessian-vector product
-    (a forward and two backward passes per chunk).
+    parameter order and then by flat index.  ``matvec`` costs one Hessian-vector product: the
+    gradient's graph (forward and first backward pass) is built once and kept when the data fit
+    in one chunk (``retain=None``; ``True``/``False`` force it), so each product is a single
+    backward pass through it; otherwise each product recomputes it chunk by chunk, so memory
+    stays bounded by one chunk's graph.
     """
 
     def __init__(self, model: nn.Module, mask: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                 chunk_size: int = 4096, dtype: torch.dtype = torch.float32):
+                 chunk_size: int = 4096, dtype: torch.dtype = torch.float32, retain: bool | None = None):
         if len(x) != len(y) or len(y) == 0:
             raise ValueError(f"need matching, non-empty inputs and labels, got {len(x)} and {len(y)}")
         params = dict(model.named_parameters())
@@ -147,6 +150,8 @@ class MaskedHessian:
         self.x = x.to(self.device, dtype if x.is_floating_point() else x.dtype)
         self.y = y.to(self.device)
         self.chunk_size = int(chunk_size)
+        self.retain = (self.num_examples <= self.chunk_size) if retain is None else bool(retain)
+        self._graphs: list[tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]] | None = None
         self.matvecs = 0
 
     @property
@@ -188,17 +193,33 @@ class MaskedHessian:
         if vector.shape != (self.dim,):
             raise ValueError(f"expected a vector of length {self.dim}, got shape {tuple(vector.shape)}")
         tangent = self.scatter(vector.to(self.device, self.dtype))
+        outputs = [tangent[n] for n in self.names]
         total = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
-        for x, y in self._chunks():
-            w = {n: t.clone().requires_grad_(True) for n, t in self.weights.items()}
+        for leaves, grads in self._gradient_graphs():
             with torch.enable_grad():
-                loss = self._loss_sum(w, x, y) / self.num_examples
-                grads = torch.autograd.grad(loss, list(w.values()), create_graph=True)
-                hv = torch.autograd.grad(grads, list(w.values()), grad_outputs=[tangent[n] for n in w],
+                hv = torch.autograd.grad(grads, leaves, grad_outputs=outputs, retain_graph=self.retain,
                                          allow_unused=True)
-            total += self.gather({n: (h if h is not None else torch.zeros_like(w[n])) for n, h in zip(w, hv)})
+            total += self.gather({n: (h if h is not None else torch.zeros_like(leaf))
+                                  for n, h, leaf in zip(self.names, hv, leaves)})
         self.matvecs += 1
         return total
+
+    def _gradient_graphs(self):
+        """Per chunk: the weight leaves and the gradient of the chunk's share of the mean loss (with its graph)."""
+        if self._graphs is not None:
+            yield from self._graphs
+            return
+        graphs = []
+        for x, y in self._chunks():
+            leaves = [self.weights[n].clone().requires_grad_(True) for n in self.names]
+            with torch.enable_grad():
+                loss = self._loss_sum(dict(zip(self.names, leaves)), x, y) / self.num_examples
+                grads = torch.autograd.grad(loss, leaves, create_graph=True)
+            if self.retain:
+                graphs.append((leaves, grads))
+            yield leaves, grads
+        if self.retain:
+            self._graphs = graphs
 
     def quadratic_form(self, vector: torch.Tensor) -> float:
         """``vᵀ H v`` for a ``D_L`` vector."""
