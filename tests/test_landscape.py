@@ -107,6 +107,9 @@ def test_grid_values_equal_direct_evaluation(setup):
     xs, ys = grid_axes(plane, 4, 0.5)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
     vals = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, chunk=3)
+    plain = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, chunk=1)
+    for key, v in plain.items():  # vmap-ed chunks and one-point calls agree
+        assert np.array_equal(v, vals[key]) if "error" in key else np.allclose(v, vals[key], rtol=1e-5)
     net = copy.deepcopy(model)
     for i in (0, 5, 15):
         net.load_state_dict(plane.state_at(gx.ravel()[i], gy.ravel()[i]))

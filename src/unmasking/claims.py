@@ -479,26 +479,28 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
 
 # --- the report ---------------------------------------------------------------------------------------------------
 
-def _run_steps(datasets: Mapping[str, xr.Dataset], arch: str) -> list[int]:
-    from .figures.style import select_arch
-
-    steps: set[int] = set()
-    for ds in datasets.values():
-        if arch in [str(a) for a in ds.arch.values]:
-            steps |= {int(t) for t in select_arch(ds, arch).rewind_step.values}
-    return sorted(steps)
-
-
 def _run(ds: xr.Dataset | None, arch: str, t: int) -> xr.Dataset | None:
     """One architecture and rewind step of an aggregate, or None where it has none (or only NaN)."""
-    from .figures.style import select_arch
+    from .figures.style import has_data, select_arch
 
     if ds is None or arch not in [str(a) for a in ds.arch.values]:
         return None
     ds = select_arch(ds, arch)
     if t not in [int(v) for v in ds.rewind_step.values]:
         return None
-    return ds.sel(rewind_step=t)
+    ds = ds.sel(rewind_step=t)
+    return ds if has_data(ds) else None
+
+
+def _run_steps(datasets: Mapping[str, xr.Dataset], arch: str) -> list[int]:
+    """Rewind steps with results for ``arch`` in any dataset."""
+    from .figures.style import select_arch
+
+    steps: set[int] = set()
+    for ds in datasets.values():
+        if arch in [str(a) for a in ds.arch.values]:
+            steps |= {int(t) for t in select_arch(ds, arch).rewind_step.values if _run(ds, arch, int(t)) is not None}
+    return sorted(steps)
 
 
 def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresholds()) -> list[ClaimResult]:
@@ -581,19 +583,16 @@ def to_html(rep: dict) -> str:
 def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = None,
                  out_html: str | Path | None = None) -> list[Path]:
     """Write the JSON (and Markdown / HTML) files atomically; returns their paths."""
+    from .checkpoints import atomic_path
     from .imp import write_json
 
-    written = [Path(out_json)]
     write_json(rep, Path(out_json))
+    written = [Path(out_json)]
     for path, text in ((out_md, to_markdown(rep)), (out_html, to_html(rep))):
-        if path is None:
-            continue
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written.append(path)
+        if path is not None:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+            written.append(Path(path))
     return written
 
 

@@ -44,7 +44,7 @@ from ..results import provenance, write_dataset
 
 Weights = Mapping[str, torch.Tensor]
 
-DEFAULT_BIN_RANGE = (1e-6, 1e1)
+DEFAULT_BIN_RANGE = (1e-8, 1e1)
 DEFAULT_BINS_PER_DECADE = 10
 
 
@@ -253,7 +253,7 @@ def small_weights_run(run, levels: Sequence[int], bin_edges: np.ndarray | None =
     ds = ds.expand_dims(seed=[run.seed])
     ds.attrs.update(provenance(run.recipe.hash(), asdict(run.seeds), "cpu", recipe_name=run.recipe.name,
                                rewind_step=run.recipe.prune.rewind_step, experiment="E8_small_weights",
-                               run=str(run.root), pruning_fraction=run.recipe.prune.fraction))
+                               run=str(Path(run.root).resolve()), pruning_fraction=run.recipe.prune.fraction))
     return ds
 
 

@@ -1,0 +1,309 @@
+"""The claims report: verdicts on synthetic results built to pass and to fail each claim, the numbers
+behind them (checked against hand computations), and the JSON/Markdown/HTML outputs and CLI.
+
+The synthetic datasets have the aggregated schema (dims ``arch, rewind_step, seed, level, …`` and the
+variable names of the analyses) with only the variables the claims read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from unmasking import claims as C
+from unmasking.cli import main as cli_main
+from unmasking.config import ConfigError
+from unmasking.results import write_dataset
+
+SEEDS = [0, 1, 2]
+LEVELS = list(range(10))
+MATCHING_UNTIL = 5  # levels 0..5 match, 6.. do not
+
+
+def aggregate(ds: xr.Dataset, experiment: str, arch: str = "cnn", rewind: int = 40) -> xr.Dataset:
+    ds = ds.expand_dims(rewind_step=[rewind]).expand_dims(arch=[arch])
+    ds.attrs["experiment_name"] = experiment
+    return ds
+
+
+def imp_ds(errors=None, **kw) -> xr.Dataset:
+    """Test error 5% (± 0.1% over seeds) up to MATCHING_UNTIL, then rising by 2% per level."""
+    if errors is None:
+        base = np.array([0.05 if lv <= MATCHING_UNTIL else 0.05 + 0.02 * (lv - MATCHING_UNTIL) for lv in LEVELS])
+        errors = base[None, :] + np.array([-0.001, 0.0, 0.001])[:, None]
+    errors = np.asarray(errors, dtype=float)
+    levels = list(range(errors.shape[1]))
+    dims = ("seed", "level")
+    ds = xr.Dataset({"test_error": (dims, errors), "train_error": (dims, errors / 2),
+                     "density": (dims, np.tile(0.8 ** np.arange(len(levels)), (errors.shape[0], 1)))},
+                    coords={"seed": SEEDS[:errors.shape[0]], "level": levels})
+    return aggregate(ds, "imp", **kw)
+
+
+def interp_ds(barriers, **kw) -> xr.Dataset:
+    """Successive barriers ``barriers[seed, level]`` (the dense pair gets zeros)."""
+    b = np.asarray(barriers, dtype=float)
+    arr = np.zeros(b.shape + (2, 1, 2))
+    arr[:, :, 0, 0, :] = b[..., None]
+    ds = xr.Dataset({"barrier_error": (("seed", "level", "pair", "bn_mode", "split"), arr)},
+                    coords={"seed": SEEDS[:b.shape[0]], "level": list(range(b.shape[1])),
+                            "pair": ["successive", "dense"], "bn_mode": ["interpolate"], "split": ["test", "train"]})
+    return aggregate(ds, "interpolation", **kw)
+
+
+def step_barriers(zero_until: int, high: float = 0.10, seeds: int = 3, levels: int = len(LEVELS)) -> np.ndarray:
+    row = np.array([0.005 if lv <= zero_until else high for lv in range(levels)])
+    row[-1] = np.nan  # the last level has no successor
+    return np.tile(row, (seeds, 1))
+
+
+def pert_ds(barrier_by_strength: dict[float, np.ndarray], levels: list[int], **kw) -> xr.Dataset:
+    strengths = sorted(barrier_by_strength)
+    arr = np.stack([np.asarray(barrier_by_strength[c], dtype=float) for c in strengths], axis=-1)  # seed, level, c
+    full = np.repeat(arr[..., None, None], 2, axis=-1)  # replicate 1, split 2
+    ds = xr.Dataset({"barrier_error": (("seed", "level", "strength", "replicate", "split"), full)},
+                    coords={"seed": SEEDS[:arr.shape[0]], "level": levels, "strength": strengths, "replicate": [0],
+                            "split": ["test", "train"]})
+    return aggregate(ds, "perturbation", **kw)
+
+
+def theory_ds(random, magnitude, levels, **kw) -> xr.Dataset:
+    p = np.stack([magnitude, random], axis=-1)[None].repeat(len(SEEDS), 0)
+    ds = xr.Dataset({"p_star": (("seed", "level", "prune_method"), p)},
+                    coords={"seed": SEEDS, "level": levels, "prune_method": ["magnitude", "random"]})
+    return aggregate(ds, "pruning_theory", **kw)
+
+
+def ratio_ds(random, magnitude, levels, **kw) -> xr.Dataset:
+    p = np.stack([magnitude, random], axis=-1)[None, ..., None].repeat(len(SEEDS), 0)
+    ds = xr.Dataset({"p_star": (("seed", "level", "prune_method", "replicate"), p)},
+                    coords={"seed": SEEDS, "level": levels, "prune_method": ["magnitude", "random"],
+                            "replicate": [0], "fraction": np.round(np.arange(1, 10) * 0.1, 10)})
+    return aggregate(ds, "pruning_ratio", **kw)
+
+
+def flat_ds(magnitude, random, **kw) -> xr.Dataset:
+    n = len(magnitude)
+    ds = xr.Dataset({"curvature_magnitude": (("seed", "level"), np.tile(magnitude, (3, 1))),
+                     "curvature_random_mean": (("seed", "level", "prune_method"), np.tile(random, (3, 1))[..., None])},
+                    coords={"seed": SEEDS, "level": list(range(n)), "prune_method": ["random"]})
+    return aggregate(ds, "flatness", **kw)
+
+
+def sw_ds(next_length, unretrained, **kw) -> xr.Dataset:
+    n = len(next_length)
+    v = {"next_projection_length": next_length, "unretrained_step_length": unretrained,
+         "projection_length": np.full(n, 3.0), "oneshot_projection_length": np.full(n, 5.0),
+         "overlap": np.full(n, 0.4), "chance_overlap": np.full(n, 0.2)}
+    ds = xr.Dataset({k: (("seed", "level"), np.tile(np.asarray(x, dtype=float), (3, 1))) for k, x in v.items()},
+                    coords={"seed": SEEDS, "level": list(range(n))})
+    return aggregate(ds, "small_weights", **kw)
+
+
+def run(ds: xr.Dataset) -> xr.Dataset:
+    return ds.isel(arch=0, rewind_step=0)
+
+
+TH = C.Thresholds()
+
+
+# --- shared definitions -----------------------------------------------------------------------------------------
+
+def test_epsilon_match_is_the_dense_std_floored():
+    imp = run(imp_ds())
+    assert C.epsilon_match(imp, 0.0) == pytest.approx(0.001)  # std (ddof 1) of 0.049, 0.05, 0.051
+    assert C.epsilon_match(imp, 0.01) == 0.01
+    wide = run(imp_ds(np.array([[0.04], [0.05], [0.09]]) + np.zeros((3, 10))))
+    assert C.epsilon_match(wide, 0.01) == pytest.approx(np.std([0.04, 0.05, 0.09], ddof=1))
+    one = run(imp_ds(np.full((1, 10), 0.05)))
+    assert C.epsilon_match(one, 0.007) == 0.007  # one seed: the floor
+    match = C.matching_levels(run(imp_ds()), 0.01)
+    assert match.values.tolist() == [lv <= MATCHING_UNTIL for lv in LEVELS]
+    assert C.pair_matching(match, [4, 5, 9]).tolist() == [True, False, False]
+
+
+# --- claim 1 ------------------------------------------------------------------------------------------------------
+
+def test_claim1_holds_when_barriers_appear_where_matching_ends():
+    r = C.claim_mask_information(run(imp_ds()), run(interp_ds(step_barriers(MATCHING_UNTIL - 1))), TH)
+    assert r.verdict == C.HOLDS
+    n = r.numbers
+    assert n["levels"] == LEVELS[:-1] and n["n_levels"] == 9 and n["agreement"] == 1.0
+    assert n["matching_with_barrier"] == [] and n["zero_barrier_not_matching"] == []
+    # judged on w_L alone, the pair (5, 6) (w_5 matching, w_6 not, barrier 0.1) disagrees
+    assert n["agreement_level_L_only"] == pytest.approx(8 / 9)
+    assert n["agreement_per_seed"] == 1.0
+
+
+def test_claim1_fails_when_barriers_stay_zero_past_matching():
+    r = C.claim_mask_information(run(imp_ds()), run(interp_ds(step_barriers(99))), TH)
+    assert r.verdict == C.FAILS
+    assert r.numbers["zero_barrier_not_matching"] == [5, 6, 7, 8]
+    assert r.numbers["agreement"] == pytest.approx(5 / 9)
+    assert "0.56 < 0.8" in r.reason
+
+
+def test_claim1_inconclusive_without_both_regimes_or_levels():
+    flat = imp_ds(np.full((3, 10), 0.05))
+    r = C.claim_mask_information(run(flat), run(interp_ds(step_barriers(99))), TH)
+    assert r.verdict == C.INCONCLUSIVE and "every pair is matching" in r.reason
+    assert r.numbers["agreement"] == 1.0
+    short = C.claim_mask_information(run(imp_ds()), run(interp_ds(step_barriers(0, levels=3))), TH)
+    assert short.verdict == C.INCONCLUSIVE and "only 2 successive pairs" in short.reason
+    missing = C.claim_mask_information(run(imp_ds()), None, TH)
+    assert missing.verdict == C.INCONCLUSIVE and "interpolation" in missing.reason
+
+
+# --- claim 2 ------------------------------------------------------------------------------------------------------
+
+PERT_LEVELS = [0, 2, 4, 6, 8]
+
+
+def connected_where(flags, seeds=3):
+    return np.tile([0.0 if f else 0.2 for f in flags], (seeds, 1))
+
+
+def test_claim2_holds_when_c1_runs_stay_connected_exactly_where_imp_matches():
+    pair_match = [True, True, True, False, False]  # pairs (0,1), (2,3), (4,5) match; (6,7), (8,9) do not
+    ds = pert_ds({0.0: connected_where([True] * 5), 1.0: connected_where(pair_match),
+                  4.0: connected_where([False] * 5)}, PERT_LEVELS)
+    r = C.claim_sgd_robustness(run(imp_ds()), run(ds), TH)
+    assert r.verdict == C.HOLDS and r.numbers["strength_used"] == 1.0
+    s = r.numbers["strengths"]
+    assert s["1"]["agreement"] == 1.0 and s["1"]["matching"].tolist() == pair_match
+    assert s["0"]["agreement"] == pytest.approx(3 / 5) and s["4"]["connected_where_matching"] == 0.0
+
+
+def test_claim2_fails_when_perturbed_runs_disconnect_while_matching():
+    ds = pert_ds({0.0: connected_where([True] * 5), 1.0: connected_where([False] * 5)}, PERT_LEVELS)
+    r = C.claim_sgd_robustness(run(imp_ds()), run(ds), TH)
+    assert r.verdict == C.FAILS and r.numbers["strengths"]["1"]["agreement"] == pytest.approx(2 / 5)
+
+
+def test_claim2_strength_choice_and_inconclusive_cases():
+    weak = pert_ds({0.0: connected_where([True] * 5), 0.5: connected_where([True] * 5)}, PERT_LEVELS)
+    r = C.claim_sgd_robustness(run(imp_ds()), run(weak), TH)
+    assert r.verdict == C.INCONCLUSIVE and "no perturbation strength c ≥ 1" in r.reason
+    strong = pert_ds({2.0: connected_where([True, True, True, False, False])}, PERT_LEVELS)
+    assert C.claim_sgd_robustness(run(imp_ds()), run(strong), TH).numbers["strength_used"] == 2.0
+    few = pert_ds({1.0: connected_where([True, False])}, [4, 8])
+    assert "only 2 perturbed levels" in C.claim_sgd_robustness(run(imp_ds()), run(few), TH).reason
+
+
+# --- claim 3 ------------------------------------------------------------------------------------------------------
+
+RATIO_LEVELS = [2, 4, 6, 8]
+
+
+def test_claim3_holds_when_theory_tracks_random_and_magnitude_wins():
+    theory = theory_ds(random=[0.52, 0.46, 0.33, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)
+    exp = ratio_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.2], levels=RATIO_LEVELS)
+    r = C.claim_pruning_ratio(run(theory), run(exp), TH)
+    assert r.verdict == C.HOLDS
+    assert r.numbers["mean_abs_difference"] == pytest.approx(np.mean([0.02, 0.06, 0.03, 0.0]))
+    assert r.numbers["correlation"] == pytest.approx(np.corrcoef([0.52, 0.46, 0.33, 0.2], [0.5, 0.4, 0.3, 0.2])[0, 1])
+    assert r.numbers["magnitude_minus_random_mean"] == pytest.approx(0.075)
+    assert r.thresholds["tolerance_used"] == pytest.approx(0.1)
+
+
+def test_claim3_fails_on_a_wrong_theory_or_a_worse_magnitude_pruning():
+    exp = ratio_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)
+    far = theory_ds(random=[0.9, 0.8, 0.7, 0.6], magnitude=[0.9] * 4, levels=RATIO_LEVELS)
+    r = C.claim_pruning_ratio(run(far), run(exp), TH)
+    assert r.verdict == C.FAILS and "disagrees" in r.reason and r.numbers["mean_abs_difference"] == pytest.approx(0.4)
+    near = theory_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.5] * 4, levels=RATIO_LEVELS)
+    worse = ratio_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.4, 0.3, 0.3, 0.1], levels=RATIO_LEVELS)
+    r = C.claim_pruning_ratio(run(near), run(worse), TH)
+    assert r.verdict == C.FAILS and "not higher" in r.reason
+
+
+def test_claim3_inconclusive_with_too_few_common_levels():
+    theory = theory_ds(random=[0.5, 0.4], magnitude=[0.5, 0.4], levels=[2, 4])
+    exp = ratio_ds(random=[0.5, 0.4], magnitude=[0.6, 0.5], levels=[2, 4])
+    r = C.claim_pruning_ratio(run(theory), run(exp), TH)
+    assert r.verdict == C.INCONCLUSIVE and "only 2 levels" in r.reason
+    assert math.isnan(r.numbers["correlation"])
+
+
+# --- claim 4 ------------------------------------------------------------------------------------------------------
+
+def test_claim4_holds_fails_and_is_inconclusive():
+    flat = flat_ds(magnitude=[0.1, 0.2, 0.3, 0.5], random=[0.2, 0.3, 0.4, 0.4])
+    short = sw_ds(next_length=[1.0, 1.0, 1.0, np.nan], unretrained=[2.0, 2.0, 0.5, np.nan])
+    r = C.claim_small_weights(run(flat), run(short), TH)
+    assert r.verdict == C.HOLDS
+    assert r.numbers["fraction_flatter"] == 0.75 and r.numbers["median_ratio_magnitude_to_random"] == pytest.approx(
+        np.median([0.5, 2 / 3, 0.75, 1.25]))
+    assert r.numbers["small_weights_levels"] == [0, 1, 2]
+    assert r.numbers["fraction_shorter"] == pytest.approx(2 / 3)
+    assert r.numbers["imp_two_step_length"] == pytest.approx([math.hypot(3, 1)] * 3)
+    steep = flat_ds(magnitude=[0.5, 0.5, 0.5, 0.5], random=[0.2, 0.3, 0.4, 0.4])
+    assert C.claim_small_weights(run(steep), run(short), TH).verdict == C.FAILS
+    long = sw_ds(next_length=[3.0, 3.0, 3.0], unretrained=[2.0, 2.0, 2.0])
+    r = C.claim_small_weights(run(flat), run(long), TH)
+    assert r.verdict == C.FAILS and "at 0/3 levels" in r.reason
+    r = C.claim_small_weights(None, run(short), TH)
+    assert r.verdict == C.INCONCLUSIVE and "flatness (E7) results missing" in r.reason
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+
+def full_results(arch: str, rewind: int) -> dict[str, xr.Dataset]:
+    kw = dict(arch=arch, rewind=rewind)
+    return {
+        "imp": imp_ds(**kw),
+        "interpolation": interp_ds(step_barriers(MATCHING_UNTIL - 1), **kw),
+        "perturbation": pert_ds({0.0: connected_where([True] * 5),
+                                 1.0: connected_where([True, True, True, False, False])}, PERT_LEVELS, **kw),
+        "pruning_theory": theory_ds([0.5, 0.4, 0.3, 0.2], [0.6, 0.5, 0.4, 0.3], RATIO_LEVELS, **kw),
+        "pruning_ratio": ratio_ds([0.5, 0.4, 0.3, 0.2], [0.6, 0.5, 0.4, 0.3], RATIO_LEVELS, **kw),
+        "flatness": flat_ds([0.1, 0.2, 0.3], [0.2, 0.3, 0.4], **kw),
+        "small_weights": sw_ds([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], **kw),
+    }
+
+
+def test_evaluate_every_architecture_and_rewind_step():
+    parts = [full_results("cnn", 0), full_results("cnn", 40), full_results("mlp", 40)]
+    combined = {exp: xr.combine_by_coords([p[exp] for p in parts], data_vars="minimal", join="outer",
+                                          combine_attrs="drop_conflicts") for exp in parts[0]}
+    results = C.evaluate(combined)
+    assert [(r.arch, r.rewind_step, r.claim) for r in results] == [
+        (a, t, n) for a, t in (("cnn", 0), ("cnn", 40), ("mlp", 40)) for n in (1, 2, 3, 4)]
+    assert all(r.verdict == C.HOLDS for r in results), [(r.claim, r.reason) for r in results]
+    rep = C.report(results, TH, "embedded", ["a.nc"])
+    assert rep["schema"] == C.SCHEMA and rep["summary"]["mlp"]["40"] == {str(n): C.HOLDS for n in (1, 2, 3, 4)}
+    text = json.dumps(rep, allow_nan=False)  # JSON-safe: no NaN, numpy types converted
+    assert json.loads(text)["claims"][0]["numbers"]["matching"][:6] == [True] * 5 + [False]
+    md = C.to_markdown(rep)
+    assert md.count("| cnn |") == 8 and md.count("| mlp |") == 4 and "**holds**" in md
+    assert C.to_html(rep).count("<tr style=") == 12
+
+
+def test_thresholds_are_checked():
+    with pytest.raises(ConfigError, match="min_agreement"):
+        C.Thresholds(min_agreement=0).check()
+    with pytest.raises(ConfigError, match="no results"):
+        C.evaluate({})
+
+
+def test_cli_writes_json_markdown_html(tmp_path, capsys):
+    paths = []
+    for exp, ds in full_results("cnn", 40).items():
+        paths.append(str(write_dataset(ds, tmp_path / "results" / f"{exp}.nc")))
+    out = tmp_path / "claims"
+    code = cli_main(["claims", "--inputs", *paths, "--out-json", str(out / "claims.json"), "--out-md",
+                     str(out / "claims.md"), "--out-html", str(out / "claims.html"), "--config-name", "toy",
+                     "--eps-barrier", "0.03", "--min-agreement", "0.9"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "## Claims — configuration `toy`" in printed and "wrote" in printed
+    rep = json.loads((out / "claims.json").read_text())
+    assert rep["thresholds"]["eps_barrier"] == 0.03 and rep["thresholds"]["min_agreement"] == 0.9
+    assert rep["claims"][0]["thresholds"]["eps_barrier"] == 0.03
+    assert (out / "claims.md").read_text() == C.to_markdown(rep)
+    assert (out / "claims.html").read_text().startswith("<!DOCTYPE html>")
+    assert cli_main(["claims", "--inputs", paths[0], "--out-json", str(out / "x.json"), "--majority", "1.5"]) == 2
