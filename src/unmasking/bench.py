@@ -274,7 +274,9 @@ def run_resnet20(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
-    bf16 = cuda and not args.no_bf16
+    bf16 = cuda and not args.no_bf16 and args.backend != "vmap"  # bf16 needs the stacked backend
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # both pipelines: fastest convolution algorithms for fixed shapes
     channels_last = cuda and not args.no_channels_last
     recipe = get_recipe("resnet20-cifar10")
     hp = copy.copy(recipe.train)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from . import masks as M
 from .checkpoints import atomic_path, atomic_torch_save, load_checkpoint
 from .config import ConfigError, Recipe, recipe_from_dict
-from .data import Data, load_data
+from .data import Data, TensorData, load_data
 from .models import build_model, prunable_names
 from .results import provenance
 from .training import Seeds, default_device, evaluate_all, train
@@ -103,7 +103,9 @@ class ImpRun:
     # loaded state
     @cached_property
     def data(self) -> Data:
-        return load_data(self.recipe.data)
+        """The run's data set; in-memory data sets live on the run's device (GPU-resident on CUDA)."""
+        data = load_data(self.recipe.data)
+        return data.to(self.device) if isinstance(data, TensorData) and self.device.type == "cuda" else data
 
     def new_model(self) -> torch.nn.Module:
         m = self.recipe.model

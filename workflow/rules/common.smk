@@ -156,12 +156,9 @@ class Arch:
     data_missing: str | None = None
 
     def set_args(self, rewind):
-        """`--set` items: the config's overrides plus the IMP levels and rewind step."""
-        items = {
-            **self.overrides,
-            "prune.levels": self.levels,
-            "prune.rewind_step": int(rewind),
-        }
+        """`--set` items: the config's overrides and the rewind step. The last level is not part
+        of the recipe (jobs get `--levels`), so raising `levels` continues the runs."""
+        items = {**self.overrides, "prune.rewind_step": int(rewind)}
         return [f"{k}={json.dumps(v)}" for k, v in items.items()]
 
 
