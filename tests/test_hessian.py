@@ -245,6 +245,13 @@ def test_study_schema_and_determinism(run):
         assert int(r.num_weights) == M.count(run.mask(level))
         assert np.all(np.diff(r.top_eigenvalues.values) <= 0)
         np.testing.assert_allclose(r.slq_weights.sum("node").values, 1.0, rtol=1e-6)
+        # the stored tridiagonals reproduce the stored quadrature, and the deflated trace's known part
+        for p in range(2):
+            al, be = r.lanczos_alpha.values[p], r.lanczos_beta.values[p]
+            nodes = np.sort(np.linalg.eigvalsh(np.diag(al) + np.diag(be[:-1], 1) + np.diag(be[:-1], -1)))
+            np.testing.assert_allclose(nodes, np.sort(r.slq_nodes.values[p]), rtol=1e-4, atol=1e-6)
+        assert float(r.trace) == pytest.approx(np.sum(r.lanczos_alpha.values[0]) + np.mean(
+            r.trace_samples.values - np.sum(r.lanczos_alpha.values[0])), rel=1e-6)
         assert int(r.matvecs) == 2 * 8 + 3
     assert a.attrs["experiment"] == "E4_hessian" and a.attrs["hessian_seed"] == 0
     assert a.attrs["seed_run"] == 0 and a.attrs["subset_examples"] == 120

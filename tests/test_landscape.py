@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.analyses.landscape import (POINTS, evaluate_plane, grid_axes, landscape_level, plane_through,
-                                          reset_bn_buffers)
+from unmasking.analyses.landscape import (POINTS, BatchNormReset, bn_reset_batches, evaluate_plane, grid_axes,
+                                          landscape_level, plane_through)
 from unmasking.cli import main
 from unmasking.config import build_recipe
 from unmasking.data.base import TensorData
@@ -106,8 +106,10 @@ def test_grid_values_equal_direct_evaluation(setup):
     plane, _ = _plane(setup)
     xs, ys = grid_axes(plane, 4, 0.5)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
-    vals = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, chunk=3)
-    plain = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, chunk=1)
+    vals = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, bn_mode="interpolate",
+                          chunk=3)
+    plain = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, bn_mode="interpolate",
+                           chunk=1)
     for key, v in plain.items():  # vmap-ed chunks and one-point calls agree
         assert np.array_equal(v, vals[key]) if "error" in key else np.allclose(v, vals[key], rtol=1e-5)
     net = copy.deepcopy(model)
@@ -125,32 +127,41 @@ def test_reset_mode_recomputes_statistics(setup):
     model, data, *_ = setup
     plane, _ = _plane(setup)
     x, y = 0.3 * plane.anchors[2, 0], 0.4 * plane.anchors[2, 1]
-    vals = evaluate_plane(model, plane, [x], [y], data, ("test",), batch_size=100, bn_mode="reset",
-                          bn_batch_size=50)
-    net = copy.deepcopy(model)
-    net.load_state_dict(plane.state_at(x, y))
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.reset_running_stats()
-            m.momentum = None
-    net.train()
-    with torch.no_grad():
-        for xb, _ in data.eval_batches("train", 50):
-            net(xb)
-    ref = evaluate(net, data, "test", 100)
-    assert vals["test_error"][0] == ref["error"] and vals["test_loss"][0] == pytest.approx(ref["loss"], rel=1e-5)
-    params = dict(model.named_parameters())
-    buffers = reset_bn_buffers(model, {n: p.detach() for n, p in params.items()}, dict(model.named_buffers()),
-                               data, 50)
-    assert not torch.equal(buffers["bn1.running_mean"], model.bn1.running_mean)  # model untouched, stats new
+    vals = evaluate_plane(model, plane, [x, -x], [y, 2 * y], data, ("test",), batch_size=100, bn_mode="reset",
+                          bn_batches=3, bn_batch_size=50, chunk=2)
+    for i, (px, py) in enumerate([(x, y), (-x, 2 * y)]):
+        net = copy.deepcopy(model)  # reference: the module-level recipe E2 uses
+        net.load_state_dict(plane.state_at(px, py))
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        with torch.no_grad():
+            for _, (xb, _) in zip(range(3), data.eval_batches("train", 50)):
+                net(xb)
+        ref = evaluate(net, data, "test", 100)
+        assert vals["test_error"][i] == ref["error"]
+        assert vals["test_loss"][i] == pytest.approx(ref["loss"], rel=1e-5)
+    before = copy.deepcopy(model.state_dict())
+    reset = BatchNormReset(model, bn_reset_batches(data, 2, 50, "cpu"))
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = reset(params, dict(model.named_buffers()))
+    assert int(buffers["bn1.num_batches_tracked"]) == 2
+    assert not torch.equal(buffers["bn1.running_mean"], model.bn1.running_mean)
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())  # template untouched
+    assert all(torch.equal(reset(params, dict(model.named_buffers()))[n], t) for n, t in buffers.items())
 
 
 def test_landscape_level_points_and_determinism(setup):
     model, data, sol, mask, next_mask, nxt, rewind = setup
-    kw = dict(grid=5, margin=0.1, splits=("test",), batch_size=100, chunk=7)
+    kw = dict(grid=5, margin=0.1, splits=("test",), batch_size=100, chunk=7, bn_mode="interpolate")
     ds = landscape_level(model, sol, nxt, mask, next_mask, rewind, data, **kw)
     again = landscape_level(model, sol, nxt, mask, next_mask, rewind, data, **kw)
     assert ds.identical(again)
+    kw.update(bn_mode="reset", bn_batches=2, bn_batch_size=50, grid=3)
+    reset = landscape_level(model, sol, nxt, mask, next_mask, rewind, data, **kw)
+    assert reset.identical(landscape_level(model, sol, nxt, mask, next_mask, rewind, data, **kw))
     assert ds.test_error.dims == ("x", "y") and list(ds.point.values) == list(POINTS)
     net = copy.deepcopy(model)
     net.load_state_dict(nxt)
@@ -162,7 +173,7 @@ def test_landscape_level_points_and_determinism(setup):
     assert py.min() < anchors[:, 1].min() and py.max() > anchors[:, 1].max()
     # the grid corner equals the plane evaluated there
     plane, _ = _plane(setup)
-    vals = evaluate_plane(model, plane, [px[0]], [py[-1]], data, ("test",), 100)
+    vals = evaluate_plane(model, plane, [px[0]], [py[-1]], data, ("test",), 100, bn_mode="interpolate")
     assert vals["test_error"][0] == float(ds.test_error[0, -1])
 
 
@@ -187,7 +198,7 @@ def test_run_wrapper_and_cli(tmp_path, monkeypatch):
     run.run(2)
     out = tmp_path / "e9.nc"
     assert main(["landscape", "--run", str(run.root), "--levels", "0", "1", "--grid", "3", "--out", str(out),
-                 "--quiet"]) == 0
+                 "--bn-mode", "interpolate", "--quiet"]) == 0
     ds = load_dataset(out)
     assert ds.test_error.dims == ("seed", "level", "x", "y") and ds.test_error.shape == (1, 2, 3, 3)
     assert ds.point_x.dims == ("seed", "level", "point") and ds.attrs["experiment"] == "E9_landscape"
@@ -196,3 +207,7 @@ def test_run_wrapper_and_cli(tmp_path, monkeypatch):
     assert float(err.sel(level=1, point="solution")) == float(err.sel(level=0, point="next_solution"))
     assert float(err.sel(level=1, point="solution")) == read_json(run.metrics_path(1))["test_error"]
     assert main(["landscape", "--run", str(run.root), "--levels", "2", "--out", str(out)]) == 2
+    assert main(["landscape", "--run", str(run.root), "--levels", "1", "--grid", "2", "--bn-batches", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    ds = load_dataset(out)
+    assert ds.attrs["bn_mode"] == "reset" and ds.attrs["bn_batch_size"] == 50 and ds.test_error.shape == (1, 1, 2, 2)

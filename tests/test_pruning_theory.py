@@ -110,25 +110,54 @@ def test_projection_r2_matches_the_masks():
         assert abs(np.mean(r2) - rnd[k]) < 4 * np.std(r2) / math.sqrt(len(r2))
 
 
-def test_quadrature_bounds_contain_the_exact_value():
-    """The Chebyshev–Markov–Stieltjes bracket contains F of the true spectral measure behind a short Lanczos run."""
-    rng = np.random.default_rng(2)
-    evals = np.concatenate([rng.normal(0, 1e-3, 300), rng.exponential(0.05, 200), [3.0, 1.0]])
+def moments(nodes, weights, k):
+    return float(np.sum(weights * nodes ** k))
+
+
+def test_lanczos_rules_exactness():
+    """Gauss rules are exact to degree 2m-1; the anti-Gauss error is minus that of the (m-1)-node Gauss rule."""
+    rng = np.random.default_rng(3)
+    evals = np.concatenate([rng.normal(0, 0.01, 60), rng.exponential(0.1, 40), [2.0, 1.5]])
     diag = torch.tensor(evals)
-    z = H.probe_vector(len(evals), 0, "test").double()
+    z = H.probe_vector(len(evals), 1, "test").double()
     q2 = (z / z.norm()).numpy() ** 2
-    run = H.lanczos(lambda v: diag * v, z, 12)
-    nodes, weights = run.quadrature()
-    for eps, r2 in [(0.01, 1.0), (0.01, 100.0), (1.0, 10.0), (1e-4, 1e3)]:
-        lo, hi = T.right_side_bounds(nodes[None], weights[None], eps, r2)
-        exact = float(T.right_side(evals, q2, eps, r2))
-        gauss = float(T.right_side(nodes, weights, eps, r2))
-        assert lo - 1e-12 <= exact <= hi + 1e-12 and lo - 1e-12 <= gauss <= hi + 1e-12
-    w = rng.normal(size=500)
+    m = 6
+    run = H.lanczos(lambda v: diag * v, z, m)
+    rules = T.lanczos_rules(run.alpha, np.append(run.beta, run.residual), len(evals))
+    np.testing.assert_allclose(rules["gauss"][0], run.quadrature()[0])
+    for name in ("gauss", "averaged"):
+        assert sum(rules[name][1]) == pytest.approx(1.0)
+        for k in range(2 * m):
+            assert moments(*rules[name], k) == pytest.approx(moments(evals, q2, k), rel=1e-9, abs=1e-15)
+    for k in (2 * m - 2, 2 * m - 1):  # where the (m-1)-node rule is no longer exact
+        err_prev = moments(evals, q2, k) - moments(*rules["gauss_previous"], k)
+        err_anti = moments(evals, q2, k) - moments(*rules["anti_gauss"], k)
+        assert abs(err_prev) > 1e-9 and err_anti == pytest.approx(-err_prev, rel=1e-6)
+    # a run that spans the space is the exact spectrum: every rule is the Gauss rule
+    full = H.lanczos(lambda v: diag * v, z, len(evals))
+    exact = T.lanczos_rules(full.alpha, full.beta, len(evals))
+    for name in exact:
+        np.testing.assert_array_equal(exact[name][0], exact["gauss"][0])
+    with pytest.raises(ValueError):
+        T.lanczos_rules(run.alpha, run.beta[:2], len(evals))
+
+
+def test_averaged_rule_beats_gauss_on_a_hessian_like_spectrum():
+    """A bulk of tiny eigenvalues of both signs, a tail and outliers: the regime where the Gauss rule's p* jumps."""
+    rng = np.random.default_rng(4)
+    d = 3000
+    evals = np.concatenate([rng.normal(0, 3e-4, 1200), 10 ** rng.uniform(-4, -1, d - 1210), 10 ** rng.uniform(0, 0.5, 10)])
+    diag, w = torch.tensor(evals), rng.normal(size=d) * 0.2
     r2 = T.projection_r2(w, "random")
-    lo, hi = T.p_star_bounds(nodes[None], weights[None], r2, 0.01)
-    assert lo <= T.p_star(nodes, weights, r2, 0.01) <= hi
-    assert lo <= T.p_star(evals, q2, r2, 0.01) <= hi
+    truth = T.p_star(evals, np.full(d, 1 / d), r2, T.DEFAULT_EPSILON)
+    errors = {"gauss": [], "averaged": []}
+    for m in (30, 40, 50, 60):
+        runs = [H.lanczos(lambda v: diag * v, H.probe_vector(d, 0, "bulk", i).double(), m) for i in range(2)]
+        measures = T._measures(np.stack([r.alpha for r in runs]), np.stack([np.append(r.beta, r.residual)
+                                                                             for r in runs]), d)
+        for name in errors:
+            errors[name].append(abs(T.p_star(*measures[name], r2, T.DEFAULT_EPSILON) - truth))
+    assert max(errors["averaged"]) < 0.04 and max(errors["averaged"]) < max(errors["gauss"])
 
 
 def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
@@ -163,16 +192,20 @@ def test_on_a_run(run, e4):
     p = ds.p_star.values
     assert np.all((0 <= p) & (p <= 1))
     assert np.all(ds.p_star_low.values <= p) and np.all(p <= ds.p_star_high.values)
-    assert np.all(ds.p_star_quadrature_low.values <= p + 1e-12) and np.all(p <= ds.p_star_quadrature_high + 1e-12)
+    assert np.all(ds.p_star_quadrature_low.values <= ds.p_star_quadrature_high.values)
     assert np.all(ds.p_star.sel(prune_method="magnitude") >= ds.p_star.sel(prune_method="random"))
     assert np.all(ds.p_star_sweep.diff("epsilon") >= 0)
     # recompute level 2, magnitude, from the E4 output and the run's weights
     h = e4.sel(level=2).isel(seed=0)
-    lam, mu = T.spectral_measure(h.slq_nodes.values, h.slq_weights.values)
     mask, params = run.mask(2), dict(run.solution(2).named_parameters())
     w = np.concatenate([params[n].detach().double()[mask[n]].numpy() for n in mask])
-    expect = T.p_star(lam, mu, T.projection_r2(w, "magnitude"), T.DEFAULT_EPSILON)
-    assert ds.p_star.sel(level=2, prune_method="magnitude").item() == expect
+    r2 = T.projection_r2(w, "magnitude")
+    gauss = T.spectral_measure(h.slq_nodes.values, h.slq_weights.values)  # E4's nodes/weights, used directly
+    assert ds.p_star_gauss.sel(level=2, prune_method="magnitude").item() == T.p_star(*gauss, r2, T.DEFAULT_EPSILON)
+    rules = [T.lanczos_rules(a, b, len(w)) for a, b in zip(h.lanczos_alpha.values, h.lanczos_beta.values)]
+    averaged = T.spectral_measure(np.concatenate([r["averaged"][0] for r in rules]),
+                                  np.concatenate([r["averaged"][1] for r in rules]))
+    assert ds.p_star.sel(level=2, prune_method="magnitude").item() == T.p_star(*averaged, r2, T.DEFAULT_EPSILON)
     r = ds.projection_length.sel(level=2, prune_method="magnitude").isel(seed=0)
     removed = M.difference(mask, M.magnitude_prune(params, mask, 0.2))
     assert r.sel(p=0.2).item() == pytest.approx(M.masked_norm(params, removed), rel=1e-12)
@@ -190,6 +223,10 @@ def test_rejects_mismatched_inputs(run, e4, tmp_path):
         T.pruning_theory(run, e4, epsilon=0.0, progress=False)
     with pytest.raises(ConfigError):
         T.pruning_theory(run, e4, band=0.5, progress=False)
+    with pytest.raises(ConfigError):
+        T.pruning_theory(run, e4, quadrature="simpson", progress=False)
+    with pytest.raises(ConfigError, match="Lanczos coefficients"):
+        T.pruning_theory(run, e4.drop_vars(["lanczos_alpha", "lanczos_beta"]), progress=False)
 
 
 def test_cli(run, e4, tmp_path, monkeypatch):
@@ -199,8 +236,9 @@ def test_cli(run, e4, tmp_path, monkeypatch):
     hfile = write_dataset(e4, tmp_path / "e4.nc")
     out = tmp_path / "e5.nc"
     assert main(["pruning-theory", "--run", str(run.root), "--hessian", str(hfile), "--levels", "0", "2",
-                 "--out", str(out), "--epsilon", "0.05", "--epsilon-band", "3", "--quiet"]) == 0
+                 "--out", str(out), "--epsilon", "0.05", "--epsilon-band", "3", "--quadrature", "gauss", "--quiet"]) == 0
     ds = load_dataset(out)
     assert list(ds.level.values) == [0, 2] and ds.attrs["epsilon"] == 0.05 and ds.attrs["epsilon_band"] == 3
+    np.testing.assert_array_equal(ds.p_star.values, ds.p_star_gauss.values)  # --quadrature gauss
     assert main(["pruning-theory", "--run", str(run.root), "--hessian", str(tmp_path / "missing.nc"),
                  "--out", str(out), "--quiet"]) == 2

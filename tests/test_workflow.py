@@ -224,6 +224,25 @@ def test_rerun_after_a_full_run_does_nothing(finished, data_env, tmp_path):
     counts = job_counts(ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", overlay, *TARGETS,
                                      env=data_env)))
     assert counts == {"interpolation": 2, "aggregate": 1, "total": 3}
+    # a changed recipe reruns the IMP runs (whose first job starts the run folder over) and everything after
+    arch = {**TEST_CONFIG["architectures"][0]}
+    arch["set"] = {**arch["set"], "train.lr": 0.05}
+    overlay = write_yaml(tmp_path / "lr.yaml", {"architectures": [arch]})
+    counts = job_counts(ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", overlay, *TARGETS,
+                                     env=data_env)))
+    assert counts["imp"] == 2 and counts["aggregate"] == len(TARGETS)
+
+
+def test_fresh_run_removes_only_a_run_of_another_recipe(tmp_path):
+    script = REPO / "workflow" / "scripts" / "fresh_run.py"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"recipe_hash": "abc", "seed": 1}')
+    (run / "rewind.pt").write_text("w_t")
+    for args, kept in [(["abc", "1"], True), (["abc", "2"], False)]:
+        subprocess.run([sys.executable, str(script), str(run), *args], check=True, capture_output=True)
+        assert run.exists() == kept
+    subprocess.run([sys.executable, str(script), str(run), "abc", "1"], check=True)  # no folder: nothing to do
 
 
 @pytest.mark.slow

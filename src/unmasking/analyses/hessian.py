@@ -388,6 +388,10 @@ def hessian_spectrum(model: nn.Module, mask: Mapping[str, torch.Tensor], x: torc
     settings.check()
     op = MaskedHessian(model, mask, x, y, settings.chunk_size, DTYPES[settings.dtype])
     nodes, weights, runs = slq(op, settings.probes, settings.lanczos_steps, settings.seed, *key, progress=progress)
+    alpha, beta = np.full((settings.probes, settings.lanczos_steps), np.nan), np.full_like(nodes, np.nan)
+    for i, run in enumerate(runs):
+        alpha[i, :run.steps] = run.alpha
+        beta[i, :run.steps] = np.append(run.beta, run.residual)
     top, resid = runs[0].top(settings.topk)
     topk = np.full(settings.topk, np.nan)
     topr = np.full(settings.topk, np.nan)
@@ -398,6 +402,7 @@ def hessian_spectrum(model: nn.Module, mask: Mapping[str, torch.Tensor], x: torc
     slq_trace = op.dim * float(np.nansum(nodes * weights) / settings.probes)
     return {"top_eigenvalues": topk, "top_residuals": topr, "trace": trace, "trace_std": trace_std,
             "trace_samples": samples, "trace_slq": slq_trace, "slq_nodes": nodes, "slq_weights": weights,
+            "lanczos_alpha": alpha, "lanczos_beta": beta,
             "lam": grid, "density": dens, "num_weights": op.dim, "train_loss": op.loss(),
             "num_examples": op.num_examples, "matvecs": op.matvecs}
 
@@ -458,6 +463,13 @@ def hessian_study(run, levels: Sequence[int], settings: HessianSettings = Hessia
             "slq_weights": (lvl + ("probe", "node"), stack("slq_weights"),
                             {"description": "SLQ quadrature weights; each probe's sum to 1, so the spectral density "
                                            "normalized over the D_L weights is their mean over probes"}),
+            "lanczos_alpha": (lvl + ("probe", "node"), stack("lanczos_alpha"),
+                              {"description": "diagonal of each probe's Lanczos tridiagonal T (NaN: padding)",
+                               "units": "nats / weight^2"}),
+            "lanczos_beta": (lvl + ("probe", "node"), stack("lanczos_beta"),
+                             {"description": "off-diagonal of T (entry i couples steps i and i+1; the last "
+                                             "entry is the final residual norm; 0: restart; NaN: padding)",
+                              "units": "nats / weight^2"}),
             "density": (lvl + ("grid",), stack("density"),
                         {"description": "spectral density broadened by Gaussians of width broadening * node range",
                          "units": "1 / (nats / weight^2)"}),

@@ -12,27 +12,32 @@ components and stay fixed.
 
 BatchNorm running statistics are not parameters, so they get a rule (``bn_mode``):
 
-* ``interpolate`` (default): the statistics follow the same affine combination as the
-  weights, without extrapolation.  A plane point is ``w_L + α u + β v``; its buffers are
+* ``reset`` (default): at every point the statistics are recomputed by a no-grad, train-mode
+  pass over the first ``bn_batches`` un-augmented training batches of ``bn_batch_size``
+  examples with a cumulative average — E2's ``reset`` rule (E9's default is 10 batches of the
+  recipe's training batch size, 1,000 mnist1d examples, where E2 passes the whole training
+  set).  The picture is then the error of the network the parameters define.
+* ``interpolate``: the statistics follow the weights' affine combination, without
+  extrapolation.  A plane point is ``w_L + α u + β v``; its buffers are
   ``s_L + α' (s_proj − s_L) + β' (s_{L+1} − s_L)`` with ``α', β'`` = ``α, β`` clipped to
   ``[0, 1]`` and ``s_proj = s_L`` (pruning leaves the statistics alone), i.e.
-  ``(1 − β') s_L + β' s_{L+1}``.  This reproduces each defining network exactly, equals E2's
-  default ``interpolate`` mode on the segment ``w_L → w_{L+1}``, and shows the projection as IMP
-  sees it (pruned, statistics not recomputed).  The clipping matters: extrapolated running
-  variances go to zero or below for channels whose variance collapses in one network (seen on
-  the embedded CNN: a channel of ``w_{L+1}`` with variance ~1e-42), and the grid beyond
-  ``w_{L+1}`` then shows a spurious error wall (37 % instead of 3 %).
-* ``reset``: at every point the statistics are recomputed by a no-grad, train-mode pass over
-  the (un-augmented) training set with a cumulative average, as in E2's ``reset`` mode.  It is
-  several times slower (one pass over the training set per grid point).
+  ``(1 − β') s_L + β' s_{L+1}``.  Exact at the three networks and equal to E2's ``interpolate``
+  mode on the segment ``w_L → w_{L+1}``.
 
-Keeping ``w_L``'s statistics everywhere was rejected: ``w_{L+1}`` would then not show its own error.
+Why ``reset`` is the default: on the embedded CNN, IMP leaves BatchNorm channels whose inputs
+are all pruned (1–11 channels of ``bn3`` with running variance < 1e-6 at levels 8–12).  Off
+the segment ``w_L → w_{L+1}`` the plane gives such a channel non-zero weights again while any
+interpolated statistics keep its variance near zero, so the channel is amplified ~300× and the
+grid shows walls of 60–84 % test error next to ``w_{L+1}`` where recomputed statistics give
+4–6 % (unclipped extrapolation is worse still: 37 % against 3 % beyond ``w_{L+1}`` already at
+level 7).  Keeping ``w_L``'s statistics everywhere would not even reproduce ``w_{L+1}``'s error.
 
 The marked points are the three defining networks and the two rewind points
 ``m_L ⊙ w_t`` and ``m_{L+1} ⊙ w_t`` (with ``w_t``'s other parameters), which generally lie off the
 plane: their coordinates are their orthogonal projections, and ``point_offplane`` is their
 distance from the plane.  Each point's errors are those of the actual network (its own
-BatchNorm statistics), not of its projection.
+BatchNorm statistics in ``interpolate`` mode, recomputed ones in ``reset`` mode), not of its
+projection.
 
 The grid has ``N × N`` points covering the three defining points (optionally the projected
 rewind points too) with a margin of ``margin × (largest extent)`` on every side.  Grid points
@@ -70,6 +75,8 @@ POINT_LABELS = {"solution": "w_L", "projection": "m_L+1 * w_L", "next_solution":
                 "rewind": "m_L * w_t", "next_rewind": "m_L+1 * w_t"}
 DEFAULT_GRID = 21
 DEFAULT_MARGIN = 0.2
+DEFAULT_BN_MODE = "reset"
+DEFAULT_BN_BATCHES = 10
 
 
 def default_chunk(device: torch.device | str) -> int:
@@ -221,33 +228,49 @@ def evaluate_states(model: nn.Module, params: Mapping[str, torch.Tensor], buffer
     return (loss / n).cpu().numpy(), (wrong.double() / n).cpu().numpy()
 
 
-def reset_bn_buffers(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-                     data: Data, batch_size: int) -> dict[str, torch.Tensor]:
-    """Buffers with BatchNorm statistics recomputed for ``params`` (one network, unstacked).
+class BatchNormReset:
+    """Recomputes BatchNorm running statistics for given parameters (``bn_mode='reset'``).
 
-    A no-grad pass over the un-augmented training set in train mode with a cumulative average
-    (``momentum=None``); ``model`` is left unchanged.
+    One no-grad, train-mode pass over fixed input ``batches`` with a cumulative average
+    (``momentum=None``), through ``functional_call`` on a private train-mode copy of ``model``;
+    the statistics start fresh (mean 0, variance 1, count 0), so the result depends only on the
+    parameters and the batches.  Same rule as E2's ``reset`` mode.
     """
-    return _reset_into(copy.deepcopy(model), params, buffers, data, batch_size)
+
+    def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor]):
+        self.net = copy.deepcopy(model).train()
+        self.bn_buffers: list[str] = []
+        for name, m in self.net.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.momentum = None
+                prefix = f"{name}." if name else ""
+                self.bn_buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+        self.batches = list(batches) if self.bn_buffers else []
+
+    @torch.no_grad()
+    def __call__(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+        """Buffers of one network (unstacked ``params``/``buffers``) with its statistics recomputed."""
+        fresh = dict(buffers)
+        for n in self.bn_buffers:
+            fresh[n] = (torch.ones_like if n.endswith("running_var") else torch.zeros_like)(buffers[n])
+        for x in self.batches:
+            functional_call(self.net, (dict(params), fresh), (x,))
+        return fresh
+
+    def stacked(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+        """The same for ``K`` networks given as stacked ``[K, *shape]`` tensors."""
+        k = next(iter(params.values())).shape[0]
+        out = [self({n: t[i] for n, t in params.items()}, {n: t[i] for n, t in buffers.items()}) for i in range(k)]
+        return {n: torch.stack([o[n] for o in out]) for n in buffers}
 
 
-@torch.no_grad()
-def _reset_into(net: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-                data: Data, batch_size: int) -> dict[str, torch.Tensor]:
-    """:func:`reset_bn_buffers` using ``net`` as scratch space (it is overwritten)."""
-    net.load_state_dict({**params, **buffers}, strict=False)
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns:
-        return dict(buffers)
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    net.train()
-    device = next(iter(params.values())).device
-    for x, _ in data.eval_batches("train", batch_size, device):
-        net(x)
-    state = net.state_dict()
-    return {n: state[n].detach().clone() for n in buffers}
+def bn_reset_batches(data: Data, batches: int, batch_size: int, device) -> list[torch.Tensor]:
+    """The first ``batches`` un-augmented training batches (inputs), as E2 uses them."""
+    if batches < 1 or batch_size < 1:
+        raise ValueError(f"bn_batches and bn_batch_size must be positive, got {batches} and {batch_size}")
+    return [x for _, (x, _y) in zip(range(batches), data.eval_batches("train", batch_size, device))]
 
 
 def _model_dtypes(model: nn.Module) -> dict[str, torch.dtype]:
@@ -259,30 +282,30 @@ def _stack_states(states: Sequence[State], names: Sequence[str], device) -> dict
 
 
 def evaluate_plane(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarray, data: Data,
-                   splits: Sequence[str] = ("test",), batch_size: int = 1000, bn_mode: str = "interpolate",
-                   bn_batch_size: int = 100, chunk: int | None = None, progress: bool = False
-                   ) -> dict[str, np.ndarray]:
+                   splits: Sequence[str] = ("test",), batch_size: int = 1000, bn_mode: str = DEFAULT_BN_MODE,
+                   bn_batches: int = DEFAULT_BN_BATCHES, bn_batch_size: int = 100, chunk: int | None = None,
+                   progress: bool = False) -> dict[str, np.ndarray]:
     """Loss and error at the points ``(xs[i], ys[i])`` of the plane, per split: ``{'test_error': [K], …}``.
 
-    ``chunk`` points are evaluated per call (default: :func:`default_chunk` of the model's device).
+    ``chunk`` points are evaluated per call (default: :func:`default_chunk` of the model's device);
+    in ``reset`` mode the statistics come from the first ``bn_batches`` training batches of
+    ``bn_batch_size`` un-augmented examples.
     """
     if bn_mode not in BN_MODES:
         raise ValueError(f"unknown bn_mode {bn_mode!r}; choose one of {BN_MODES}")
     device = next(model.parameters()).device
     chunk = chunk or default_chunk(device)
+    reset = BatchNormReset(model, bn_reset_batches(data, bn_batches, bn_batch_size, device)) \
+        if bn_mode == "reset" else None
     dtypes = _model_dtypes(model)
     xs, ys = np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()
     out = {f"{s}_{q}": np.empty(len(xs)) for s in splits for q in ("loss", "error")}
-    scratch = copy.deepcopy(model) if bn_mode == "reset" else None
     for start in tqdm(range(0, len(xs), chunk), desc="landscape grid", disable=not progress, leave=False):
         sl = slice(start, start + chunk)
         params = {n: t.to(device, dtypes[n]) for n, t in plane.unflatten(plane.flat_at(xs[sl], ys[sl])).items()}
         buffers = {n: t.to(device) for n, t in plane.buffers_at(xs[sl], ys[sl]).items()}
-        if bn_mode == "reset":
-            resets = [_reset_into(scratch, {n: t[i] for n, t in params.items()},
-                                  {n: t[i] for n, t in buffers.items()}, data, bn_batch_size)
-                      for i in range(len(xs[sl]))]
-            buffers = _stack_states(resets, list(buffers), device)
+        if reset is not None:
+            buffers = reset.stacked(params, buffers)
         for s in splits:
             loss, err = evaluate_states(model, params, buffers, data, s, batch_size)
             out[f"{s}_loss"][sl], out[f"{s}_error"][sl] = loss, err
@@ -304,10 +327,11 @@ def landscape_level(
     *,
     grid: int = DEFAULT_GRID,
     margin: float = DEFAULT_MARGIN,
-    bn_mode: str = "interpolate",
+    bn_mode: str = DEFAULT_BN_MODE,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int = 100,
     splits: Sequence[str] = ("test",),
     batch_size: int = 1000,
-    bn_batch_size: int = 100,
     chunk: int | None = None,
     cover_rewind: bool = False,
     progress: bool = False,
@@ -325,17 +349,16 @@ def landscape_level(
     coords = np.array([plane.coords(states[p]) for p in POINTS])
     xs, ys = grid_axes(plane, grid, margin, coords[3:, :2] if cover_rewind else None)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
-    values = evaluate_plane(model, plane, gx, gy, data, splits, batch_size, bn_mode, bn_batch_size, chunk, progress)
+    values = evaluate_plane(model, plane, gx, gy, data, splits, batch_size, bn_mode, bn_batches, bn_batch_size,
+                            chunk, progress)
 
     device = next(model.parameters()).device
     bnames = [n for n in solution if n not in set(names)]
     pparams = _stack_states([states[p] for p in POINTS], names, device)
     pbufs = _stack_states([states[p] for p in POINTS], bnames, device)
     if bn_mode == "reset":
-        scratch = copy.deepcopy(model)
-        pbufs = _stack_states([_reset_into(scratch, {n: t[i] for n, t in pparams.items()},
-                                           {n: t[i] for n, t in pbufs.items()}, data, bn_batch_size)
-                               for i in range(len(POINTS))], bnames, device)
+        reset = BatchNormReset(model, bn_reset_batches(data, bn_batches, bn_batch_size, device))
+        pbufs = reset.stacked(pparams, pbufs)
     ds = xr.Dataset(coords={"x": np.arange(grid), "y": np.arange(grid), "point": list(POINTS),
                             "point_label": ("point", [POINT_LABELS[p] for p in POINTS])})
     ds["plane_x"] = ("x", xs, {"units": "L2 distance in parameter space",
@@ -362,7 +385,8 @@ def landscape_level(
 
 
 def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MARGIN,
-                  bn_mode: str = "interpolate", splits: Sequence[str] = ("test",), chunk: int | None = None,
+                  bn_mode: str = DEFAULT_BN_MODE, bn_batches: int = DEFAULT_BN_BATCHES,
+                  bn_batch_size: int | None = None, splits: Sequence[str] = ("test",), chunk: int | None = None,
                   batch_size: int | None = None, cover_rewind: bool = False) -> xr.Dataset:
     """E9 for ``levels`` of a finished :class:`~unmasking.imp.ImpRun`.
 
@@ -370,7 +394,8 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     ``chunk`` grid points are evaluated per call (default: :func:`default_chunk`) and
     ``batch_size`` examples per forward pass and grid point (default: the recipe's
     ``eval_batch_size // chunk``, so one pass holds as many example-evaluations as ordinary
-    evaluation does).
+    evaluation does); the reset pass uses ``bn_batches`` batches of ``bn_batch_size`` (default:
+    the recipe's training batch size).
     """
     from ..checkpoints import load_checkpoint
 
@@ -388,20 +413,20 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     hp = run.recipe.train
     chunk = chunk or default_chunk(run.device)
     batch_size = batch_size or max(1, hp.eval_batch_size // chunk)
+    bn_batch_size = bn_batch_size or hp.batch_size
     out = []
     for level in tqdm(levels, desc="landscape", disable=not run.progress):
         ds = landscape_level(model, load_checkpoint(run.final_path(level), map_location=run.device),
                              load_checkpoint(run.final_path(level + 1), map_location=run.device),
                              run.mask(level), run.mask(level + 1), rewind, run.data, grid=grid, margin=margin,
-                             bn_mode=bn_mode, splits=splits, batch_size=batch_size,
-                             bn_batch_size=hp.batch_size, chunk=chunk, cover_rewind=cover_rewind,
-                             progress=run.progress)
+                             bn_mode=bn_mode, bn_batches=bn_batches, bn_batch_size=bn_batch_size, splits=splits,
+                             batch_size=batch_size, chunk=chunk, cover_rewind=cover_rewind, progress=run.progress)
         out.append(ds.expand_dims(level=[level]))
     ds = xr.concat(out, dim="level").expand_dims(seed=[run.seed])
     ds.attrs.update(provenance(run.recipe.hash(), asdict(run.seeds), str(run.device), recipe_name=run.recipe.name,
                                rewind_step=run.recipe.prune.rewind_step, experiment="E9_landscape",
                                run=str(Path(run.root).resolve()), grid=grid, margin=margin, bn_mode=bn_mode,
-                               splits=list(splits),
+                               bn_batches=bn_batches, bn_batch_size=bn_batch_size, splits=list(splits),
                                chunk=chunk, batch_size=batch_size, cover_rewind=int(cover_rewind),
                                basis="Gram-Schmidt of (m_L+1*w_L - w_L, w_L+1 - w_L) over all trainable parameters"))
     return ds
@@ -412,13 +437,16 @@ def _cmd(args) -> None:
 
     from ..cli import open_run
 
-    if args.grid < 2 or args.margin < 0 or min(args.chunk or 1, args.batch_size or 1) < 1:
-        raise ConfigError("--grid must be >= 2, --margin >= 0, --chunk and --batch-size >= 1")
+    if args.grid < 2 or args.margin < 0 or min(args.chunk or 1, args.batch_size or 1, args.bn_batches,
+                                                args.bn_batch_size or 1) < 1:
+        raise ConfigError("--grid must be >= 2, --margin >= 0, and --chunk, --batch-size, --bn-batches and "
+                          "--bn-batch-size >= 1")
     run = open_run(args)
     t0 = time.perf_counter()
     ds = landscape_run(run, args.levels, grid=args.grid, margin=args.margin, bn_mode=args.bn_mode,
-                       splits=args.splits, chunk=args.chunk, batch_size=args.batch_size,
-                       cover_rewind=args.cover_rewind)
+                       bn_batches=args.bn_batches, bn_batch_size=args.bn_batch_size, splits=args.splits,
+                       chunk=args.chunk,
+                       batch_size=args.batch_size, cover_rewind=args.cover_rewind)
     elapsed = time.perf_counter() - t0
     split = args.splits[0]
     for level in ds.level.values:
@@ -441,8 +469,13 @@ def register(subparsers) -> None:
     p.add_argument("--grid", type=int, default=DEFAULT_GRID, help="points per axis (default: %(default)s)")
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help="margin around the points, as a fraction of their largest extent (default: %(default)s)")
-    p.add_argument("--bn-mode", choices=BN_MODES, default="interpolate",
-                   help="BatchNorm statistics on the plane (default: %(default)s)")
+    p.add_argument("--bn-mode", choices=BN_MODES, default=DEFAULT_BN_MODE,
+                   help="BatchNorm statistics on the plane: recomputed at each point, or interpolated like the "
+                        "weights (default: %(default)s)")
+    p.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
+                   help="training batches for the reset mode's statistics (default: %(default)s)")
+    p.add_argument("--bn-batch-size", type=int, default=None,
+                   help="batch size of the reset pass (default: the recipe's train.batch_size)")
     p.add_argument("--splits", nargs="+", default=["test"], choices=["test", "train"],
                    help="data splits to evaluate (default: test)")
     p.add_argument("--chunk", type=int, default=None,
