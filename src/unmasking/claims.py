@@ -190,6 +190,15 @@ def _levels_text(levels: Sequence[int]) -> str:
     return ", ".join(str(int(v)) for v in levels) if len(levels) else "none"
 
 
+def _f(x: float, digits: int = 2) -> str:
+    """A number for the evidence text ('n/a' for NaN)."""
+    return f"{x:.{digits}f}" if x is not None and math.isfinite(x) else "n/a"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _fraction(flags: np.ndarray) -> float:
     return float(np.mean(flags)) if len(flags) else math.nan
 
@@ -230,11 +239,11 @@ def claim_mask_information(imp: xr.Dataset | None, interpolation: xr.Dataset | N
         "agreement_level_L_only": _fraction(own == zero), "agreement_per_seed": per_seed,
     }
     result.evidence = (f"zero barrier ⇔ matching at {int(agree.sum())}/{len(levels)} levels "
-                       f"({_fraction(agree):.2f}); matching with barrier: "
+                       f"({_f(_fraction(agree))}); matching with barrier: "
                        f"{_levels_text(result.numbers['matching_with_barrier'])}; zero barrier, not matching: "
                        f"{_levels_text(result.numbers['zero_barrier_not_matching'])}; ε_match = {eps_m:.4f}")
     if len(levels) < th.min_levels:
-        result.reason = f"only {len(levels)} successive pairs with a barrier (needs {th.min_levels})"
+        result.reason = f"only {_n(len(levels), 'successive pair')} with a barrier (needs {th.min_levels})"
     elif matching.all() or not matching.any():
         kind = "matching" if matching.all() else "not matching"
         result.reason = (f"every pair is {kind}, so only one direction of the 'iff' can be tested "
@@ -304,16 +313,16 @@ def claim_sgd_robustness(imp: xr.Dataset | None, perturbation: xr.Dataset | None
     n, matching = len(s["levels"]), s["matching"]
     base = per_strength.get("0")
     result.evidence = (f"c = {c_used:g}: connected ⇔ matching at {int((s['matching'] == s['connected']).sum())}/{n} "
-                       f"levels ({s['agreement']:.2f}); connected where matching "
-                       f"{s['connected_where_matching']:.2f}, disconnected where not "
-                       f"{s['disconnected_where_not_matching']:.2f}"
-                       + (f"; c = 0 baseline agreement {base['agreement']:.2f}" if base else ""))
+                       f"levels ({_f(s['agreement'])}); connected where matching "
+                       f"{_f(s['connected_where_matching'])}, disconnected where not "
+                       f"{_f(s['disconnected_where_not_matching'])}"
+                       + (f"; c = 0 baseline agreement {_f(base['agreement'])}" if base else ""))
     if n < th.min_levels:
-        result.reason = f"only {n} perturbed levels (needs {th.min_levels})"
+        result.reason = f"only {_n(n, 'perturbed level')} (needs {th.min_levels})"
     elif matching.all() or not matching.any():
         kind = "matching" if matching.all() else "not matching"
         result.reason = (f"IMP is {kind} at every perturbed level, so 'exactly where' cannot be tested "
-                         f"(connected where matching: {s['connected_where_matching']:.2f})")
+                         f"(connected where matching: {_f(s['connected_where_matching'])})")
     elif s["agreement"] >= th.min_agreement:
         result.verdict, result.reason = HOLDS, f"agreement {s['agreement']:.2f} ≥ {th.min_agreement} at c = {c_used:g}"
     else:
@@ -374,12 +383,13 @@ def claim_pruning_ratio(pruning_theory: xr.Dataset | None, pruning_ratio: xr.Dat
         if len(m_levels) >= th.min_levels:
             mag_ok = bool(diff > 0 and at_least > th.majority)
     result.numbers = numbers
-    result.evidence = (f"random p*: theory vs experiment mean |Δ| = {mad:.3f} over {len(levels)} levels"
+    result.evidence = (f"random p*: theory vs experiment mean |Δ| = {_f(mad, 3)} over {_n(len(levels), 'level')}"
                        + (f", r = {corr:.2f}" if math.isfinite(corr) else "")
                        + (f"; magnitude − random p* = {numbers['magnitude_minus_random_mean']:+.3f}"
                           if "magnitude_minus_random_mean" in numbers else ""))
     if len(levels) < th.min_levels:
-        result.reason = f"only {len(levels)} levels with both theoretical and empirical p* (needs {th.min_levels})"
+        result.reason = (f"only {_n(len(levels), 'level')} with both theoretical and empirical p* "
+                         f"(needs {th.min_levels})")
         return result
     agree = mad <= tol
     parts = [f"theory {'agrees' if agree else 'disagrees'} with random pruning (|Δ| {mad:.3f} "
@@ -422,7 +432,7 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
             numbers.update({"flatness_levels": levels, "curvature_magnitude": m, "curvature_random_mean": r,
                             "fraction_flatter": _fraction(flatter), "median_ratio_magnitude_to_random": ratio})
             if len(levels) < th.min_levels:
-                parts.append(f"only {len(levels)} E7 levels (needs {th.min_levels})")
+                parts.append(f"only {_n(len(levels), 'E7 level')} (needs {th.min_levels})")
                 states.append(None)
             else:
                 ok = _fraction(flatter) > th.majority
@@ -455,7 +465,7 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
                         "mean_chance_overlap": float(np.nanmean([float(chance.sel(level=lv)) for lv in levels]))
                         if levels else math.nan})
         if len(levels) < th.min_levels:
-            parts.append(f"only {len(levels)} E8 levels with IMP's following step (needs {th.min_levels})")
+            parts.append(f"only {_n(len(levels), 'E8 level')} with IMP's following step (needs {th.min_levels})")
             states.append(None)
         else:
             ok = _fraction(shorter) > th.majority
@@ -464,10 +474,10 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
             states.append(ok)
     result.numbers = numbers
     result.evidence = "; ".join(
-        ([f"q'Hq magnitude/random median {numbers['median_ratio_magnitude_to_random']:.2f}"]
+        ([f"q'Hq magnitude/random median {_f(numbers['median_ratio_magnitude_to_random'])}"]
          if "median_ratio_magnitude_to_random" in numbers else [])
-        + ([f"R_L+1 < unretrained at fraction {numbers['fraction_shorter']:.2f}; overlap "
-            f"{numbers['mean_overlap']:.2f} (chance {numbers['mean_chance_overlap']:.2f})"]
+        + ([f"R_L+1 < unretrained at fraction {_f(numbers['fraction_shorter'])}; overlap "
+            f"{_f(numbers['mean_overlap'])} (chance {_f(numbers['mean_chance_overlap'])})"]
            if "fraction_shorter" in numbers else []))
     if any(s is False for s in states):
         result.verdict = FAILS

@@ -8,13 +8,15 @@ a fixed, un-augmented subset of the training data with respect to the prunable w
 of the spectrum; it is the same operator as ``m ⊙ H (m ⊙ v)`` with those zeros removed.
 
 Hessian-vector products are reverse-over-reverse through :func:`torch.func.functional_call`,
-summed over chunks of the data so memory stays bounded.  From them:
+summed over chunks of the data so memory stays bounded (with one chunk, the gradient's graph is
+built once and reused by every product).  From them:
 
 - **SLQ** (stochastic Lanczos quadrature): ``probes`` Lanczos runs of ``lanczos_steps`` steps
   with full reorthogonalization, each from a seeded Rademacher probe; the Ritz values are the
   nodes and the squared first components of the Ritz vectors the weights of a discrete
   spectral measure (each probe's weights sum to 1, so ``ρ = mean over probes``).  With ``m``
-  steps, the quadrature is exact for polynomials of degree ``≤ 2m − 1``.
+  steps, the quadrature is exact for polynomials of degree ``≤ 2m − 1``.  The tridiagonals are
+  stored too: E5 builds better-suited quadrature rules from them.
 - **Top-k eigenvalues**: the largest Ritz values of the first probe's Lanczos run (no extra
   Hessian-vector products), with their residual bounds ``|β_m s_{m,i}|`` (each Ritz value is
   within its bound of an eigenvalue).
@@ -25,7 +27,7 @@ summed over chunks of the data so memory stays bounded.  From them:
   orders of magnitude on Hessians dominated by a few outliers; ``deflate=False`` gives the
   plain estimator.
 - A **density** on a grid: the discrete measure broadened by Gaussians of width
-  ``broadening × (largest − smallest node)``, for plotting only (E5 uses the nodes and weights).
+  ``broadening × (largest − smallest node)``, for plotting only.
 
 Seeds: probe ``i`` of level ``L`` is drawn from ``derive_seed(seed, "hessian", "slq", L, i)``, the
 Hutchinson vectors from ``(seed, "hessian", "hutchinson", L, i)``, the data subset from
@@ -61,10 +63,10 @@ __all__ = ["DTYPES", "HessianSettings", "Lanczos", "MaskedHessian", "broadened_d
 
 @dataclass(frozen=True)
 class HessianSettings:
-    """Parameters of E4 (defaults sized for the embedded CPU workflow; see docs/analyses_hessian.md)."""
+    """Parameters of E4 (defaults and their cost: docs/analyses_hessian.md)."""
 
     topk: int = 10
-    lanczos_steps: int = 50
+    lanczos_steps: int = 40
     probes: int = 2
     hutchinson_probes: int = 4
     subset_size: int | None = None  # None: the whole (train-eval) training set
