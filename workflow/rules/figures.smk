@@ -83,19 +83,25 @@ def load_claims():
         return None
 
 
-def verdict_text(report, arch, claim):
-    """`holds: <reason>` of a claim for an architecture, one line per rewind step."""
-    if report is None:
-        return "not evaluated yet (the claims rule has not run)"
-    rows = [
+def claim_rows(report, arch, claim):
+    return [
         c
-        for c in report.get("claims", [])
+        for c in (report or {}).get("claims", [])
         if c["arch"] == arch and int(c["claim"]) == int(claim)
     ]
+
+
+def verdict_text(report, arch, claim, reasons=True):
+    """`rewind step t: <verdict> (<reason>)` of a claim for an architecture, per rewind step."""
+    if report is None:
+        return "not evaluated yet (the claims rule has not run)"
+    rows = claim_rows(report, arch, claim)
     if not rows:
         return "not evaluated for this architecture"
     return "; ".join(
-        f"rewind step {c['rewind_step']}: {c['verdict']} ({c['reason']})" for c in rows
+        f"rewind step {c['rewind_step']}: {c['verdict']}"
+        + (f" ({c['reason']})" if reasons else "")
+        for c in rows
     )
 
 
@@ -108,7 +114,7 @@ def figure_labels(fig_id, split):
             "architecture": wildcards.arch,
             "error": split,
             "claim": str(claim),
-            "verdict": verdict_text(load_claims(), wildcards.arch, claim).split(" (")[0],
+            "verdict": verdict_text(load_claims(), wildcards.arch, claim, reasons=False),
         }
 
     return labels

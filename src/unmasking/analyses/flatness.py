@@ -33,7 +33,7 @@ from ..config import ConfigError
 from ..results import load_dataset, write_dataset
 from ..seeds import derive_seed
 from .hessian import (DTYPES, HessianSettings, MaskedHessian, _check_levels, add_hessian_args, hutchinson_trace,
-                      lanczos, probe_vector, run_attrs, settings_from_args, subset_for)
+                      keep_freed_memory, lanczos, probe_vector, run_attrs, settings_from_args, subset_for)
 
 RANDOM_METHODS = ("random", "random_layerwise")
 DEFAULT_RANDOM_MASKS = 8
@@ -172,6 +172,7 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
 def _cmd_flatness(args) -> None:
     from ..imp import ImpRun
 
+    keep_freed_memory()
     run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
     settings = settings_from_args(args).check(spectrum=False)
     hessian = load_dataset(args.hessian) if args.hessian else None
