@@ -235,3 +235,35 @@ def test_cli_writes_pdf_and_png(results, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "fig7_flat_directions.pdf" in printed and "fig7_flat_directions.png" in printed
     check_outputs([out, out.with_suffix(".png")])
+
+
+def test_workflow_plans_the_figures_and_the_claims(tmp_path):
+    """A dry run of config/test.yaml (with E9's train split and without E3): one job per figure and variant
+    whose experiments ran, and the claims job, all built by `rule all`."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work / "Snakefile")
+    for folder in ("workflow", "config"):
+        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    overlay = {"experiments": {"landscape": {"splits": ["test", "train"]}, "perturbation": {"enabled": False}}}
+    (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--workflow-profile",
+                          "workflow/profiles/default", "--cores", "1", "-n", "--configfile", "config/test.yaml",
+                          "overlay.yaml"], cwd=work, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "UNMASKING_DATA": str(tmp_path / "data")})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    table = out.stdout.split("Job stats:")[1].split("\n\n")[0]
+    counts = dict(line.split() for line in table.splitlines()[3:] if len(line.split()) == 2)
+    expected = {f for f in FIGURES if f != "fig4_robustness"} | {
+        "fig1_landscape_train", "fig2_imp_connectivity_train", "fig3_interpolation_train", "fig6_pruning_ratio_train",
+        "claims"}
+    assert {k for k in counts if k.startswith("fig") or k == "claims"} == expected
+    assert all(counts[k] == "1" for k in expected)
+    assert "figures/test/cnn/fig1_landscape_train.png" in out.stdout and "figures/test/claims.md" in out.stdout

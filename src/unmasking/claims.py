@@ -37,7 +37,6 @@ non-matching levels (otherwise one direction cannot be tested).
 from __future__ import annotations
 
 import html
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -125,7 +125,8 @@ class MaskedHessian:
     gradient's graph (forward and first backward pass) is built once and kept when the data fit
     in one chunk (``retain=None``; ``True``/``False`` force it), so each product is a single
     backward pass through it; otherwise each product recomputes it chunk by chunk, so memory
-    stays bounded by one chunk's graph.
+    stays bounded by one chunk's graph.  The data stay where they are given (e.g. on the CPU) and
+    move to the model's device chunk by chunk.
     """
 
     def __init__(self, model: nn.Module, mask: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -150,8 +151,7 @@ class MaskedHessian:
         self.dim = int(sum(self.sizes))
         if self.dim == 0:
             raise ValueError("the mask keeps no weights: the restricted Hessian is empty")
-        self.x = x.to(self.device, dtype if x.is_floating_point() else x.dtype)
-        self.y = y.to(self.device)
+        self.x, self.y = x, y  # kept where they are; chunks move to the model's device as needed
         self.chunk_size = int(chunk_size)
         self.retain = (self.num_examples <= self.chunk_size) if retain is None else bool(retain)
         self._graphs: list[tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]] | None = None
@@ -163,7 +163,9 @@ class MaskedHessian:
 
     def _chunks(self):
         for i in range(0, self.num_examples, self.chunk_size):
-            yield self.x[i:i + self.chunk_size], self.y[i:i + self.chunk_size]
+            x = self.x[i:i + self.chunk_size]
+            yield (x.to(self.device, self.dtype if x.is_floating_point() else x.dtype),
+                   self.y[i:i + self.chunk_size].to(self.device))
 
     def _loss_sum(self, weights: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = functional_call(self.model, ({**self.fixed, **weights}, self.buffers), (x,))
