@@ -40,7 +40,11 @@ def copy_workflow(dest: Path) -> Path:
 
 
 def snakemake_cmd(*args: str) -> list[str]:
-    return [str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default", "--cores", "2", *args]
+    """Targets go first: `--configfile` takes every following positional argument as another config file."""
+    targets = [a for a in args if str(a).startswith("results/")]
+    options = [a for a in args if a not in targets]
+    return [str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default", "--cores", "2", *targets,
+            *options]
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
