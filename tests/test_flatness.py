@@ -160,6 +160,17 @@ def test_cli(run, tmp_path, monkeypatch):
     ds = load_dataset(out)
     assert ds.sizes["replicate"] == 2 and list(ds.prune_method.values) == ["random"]
     assert float(ds.trace.squeeze()) == float(load_dataset(e4).trace.squeeze())
+    # an E4 file on a data subset: E7 takes the same subset
+    e4_sub = tmp_path / "e4_sub.nc"
+    assert main(["hessian", "--run", str(run.root), "--levels", "2", "--out", str(e4_sub), "--lanczos-steps", "5",
+                 "--probes", "1", "--hutchinson-probes", "2", "--subset-size", "50", "--seed", "3", "--quiet"]) == 0
+    assert main(["flatness", "--run", str(run.root), "--levels", "2", "--out", str(out), "--random-masks", "2",
+                 "--hessian", str(e4_sub), "--quiet"]) == 0
+    sub = load_dataset(out)
+    assert sub.attrs["subset_examples"] == 50 and sub.attrs["hessian_seed"] == 3
+    assert float(sub.curvature_magnitude.squeeze()) != float(ds.curvature_magnitude.squeeze())
+    assert main(["flatness", "--run", str(run.root), "--levels", "2", "--out", str(out), "--random-masks", "2",
+                 "--hessian", str(e4_sub), "--subset-size", "60", "--quiet"]) == 2
     assert main(["flatness", "--run", str(run.root), "--levels", "1", "--out", str(out), "--random-masks", "2",
                  "--lanczos-steps", "0", "--hutchinson-probes", "2", "--methods", "random", "random_layerwise",
                  "--quiet"]) == 0

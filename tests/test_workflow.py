@@ -112,7 +112,7 @@ def test_dry_run_embedded_default(tmp_path, data_env):
     assert counts["imp"] == runs
     exps = config["experiments"]
     for exp in EXPERIMENTS:
-        seeds = (exps[exp].get("seeds") if exp != "pruning_theory" else None) or config["seeds"]
+        seeds = exps["hessian" if exp == "pruning_theory" else exp].get("seeds") or config["seeds"]  # E5 runs where E4 does
         assert counts[exp] == runs // len(config["seeds"]) * len(seeds), exp
     assert counts["aggregate"] == len(config["architectures"]) * (1 + len(EXPERIMENTS))
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
@@ -132,7 +132,7 @@ def test_dry_run_paper_lists_all_jobs_without_data(tmp_path):
     assert counts["pretrain"] == counts["summarize"] == sum(runs.values()) == 32
     assert counts["train_level"] == sum(runs[a] * (levels[a] + 1) for a in runs)
     assert counts["prune"] == sum(runs[a] * levels[a] for a in runs)
-    assert counts["hessian"] == counts["pruning_theory"] == counts["train_level"]
+    assert counts["hessian"] == counts["pruning_theory"] == counts["flatness"] == counts["train_level"]
     cifar = paper["experiments"]["pruning_ratio"]["architectures"]
     assert counts["pruning_ratio"] == sum(runs[a] for a in cifar) * len(paper["experiments"]["pruning_ratio"]["levels"])
     assert "data check: architectures[resnet20].data_root: cifar10 not found" in out

@@ -58,7 +58,8 @@ def direction_curvature(op: MaskedHessian, delta: torch.Tensor) -> tuple[float, 
     return op.quadratic_form(delta / norm), norm
 
 
-def _trace_from(hessian: xr.Dataset, run, level: int, dim: int, settings: HessianSettings) -> tuple[float, float]:
+def _check_hessian_file(hessian: xr.Dataset, run, levels: Sequence[int], settings: HessianSettings) -> None:
+    """Refuse an E4 output of another run, data subset or level set (before any work is done)."""
     if hessian.attrs.get("experiment") != "E4_hessian":
         raise ConfigError("the --hessian file is not an E4 (hessian) output")
     if hessian.attrs.get("config_hash") != run.recipe.hash() or int(hessian.seed.values[0]) != run.seed:
@@ -67,8 +68,12 @@ def _trace_from(hessian: xr.Dataset, run, level: int, dim: int, settings: Hessia
     if subset[0] != settings.subset_size or (settings.subset_size is not None and subset[1] != settings.seed):
         raise ConfigError(f"the --hessian file's Hessian was taken on another data subset (size {subset[0]}, seed "
                           f"{subset[1]}; here {settings.subset_size}, seed {settings.seed})")
-    if level not in set(int(v) for v in hessian.level.values):
-        raise ConfigError(f"the --hessian file has no level {level} (it has {list(hessian.level.values)})")
+    missing = [lv for lv in levels if lv not in set(int(v) for v in hessian.level.values)]
+    if missing:
+        raise ConfigError(f"the --hessian file has no level {missing} (it has {list(hessian.level.values)})")
+
+
+def _trace_from(hessian: xr.Dataset, level: int, dim: int) -> tuple[float, float]:
     h = hessian.sel(level=level).isel(seed=0)
     if int(h.num_weights) != dim:
         raise ConfigError(f"level {level}: the --hessian file has D_L = {int(h.num_weights)}, the run's mask {dim}")
@@ -95,14 +100,15 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
         raise ConfigError(f"random methods must be distinct values from {RANDOM_METHODS}, got {list(methods)}")
     if random_masks < 1 and methods:
         raise ConfigError(f"random_masks must be >= 1, got {random_masks}")
+    if hessian is not None:
+        _check_hessian_file(hessian, run, levels, settings)
     x, y = subset_for(run, settings)
     n_l, n_m, n_r = len(levels), len(methods), int(random_masks)
     mag, mag_len = np.zeros(n_l), np.zeros(n_l)
     rnd, rnd_len = np.full((n_l, n_m, n_r), np.nan), np.full((n_l, n_m, n_r), np.nan)
     seeds = np.full((n_l, n_m, n_r), -1, dtype=np.int64)
-    trace, trace_std, dims, pruned = np.zeros(n_l), np.zeros(n_l), np.zeros(n_l, dtype=np.int64), np.zeros(n_l,
-                                                                                                          dtype=np.int64)
-    products = np.zeros(n_l, dtype=np.int64)
+    trace, trace_std = np.zeros(n_l), np.zeros(n_l)
+    dims, pruned, products = (np.zeros(n_l, dtype=np.int64) for _ in range(3))
     for i, level in enumerate(tqdm(levels, desc="flatness", disable=not progress)):
         model, mask = run.solution(level), run.mask(level)
         op = MaskedHessian(model, mask, x, y, settings.chunk_size, DTYPES[settings.dtype])
@@ -116,10 +122,10 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
                 seeds[i, a, r] = derive_seed(settings.seed, "flatness", method, level, r)
                 gen = torch.Generator().manual_seed(int(seeds[i, a, r]))
                 other = M.random_prune(mask, fraction, gen, like=magnitude if method == "random_layerwise" else None)
-                rnd[i, a, r], rnd_len[i, a, r] = direction_curvature(op, pruning_direction(op, M.difference(mask,
-                                                                                                           other)))
+                removed = M.difference(mask, other)
+                rnd[i, a, r], rnd_len[i, a, r] = direction_curvature(op, pruning_direction(op, removed))
         if hessian is not None:
-            trace[i], trace_std[i] = _trace_from(hessian, run, level, op.dim, settings)
+            trace[i], trace_std[i] = _trace_from(hessian, level, op.dim)
         else:
             basis = None
             if settings.lanczos_steps > 0 and settings.deflate:
@@ -174,8 +180,15 @@ def _cmd_flatness(args) -> None:
 
     keep_freed_memory()
     run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
-    settings = settings_from_args(args).check(spectrum=False)
     hessian = load_dataset(args.hessian) if args.hessian else None
+    if hessian is not None:  # by default, the Hessian of E4's data subset
+        if args.subset_size is None:
+            args.subset_size = hessian.attrs.get("hessian_subset_size")
+        if args.seed is None:
+            args.seed = int(hessian.attrs.get("hessian_seed", HessianSettings.seed))
+    if args.seed is None:
+        args.seed = HessianSettings.seed
+    settings = settings_from_args(args).check(spectrum=False)
     ds = flatness(run, args.levels, args.random_masks, args.fraction, args.methods, settings, hessian,
                   progress=not args.quiet)
     out = write_dataset(ds, Path(args.out))
@@ -196,13 +209,15 @@ def register(subparsers) -> None:
     p.add_argument("--run", required=True, help="a finished IMP run folder")
     p.add_argument("--levels", type=int, nargs="+", required=True, help="levels to analyse")
     p.add_argument("--out", required=True, help="output netCDF file")
-    p.add_argument("--random-masks", type=int, default=DEFAULT_RANDOM_MASKS, help="random masks per method")
+    p.add_argument("--random-masks", type=int, default=DEFAULT_RANDOM_MASKS, help=f"random masks per method ({DEFAULT_RANDOM_MASKS})")
     p.add_argument("--methods", nargs="+", choices=RANDOM_METHODS, default=["random"],
                    help="random pruning methods compared with magnitude pruning")
     p.add_argument("--fraction", type=float, default=None,
                    help="fraction of the surviving weights pruned (default: the recipe's prune.fraction)")
     p.add_argument("--hessian", default=None,
-                   help="E4 output for the same run and levels: read tr(H) from it instead of estimating it")
+                   help="E4 output for the same run and levels: read tr(H) from it instead of estimating it, "
+                        "and take its data subset (size and seed) unless --subset-size/--seed are given")
     add_hessian_args(p, lanczos=False)
+    p.set_defaults(seed=None)  # with --hessian: E4's subset size and seed unless given
     add_common_args(p)
     p.set_defaults(func=_cmd_flatness)

@@ -522,17 +522,20 @@ def add_hessian_args(p, lanczos: bool = True) -> None:
     """Options shared by the Hessian-based subcommands."""
     d = HessianSettings()
     if lanczos:
-        p.add_argument("--topk", type=int, default=d.topk, help="top eigenvalues to report")
-        p.add_argument("--probes", type=int, default=d.probes, help="SLQ probes (Lanczos runs)")
+        p.add_argument("--topk", type=int, default=d.topk, help=f"top eigenvalues to report ({d.topk})")
+        p.add_argument("--probes", type=int, default=d.probes, help=f"SLQ probes, i.e. Lanczos runs ({d.probes})")
     p.add_argument("--lanczos-steps", type=int, default=d.lanczos_steps,
-                   help="Lanczos steps per probe" if lanczos else
-                   "Lanczos steps of the trace's deflation basis (0: plain Hutchinson)")
-    p.add_argument("--hutchinson-probes", type=int, default=d.hutchinson_probes, help="Hutchinson trace probes")
+                   help=f"Lanczos steps per probe ({d.lanczos_steps})" if lanczos else
+                   f"Lanczos steps of the trace's deflation basis; 0: plain Hutchinson ({d.lanczos_steps})")
+    p.add_argument("--hutchinson-probes", type=int, default=d.hutchinson_probes,
+                   help=f"Hutchinson trace probes ({d.hutchinson_probes})")
     p.add_argument("--subset-size", type=int, default=None,
                    help="training examples the Hessian is taken on (default: the whole train-eval set)")
-    p.add_argument("--chunk-size", type=int, default=d.chunk_size, help="examples per Hessian-vector-product chunk")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype, help="arithmetic precision")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the probes and the data subset")
+    p.add_argument("--chunk-size", type=int, default=d.chunk_size,
+                   help=f"examples per Hessian-vector-product chunk ({d.chunk_size})")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype, help=f"arithmetic precision ({d.dtype})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of the probes, random masks and the data subset ({d.seed})")
 
 
 def settings_from_args(args, **extra) -> HessianSettings:
@@ -568,7 +571,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output netCDF file")
     add_hessian_args(p)
     p.add_argument("--broadening", type=float, default=HessianSettings.broadening,
-                   help="Gaussian width of the plotted density, as a fraction of the eigenvalue range")
+                   help="Gaussian width of the plotted density, as a fraction of the eigenvalue range (0.01)")
     p.add_argument("--no-deflate", action="store_true", help="plain Hutchinson trace (no Krylov deflation)")
     add_common_args(p)
     p.set_defaults(func=_cmd_hessian)
