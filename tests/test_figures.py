@@ -267,3 +267,16 @@ def test_workflow_plans_the_figures_and_the_claims(tmp_path):
     assert {k for k in counts if k.startswith("fig") or k == "claims"} == expected
     assert all(counts[k] == "1" for k in expected)
     assert "figures/test/cnn/fig1_landscape_train.png" in out.stdout and "figures/test/claims.md" in out.stdout
+
+
+def test_figure_and_claims_commands_do_not_import_torch():
+    """The workflow runs one plotting process per figure: they must not pay torch's import."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom unmasking.cli import main\n"
+            "for cmd in ('figure', 'claims'):\n"
+            "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "main(['recipes'])\nassert 'torch' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

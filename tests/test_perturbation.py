@@ -11,6 +11,7 @@ import torch
 
 from unmasking import masks as M
 from unmasking.analyses import perturbation as P
+from unmasking.analyses import retraining as R
 from unmasking.analyses.interpolation import barrier
 from unmasking.cli import main
 from unmasking.config import ConfigError, build_recipe
@@ -103,7 +104,8 @@ def test_experiment(run, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished training was redone")
 
-    monkeypatch.setattr(P, "train", no_training)  # resume: every training comes from the scratch folder
+    monkeypatch.setattr(R, "train", no_training)  # resume: every training comes from the scratch folder
+    monkeypatch.setattr(R, "train_many", no_training)
     again = P.perturbation_robustness(run, [1, 2], scratch=tmp_path / "scratch", **kw)
     for name in ds.data_vars:
         np.testing.assert_array_equal(ds[name].values, again[name].values)
@@ -116,18 +118,6 @@ def test_experiment_is_deterministic(run):
     for name in a.data_vars:
         np.testing.assert_array_equal(a[name].values, b[name].values)
     assert a.attrs["seed_run"] == 0 and a.attrs["experiment"] == "E3_perturbation"
-
-
-def test_train_many_resumes_and_checks_inputs(run, tmp_path):
-    mask = run.mask(1)
-    start = run.rewind_model()
-    M.apply_mask(start, mask)
-    job = P.TrainJob("job", copy.deepcopy(start), mask, run.seeds)
-    (trained,) = P._train_many([job], run.data, run.recipe.train, 5, tmp_path, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), run.solution(1).state_dict().values()))
-    other = P.TrainJob("job", copy.deepcopy(start), mask, run.seeds.with_order(0, "x"))  # same name, other seeds
-    (retrained,) = P._train_many([other], run.data, run.recipe.train, 5, tmp_path, progress=False)
-    assert not torch.equal(retrained.conv2.weight, trained.conv2.weight)
 
 
 def test_bad_parameters(run):
@@ -144,4 +134,4 @@ def test_cli(run, tmp_path, monkeypatch):
                  "--replicates", "1", "--gammas", "3", "--quiet"]) == 0
     ds = load_dataset(out)
     assert list(ds.strength.values) == [0.0, 1.0] and list(ds.level.values) == [2] and len(ds.replicate) == 1
-    assert not P.scratch_for(out).exists()
+    assert not R.scratch_for(out).exists()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.analyses import perturbation as P
+from unmasking.analyses import retraining as T
 from unmasking.analyses import pruning_ratio as R
 from unmasking.cli import main
 from unmasking.config import ConfigError, build_recipe
@@ -103,7 +103,8 @@ def test_experiment(run, tmp_path, monkeypatch):
     np.testing.assert_array_equal(c.success.values, np.where(ran, ok & conn, np.nan))
     np.testing.assert_array_equal(c.p_star.values, R.empirical_p_star([0.2, 0.6], c.success.values, axis=1))
 
-    monkeypatch.setattr(P, "train", lambda *a, **k: pytest.fail("a finished retraining was redone"))
+    monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("a finished retraining was redone"))
+    monkeypatch.setattr(T, "train_many", lambda *a, **k: pytest.fail("a finished retraining was redone"))
     again = R.pruning_ratio(run, [1], scratch=tmp_path / "scratch", **kw)
     for name in ds.data_vars:
         np.testing.assert_array_equal(ds[name].values, again[name].values)
@@ -132,4 +133,4 @@ def test_cli(run, tmp_path, monkeypatch):
                  "--methods", "magnitude", "random", "--gammas", "3", "--quiet"]) == 0
     ds = load_dataset(out)
     assert list(ds.prune_method.values) == ["magnitude", "random"] and list(ds.fraction.values) == [0.5]
-    assert not P.scratch_for(out).exists()
+    assert not T.scratch_for(out).exists()

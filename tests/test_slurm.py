@@ -202,6 +202,33 @@ def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tiny_expected, 
     assert accounting == ["debug|00:05:00|256M|1"], accounting
 
 
+def test_tiny_config_through_the_slurm_profile_matches_a_local_run(slurm_cluster, tmp_path):
+    """config/test.yaml (seed 0: IMP, E2, E3 and per-level E6) through `--profile
+    workflow/profiles/slurm` gives the numbers of a local run, one SLURM job per job."""
+    from test_workflow import EXPERIMENTS, assert_same_numbers, copy_workflow, load, write_yaml
+
+    exps = ["imp", "interpolation", "perturbation", "pruning_ratio"]
+    overlay = {"seeds": [0], "experiments": {e: {"enabled": e in exps} for e in EXPERIMENTS}}
+    targets = [f"results/test/cnn/{e}.nc" for e in exps]
+    env = {**snakemake_env(), "UNMASKING_DATA": str(tmp_path / "data")}
+
+    def run(where: str, *profile: str) -> tuple[Path, str]:
+        work = copy_workflow(tmp_path / where)
+        proc = subprocess.run(
+            [str(Path(PYTHON).parent / "snakemake"), *targets, *profile, "--configfile", "config/test.yaml",
+             write_yaml(tmp_path / f"{where}.yaml", overlay)],
+            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        assert_ok(proc)
+        return work, proc.stdout
+
+    local, _ = run("local", "--workflow-profile", "workflow/profiles/default", "--cores", "2")
+    slurm, out = run("slurm", "--profile", "workflow/profiles/slurm", "--seconds-between-status-checks", "2",
+                     "--latency-wait", "5")
+    assert out.count("submitted as submitit slurm job") == 4, "IMP, E2, E3 and E6 (level 1) on SLURM"
+    for target in targets:
+        assert_same_numbers(load(slurm / target), load(local / target))
+
+
 def test_submitit_local_cluster_matches_local_run(tiny_expected, tmp_path):
     workdir = make_workflow(tmp_path / "submitit-local", TINY_SNAKEFILE)
 

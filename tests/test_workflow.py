@@ -104,18 +104,56 @@ def finished(tmp_path_factory, data_env) -> Path:
 
 
 def test_dry_run_embedded_default(tmp_path, data_env):
-    """The embedded default plans one IMP job per (arch, seed) and one job per analysis and run."""
+    """The embedded default plans one IMP job per (arch, seed) and one job per analysis and run, or
+    per run and level where an experiment asks for per-level jobs."""
     work = copy_workflow(tmp_path)
     counts = job_counts(ok(snakemake(work, "-n", env=data_env)))
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    runs = sum(len(a["rewind_steps"]) * len(config["seeds"]) for a in config["architectures"])
-    assert counts["imp"] == runs
+    archs = config["architectures"]
+    assert counts["imp"] == sum(len(a["rewind_steps"]) * len(config["seeds"]) for a in archs)
     exps = config["experiments"]
     for exp in EXPERIMENTS:
-        seeds = exps["hessian" if exp == "pruning_theory" else exp].get("seeds") or config["seeds"]  # E5 runs where E4 does
-        assert counts[exp] == runs // len(config["seeds"]) * len(seeds), exp
-    assert counts["aggregate"] == len(config["architectures"]) * (1 + len(EXPERIMENTS))
+        section = exps["hessian" if exp == "pruning_theory" else exp]
+        runs = sum(len(a["rewind_steps"]) * len(section.get("seeds") or config["seeds"]) for a in archs)
+        levels = section["levels"]
+        per_level = section.get("granularity", config["granularity"]) == "level"
+        expected = runs * (len(levels) if per_level else 1)
+        assert levels != "all" or not per_level, "count levels of `all` per architecture"
+        assert counts[exp] == expected, exp
+    assert counts["aggregate"] == len(archs) * (1 + len(EXPERIMENTS))
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+def test_dry_run_commands_carry_the_architectures_training_options(tmp_path, data_env):
+    """`compile` and `models_at_once` of an architecture reach its IMP, E3 and E6 commands only."""
+    out = ok(snakemake(copy_workflow(tmp_path), "-n", "--printshellcmds", env=data_env))
+    commands = [line for line in out.splitlines() if "unmasking " in line and " --run results/" in line]
+    config = {a["name"]: a for a in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["architectures"]}
+
+    def lines(arch: str, command: str) -> list[str]:
+        found = [c for c in commands if f" {command} --run results/embedded/{arch}/" in c]
+        assert found, (arch, command)
+        return found
+
+    for arch, entry in config.items():
+        for command in ("imp", "perturb", "pruning-ratio"):
+            assert all(("--compile" in c) == entry.get("compile", False) for c in lines(arch, command)), command
+        for command in ("perturb", "pruning-ratio"):
+            assert all(f"--models-at-once {entry.get('models_at_once', 1)} " in c for c in lines(arch, command))
+        assert not any("--compile" in c or "--models-at-once" in c for c in lines(arch, "hessian"))
+
+
+def test_a_config_file_replaces_the_embedded_default(tmp_path, data_env):
+    """`--configfile` is not layered over config/config.yaml: keys it leaves out take the schema's
+    defaults, not the embedded default's values (whose level lists would not even fit here)."""
+    work = copy_workflow(tmp_path)
+    bare = {k: v for k, v in TEST_CONFIG.items() if k != "experiments"}
+    counts = job_counts(ok(snakemake(work, "-n", "--configfile", write_yaml(tmp_path / "bare.yaml", bare),
+                                     env=data_env)))
+    runs = len(bare["seeds"])  # every experiment on every seed, one job per run (schema defaults)
+    for exp in EXPERIMENTS:
+        assert counts[exp] == runs, exp
+    assert counts["imp"] == runs
 
 
 def test_dry_run_paper_lists_all_jobs_without_data(tmp_path):
@@ -251,8 +289,11 @@ def test_fresh_run_removes_only_a_run_of_another_recipe(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_numbers(finished, data_env, tmp_path):
+    """SIGINT while IMP trains; the rerun resumes (finished levels kept, the level in progress from its
+    checkpoint) and ends with the numbers of the uninterrupted run, for IMP and the analyses that train."""
     work = copy_workflow(tmp_path / "work")
-    proc = subprocess.Popen(snakemake_cmd("--configfile", "config/test.yaml", *TARGETS), cwd=work,
+    targets = [f"results/test/cnn/{exp}.nc" for exp in ("imp", "perturbation", "pruning_ratio")]
+    proc = subprocess.Popen(snakemake_cmd("--configfile", "config/test.yaml", *targets), cwd=work,
                             env={**os.environ, **data_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = work / "results" / "test" / "cnn" / "rewind_5"
@@ -261,19 +302,22 @@ def test_interrupted_run_resumes_to_the_same_numbers(finished, data_env, tmp_pat
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)  # Snakemake stops its running jobs at once (SIGTERM would let them finish)
     assert proc.wait(timeout=120) != 0
-    ok(snakemake(work, "--configfile", "config/test.yaml", *TARGETS, env=data_env))
-    for exp in ["imp", *EXPERIMENTS]:
+    ok(snakemake(work, "--configfile", "config/test.yaml", *targets, env=data_env))
+    for exp in ("imp", "perturbation", "pruning_ratio"):
         assert_same_numbers(load(work / f"results/test/cnn/{exp}.nc"), load(finished / f"results/test/cnn/{exp}.nc"))
 
 
 @pytest.mark.slow
 def test_level_granularity_gives_the_same_numbers(finished, data_env, tmp_path):
-    """Chained pretrain/train-level/prune jobs and per-level analysis jobs reproduce the per-run jobs."""
+    """Chained pretrain/train-level/prune jobs and per-level analysis jobs reproduce the per-run jobs
+    (seed 0, IMP and E2)."""
     work = copy_workflow(tmp_path / "work")
-    overlay = {"granularity": "level",
+    overlay = {"granularity": "level", "seeds": [0],
                "experiments": {e: {"enabled": e == "interpolation"} for e in EXPERIMENTS}}
-    ok(snakemake(work, "--configfile", "config/test.yaml", write_yaml(tmp_path / "level.yaml", overlay),
-                 "results/test/cnn/imp.nc", "results/test/cnn/interpolation.nc", env=data_env))
+    out = ok(snakemake(work, "--configfile", "config/test.yaml", write_yaml(tmp_path / "level.yaml", overlay),
+                       "results/test/cnn/imp.nc", "results/test/cnn/interpolation.nc", env=data_env))
+    assert "rule train_level" in out and "rule prune" in out
     for exp in ["imp", "interpolation"]:
-        assert_same_numbers(load(work / f"results/test/cnn/{exp}.nc"), load(finished / f"results/test/cnn/{exp}.nc"))
-    assert (work / "results/test/cnn/rewind_5/seed_1/interpolation/level_02.nc").exists()
+        assert_same_numbers(load(work / f"results/test/cnn/{exp}.nc"),
+                            load(finished / f"results/test/cnn/{exp}.nc").sel(seed=[0]))
+    assert (work / "results/test/cnn/rewind_5/seed_0/interpolation/level_02.nc").exists()

@@ -1,4 +1,8 @@
-"""Atomic files: written to a temporary name in the same folder and renamed, read with a clear error."""
+"""Atomic files: written to a temporary name in the same folder and renamed, read with a clear error.
+
+torch is imported only where a checkpoint is read or written, so writers of netCDF files
+(aggregation, figures) start without it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
-
-import torch
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -39,11 +41,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def atomic_torch_save(obj, path: str | Path) -> None:
     """``torch.save`` through :func:`atomic_path`."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu"):
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run the step that writes it first")

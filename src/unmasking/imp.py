@@ -60,6 +60,7 @@ class ImpRun:
     root: Path
     device: torch.device | None = None
     progress: bool = True
+    compile: bool = False  # train through multitrain's compiled step (fast on CPU; not bitwise eager)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -132,6 +133,16 @@ class ImpRun:
     def solution(self, level: int) -> torch.nn.Module:
         return self.load_model(self.final_path(level))
 
+    def _train(self, model, mask, start: int, end: int | None, ckpt: Path, what: str) -> list[dict[str, float]]:
+        """``training.train``, or with ``compile`` the same training as a compiled one-model ``train_many``."""
+        if not self.compile:
+            return train(model, mask, self.data, self.recipe.train, self.seeds, start, end, checkpoint=ckpt,
+                         progress=self._desc(what))
+        from .multitrain import train_many
+
+        return train_many([model], [mask], self.data, self.recipe.train, [self.seeds], start, end, checkpoint=ckpt,
+                          progress=self._desc(what), compile=True)[0]
+
     # steps
     def pretrain(self) -> Path:
         """Save ``w_0`` and train the dense network to the rewind step ``t``, saving ``w_t``."""
@@ -144,8 +155,7 @@ class ImpRun:
             atomic_torch_save(model.state_dict(), init)
         t = self.recipe.prune.rewind_step
         if t > 0:
-            train(model, None, self.data, self.recipe.train, self.seeds, 0, t,
-                  checkpoint=self.root / "pretrain.ckpt", progress=self._desc("pretrain"))
+            self._train(model, None, 0, t, self.root / "pretrain.ckpt", "pretrain")
         atomic_torch_save(model.state_dict(), out)
         (self.root / "pretrain.ckpt").unlink(missing_ok=True)
         return out
@@ -159,8 +169,7 @@ class ImpRun:
         mask = self.mask(level)
         model = self.rewind_model()
         ckpt = self.level_dir(level) / "train.ckpt"
-        history = train(model, mask, self.data, self.recipe.train, self.seeds, self.recipe.prune.rewind_step,
-                        checkpoint=ckpt, progress=self._desc(f"level {level}"))
+        history = self._train(model, mask, self.recipe.prune.rewind_step, None, ckpt, f"level {level}")
         metrics = {"level": level, "density": M.density(mask), "remaining": M.count(mask),
                    **evaluate_all(model, self.data, self.recipe.train.eval_batch_size), "history": history}
         atomic_torch_save(model.state_dict(), self.final_path(level))

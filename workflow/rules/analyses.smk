@@ -8,25 +8,28 @@ IMP files it reads (levels L and L+1, masks through L+2), not for the whole run.
 
 
 def analysis_inputs(exp):
-    """Inputs of an analysis job; E5 (and E7 with use_hessian) also read E4's output for the
-    same run and levels."""
+    """Inputs of an analysis job: the IMP files of its level and the next when IMP runs per level
+    and the job is per level, else the run's imp.nc (the whole run); E5 (and E7 with
+    use_hessian) also read E4's output for the same run (and level)."""
 
     def inputs(wildcards):
         base = RUN.format(
             arch=wildcards.arch, rewind=wildcards.rewind, seed=wildcards.seed
         )
-        if "level" in wildcards.keys():
+        per_level = "level" in wildcards.keys()
+        if per_level and config["granularity"] == "level":
             level = int(wildcards.level)
             files = {
                 "rewind": f"{base}/run/rewind.pt",
                 "imp": imp_level_files(wildcards, level, level + 1, level + 2),
             }
-            hessian = f"{base}/hessian/level_{level:02d}.nc"
         else:
             files = {"imp": f"{base}/imp.nc"}
-            hessian = f"{base}/hessian.nc"
         if reads_hessian(exp):
-            files["hessian"] = hessian
+            if exp_granularity("hessian") == "level":
+                files["hessian"] = f"{base}/hessian/level_{int(wildcards.level):02d}.nc"
+            else:
+                files["hessian"] = f"{base}/hessian.nc"
         return files
 
     return inputs
@@ -42,7 +45,7 @@ def hessian_arg(exp):
 
 
 def analysis_file(exp, root, suffix):
-    if config["granularity"] == "level":
+    if exp_granularity(exp) == "level":
         return f"{root}/{exp}/level_{{level}}.{suffix}"
     return f"{root}/{exp}.{suffix}"
 
@@ -60,6 +63,7 @@ for _exp, _command in EXPERIMENTS.items():
             analysis_file(_exp, RUN_LOG, "log"),
         benchmark:
             analysis_file(_exp, RUN_BENCHMARK, "tsv")
+        priority: PRIORITY.get(_exp, 0)
         conda:
             CONDA_ENV
         threads: resource(_exp, "threads")
@@ -76,10 +80,12 @@ for _exp, _command in EXPERIMENTS.items():
             data_env=data_env,
             common=common_flags(),
             hessian=hessian_arg(_exp),
+            retraining=retraining_args(_exp),
         # The shell command is evaluated again when a job runs, after the loop has ended: it
         # must not depend on the loop variable (everything per experiment is in params).
         shell:
             with_exports(
                 "{params.exe} {params.command} --run {params.run} --levels {params.levels} "
-                "{params.hessian} --out {output} {params.options} {params.common} > {log} 2>&1"
+                "{params.hessian} --out {output} {params.options} {params.retraining} "
+                "{params.common} > {log} 2>&1"
             )

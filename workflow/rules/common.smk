@@ -27,10 +27,28 @@ EXPERIMENTS = {
     "small_weights": "small-weights",
     "landscape": "landscape",
 }
+# Scheduling: IMP first (every analysis waits for it), then the long analyses, so that no long
+# job starts last and runs alone on an otherwise idle machine.
+PRIORITY = {
+    "imp": 100,
+    "pruning_ratio": 50,
+    "hessian": 50,
+    "perturbation": 40,
+    "landscape": 20,
+}
+# Experiments that retrain networks (their commands take --models-at-once and --compile).
+RETRAINING = ("perturbation", "pruning_ratio")
 # Experiments that need level L+1 trained at level L (`all` stops one level short).
 NEEDS_NEXT_LEVEL = ("landscape",)
 # Keys of an experiment's config section that are not command-line options.
-NOT_OPTIONS = ("enabled", "levels", "seeds", "architectures", "use_hessian")
+NOT_OPTIONS = (
+    "enabled",
+    "levels",
+    "seeds",
+    "architectures",
+    "granularity",
+    "use_hessian",
+)
 
 # Figure rules (workflow/rules/figures.smk) append their outputs here; `rule all` builds them.
 FIGURE_TARGETS = []
@@ -152,6 +170,8 @@ class Arch:
     rewind_steps: list
     seeds: list
     resources: dict
+    models_at_once: int  # E3/E6 retrainings trained together
+    compile: bool
     hashes: dict  # rewind step -> recipe hash (as the run folder's run.json records it)
     data_missing: str | None = None
 
@@ -188,6 +208,8 @@ def _arch_from_config(entry, seeds):
         rewind_steps=entry["rewind_steps"] or [base.prune.rewind_step],
         seeds=entry["seeds"] or seeds,
         resources=entry.get("resources", {}),
+        models_at_once=entry["models_at_once"],
+        compile=entry["compile"],
         hashes={},
     )
     for t in arch.rewind_steps:
@@ -256,9 +278,15 @@ def reads_hessian(exp):
 
 
 def _check_flatness_hessian(archs):
-    """With use_hessian, E4 must have run at every run and level where E7 runs."""
+    """With use_hessian, E4 must have run at every run and level where E7 runs, in files E7 can read."""
     if not (enabled("flatness") and reads_hessian("flatness")):
         return
+    if exp_granularity("hessian") == "level" and exp_granularity("flatness") == "run":
+        raise WorkflowError(
+            "experiments.flatness.granularity: E7 reads E4's output, which comes per level "
+            "(experiments.hessian.granularity level); set experiments.flatness.granularity: "
+            "level, or experiments.flatness.use_hessian: false"
+        )
     for arch in archs.values():
         missing = [
             (t, s, level)
@@ -411,6 +439,15 @@ def experiment_levels(arch, exp):
     return sorted(levels)
 
 
+def exp_granularity(exp):
+    """`run` or `level`: whether an analysis has one job per run or one per run and level."""
+    if exp == "imp":
+        return config["granularity"]
+    if exp == "pruning_theory":
+        return exp_granularity("hessian")
+    return section(exp).get("granularity") or config["granularity"]
+
+
 def enabled(exp):
     return config["experiments"][exp]["enabled"]
 
@@ -421,7 +458,7 @@ def per_job_results(arch, exp):
     files = []
     for t, s in runs(arch, exp):
         base = RUN.format(arch=arch.name, rewind=t, seed=s)
-        if exp == "imp" or config["granularity"] == "run":
+        if exp == "imp" or exp_granularity(exp) == "run":
             files.append((f"{base}/{exp}.nc", t))
         else:
             levels = experiment_levels(arch, exp)
@@ -477,10 +514,12 @@ def data_env(wildcards):
 
 
 def with_exports(command):
-    """A job's shell command, after exports of torch's threads (the rule's threads) and of the
-    architecture's data directory."""
+    """A job's shell command, after exports of torch's threads and torch.compile's compile workers
+    (the rule's threads: one thread compiles in-process, without a pool of worker processes) and
+    of the architecture's data directory."""
     exports = (
-        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.data_env}"
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+        "TORCHINDUCTOR_COMPILE_THREADS={threads} {params.data_env}"
     )
     return f"{exports}; {command}"
 
@@ -528,6 +567,23 @@ def experiment_options(exp):
         for o in (_option(k, v) for k, v in section.items() if k not in NOT_OPTIONS)
         if o
     )
+
+
+def compile_arg(wildcards):
+    """`--compile` for the architecture's training jobs when its config entry asks for it."""
+    return "--compile" if PLAN[wildcards.arch].compile else ""
+
+
+def retraining_args(exp):
+    """`--models-at-once K [--compile]` of the experiments that retrain (E3, E6), per architecture."""
+
+    def args(wildcards):
+        if exp not in RETRAINING:
+            return ""
+        arch = PLAN[wildcards.arch]
+        return f"--models-at-once {arch.models_at_once} {compile_arg(wildcards)}"
+
+    return args
 
 
 def levels_arg(exp):

@@ -15,6 +15,7 @@ if config["granularity"] == "run":
             run_log("imp.log"),
         benchmark:
             run_benchmark("imp.tsv")
+        priority: PRIORITY["imp"]
         conda:
             CONDA_ENV
         threads: resource("imp", "threads")
@@ -31,11 +32,12 @@ if config["granularity"] == "run":
             fresh=fresh_run_cmd,
             data_env=data_env,
             common=common_flags(),
+            compile=compile_arg,
         shell:
             with_exports(
                 "{params.fresh} 2> {log}; "
                 "{params.exe} imp --run {params.run} {params.recipe} --levels {params.levels} "
-                "--out {output} {params.common} >> {log} 2>&1"
+                "--out {output} {params.compile} {params.common} >> {log} 2>&1"
             )
 
 else:
@@ -47,6 +49,7 @@ else:
             run_log("pretrain.log"),
         benchmark:
             run_benchmark("pretrain.tsv")
+        priority: PRIORITY["imp"]
         conda:
             CONDA_ENV
         threads: resource("pretrain", "threads")
@@ -62,10 +65,12 @@ else:
             fresh=fresh_run_cmd,
             data_env=data_env,
             common=common_flags(),
+            compile=compile_arg,
         shell:
             with_exports(
                 "{params.fresh} 2> {log}; "
-                "{params.exe} pretrain --run {params.run} {params.recipe} {params.common} >> {log} 2>&1"
+                "{params.exe} pretrain --run {params.run} {params.recipe} {params.compile} "
+                "{params.common} >> {log} 2>&1"
             )
 
     rule train_level:
@@ -78,6 +83,7 @@ else:
             run_log("train_level_{level}.log"),
         benchmark:
             run_benchmark("train_level_{level}.tsv")
+        priority: PRIORITY["imp"]
         conda:
             CONDA_ENV
         threads: resource("train_level", "threads")
@@ -91,10 +97,11 @@ else:
             level=lambda wildcards: int(wildcards.level),
             data_env=data_env,
             common=common_flags(),
+            compile=compile_arg,
         shell:
             with_exports(
                 "{params.exe} train-level --run {params.run} --level {params.level} "
-                "{params.common} > {log} 2>&1"
+                "{params.compile} {params.common} > {log} 2>&1"
             )
 
     rule prune:
@@ -109,6 +116,7 @@ else:
             run_log("prune_{level}.log"),
         benchmark:
             run_benchmark("prune_{level}.tsv")
+        priority: PRIORITY["imp"]
         conda:
             CONDA_ENV
         threads: resource("prune", "threads")

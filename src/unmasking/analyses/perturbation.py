@@ -14,21 +14,18 @@ Seeds (recorded): replicate ``r`` at level ``L`` uses noise seed
 ``run.seeds.with_order(run_seed, "perturb", L, r)`` for every strength, so strengths differ
 only in ``c`` (common random numbers).
 
-Trainings go through :func:`_train_many`, which saves each finished network in a scratch
-folder, so an interrupted job resumes where it stopped.
+Trainings go through :func:`~unmasking.analyses.retraining.train_jobs` (``models_at_once``
+of them together), which saves each finished network in a scratch folder, so an interrupted
+job resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import shutil
-import tempfile
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,103 +34,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import masks as M
-from ..checkpoints import CorruptCheckpointError, atomic_torch_save, load_checkpoint
-from ..config import ConfigError, TrainHparams
-from ..data import Data
+from ..config import ConfigError
 from ..imp import read_json
-from ..seeds import derive_seed
-from ..training import Seeds, TrainingDiverged, train
 from ..results import write_dataset
+from ..seeds import derive_seed
 from .interpolation import (DEFAULT_BN_BATCHES, BN_MODES, PathEvaluator, _check_levels, add_level_args, barrier,
                             eval_settings, gamma_grid, run_provenance)
+from .retraining import TrainJob, add_retraining_args, scratch_folder, scratch_for, train_jobs
 
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_REPLICATES = 2
 
-__all__ = ["DEFAULT_STRENGTHS", "TrainJob", "noise_direction", "perturb", "perturbation_robustness",
+__all__ = ["DEFAULT_STRENGTHS", "noise_direction", "perturb", "perturbation_robustness",
            "rewind_distance"]
-
-
-# --- training many networks (one place to switch to a batched trainer) ---------------------------------------
-
-@dataclass
-class TrainJob:
-    """One masked training from a given network: ``name`` keys its files in the scratch folder."""
-
-    name: str
-    model: nn.Module
-    mask: Mapping[str, torch.Tensor]
-    seeds: Seeds
-
-
-def _fingerprint(job: TrainJob, hp: TrainHparams, start_step: int, end_step: int) -> str:
-    """Hash of everything that determines a training's result (start weights, mask, seeds, schedule)."""
-    h = hashlib.sha256(repr((job.seeds, hp, start_step, end_step)).encode())
-    for k, v in job.model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    for k, m in job.mask.items():
-        h.update(k.encode())
-        h.update(m.detach().cpu().bool().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _train_many(jobs: Sequence[TrainJob], data: Data, hp: TrainHparams, start_step: int, scratch: Path,
-                progress: bool = True, desc: str = "train") -> list[nn.Module | None]:
-    """Train every job's model in place from ``start_step`` to the end of the schedule.
-
-    Finished networks are saved in ``scratch`` (``<name>.pt``) and reloaded on a rerun; an
-    interrupted training resumes from ``<name>.ckpt``.  Returns the trained models, ``None`` where
-    training diverged.  The loop below is the only place that trains.
-    """
-    scratch.mkdir(parents=True, exist_ok=True)
-    end_step = hp.steps
-    results: list[nn.Module | None] = [None] * len(jobs)
-    todo = []
-    for i, job in enumerate(jobs):
-        fp = _fingerprint(job, hp, start_step, end_step)
-        done = scratch / f"{job.name}.pt"
-        if done.exists():
-            try:
-                saved = load_checkpoint(done, map_location=next(job.model.parameters()).device)
-            except CorruptCheckpointError:
-                saved = None
-            if saved is not None and saved.get("fingerprint") == fp:
-                if saved["state"] is not None:
-                    job.model.load_state_dict(saved["state"])
-                    results[i] = job.model
-                continue
-        todo.append((i, job, fp))
-    for i, job, fp in tqdm(todo, desc=desc, disable=not progress):
-        ckpt = scratch / f"{job.name}.ckpt"
-        try:
-            train(job.model, job.mask, data, hp, job.seeds, start_step, end_step, checkpoint=ckpt, progress=False)
-            results[i] = job.model
-        except TrainingDiverged:
-            results[i] = None
-        state = job.model.state_dict() if results[i] is not None else None
-        atomic_torch_save({"fingerprint": fp, "state": state}, scratch / f"{job.name}.pt")
-        ckpt.unlink(missing_ok=True)
-    return results
-
-
-@contextmanager
-def scratch_folder(scratch: str | Path | None) -> Iterator[Path]:
-    """``scratch`` itself (kept, so a rerun resumes), or a temporary folder removed afterwards."""
-    if scratch is not None:
-        yield Path(scratch)
-        return
-    tmp = tempfile.mkdtemp(prefix="unmasking-scratch-")
-    try:
-        yield Path(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def scratch_for(out: str | Path) -> Path:
-    """The scratch folder next to an output file: ``OUT.scratch``."""
-    out = Path(out)
-    return out.with_name(out.name + ".scratch")
 
 
 # --- the perturbation ---------------------------------------------------------------------------------------------
@@ -184,10 +97,12 @@ def perturbation_robustness(run, levels: Sequence[int], strengths: Sequence[floa
                             replicates: int = DEFAULT_REPLICATES, gammas: int | Sequence[float] = 11,
                             bn_mode: str = "interpolate", batch_size: int | None = None,
                             bn_batches: int = DEFAULT_BN_BATCHES, bn_batch_size: int | None = None,
-                            scratch: str | Path | None = None, progress: bool = True) -> xr.Dataset:
+                            scratch: str | Path | None = None, models_at_once: int = 1, compile: bool = False,
+                            progress: bool = True) -> xr.Dataset:
     """E3 on an :class:`~unmasking.imp.ImpRun`; dims ``seed, level, strength, replicate`` (+ ``split``, ``gamma``).
 
-    ``scratch`` keeps finished trainings so a rerun resumes (default: a temporary folder).
+    ``scratch`` keeps finished trainings so a rerun resumes (default: a temporary folder);
+    ``models_at_once`` and ``compile``: see :func:`~unmasking.analyses.retraining.train_jobs`.
     """
     levels = _check_levels(run, levels)
     strengths, replicates = _check_strengths(strengths, replicates)
@@ -219,7 +134,8 @@ def perturbation_robustness(run, levels: Sequence[int], strengths: Sequence[floa
                 jobs.append(TrainJob(f"L{level:02d}_c{c:g}_r{r}", u, mask, seeds))
 
     with scratch_folder(scratch) as folder:
-        trained = _train_many(jobs, run.data, run.recipe.train, t, folder, progress, desc="perturb: train")
+        trained = train_jobs(jobs, run.data, run.recipe.train, t, folder, models_at_once, compile, progress,
+                             desc="perturb: train")
 
     ev = PathEvaluator(run.data, batch_size, bn_batches, bn_batch_size, run.device)
     curves = np.full((nl, ns, replicates, len(g), 2, len(ev.splits)), np.nan)
@@ -289,7 +205,7 @@ def _cmd_perturb(args) -> None:
     scratch = scratch_for(args.out)
     ds = perturbation_robustness(run, args.levels, args.strengths, args.replicates, args.gammas, args.bn_mode,
                                  args.batch_size, args.bn_batches, args.bn_batch_size, scratch=scratch,
-                                 progress=not args.quiet)
+                                 models_at_once=args.models_at_once, compile=args.compile, progress=not args.quiet)
     out = write_dataset(ds, Path(args.out))
     shutil.rmtree(scratch, ignore_errors=True)
     mean = ds.barrier_error.sel(split="test").isel(seed=0).mean("replicate")
@@ -312,4 +228,5 @@ def register(subparsers) -> None:
                    help="training batches for the 'reset' mode's statistics")
     p.add_argument("--bn-batch-size", type=int, default=None,
                    help="batch size of the 'reset' pass (default: the recipe's train.batch_size)")
+    add_retraining_args(p)
     p.set_defaults(func=_cmd_perturb)

@@ -41,7 +41,7 @@ from ..results import write_dataset
 from ..seeds import derive_seed
 from .interpolation import (DEFAULT_BN_BATCHES, BN_MODES, PathEvaluator, _check_levels, add_level_args, barrier,
                             eval_settings, gamma_grid, run_provenance)
-from .perturbation import TrainJob, _train_many, scratch_folder, scratch_for
+from .retraining import TrainJob, add_retraining_args, scratch_folder, scratch_for, train_jobs
 
 METHODS = ("magnitude", "random", "random_layerwise")
 DEFAULT_FRACTIONS = tuple(round(0.1 * i, 10) for i in range(1, 10))
@@ -97,13 +97,14 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
                   methods: Sequence[str] = METHODS, random_masks: int = 1, eps_match: float = DEFAULT_EPS_MATCH,
                   eps_barrier: float = DEFAULT_EPS_BARRIER, gammas: int | Sequence[float] = 11,
                   bn_mode: str = "interpolate", batch_size: int | None = None, bn_batches: int = DEFAULT_BN_BATCHES,
-                  bn_batch_size: int | None = None, scratch: str | Path | None = None,
-                  progress: bool = True) -> xr.Dataset:
+                  bn_batch_size: int | None = None, scratch: str | Path | None = None, models_at_once: int = 1,
+                  compile: bool = False, progress: bool = True) -> xr.Dataset:
     """E6 on an :class:`~unmasking.imp.ImpRun`.
 
     Dims ``seed, level, prune_method, fraction, replicate`` (+ ``split``, ``gamma`` for curves).
 
-    ``scratch`` keeps finished retrainings so a rerun resumes (default: a temporary folder).
+    ``scratch`` keeps finished retrainings so a rerun resumes (default: a temporary folder);
+    ``models_at_once`` and ``compile``: see :func:`~unmasking.analyses.retraining.train_jobs`.
     """
     levels = _check_levels(run, levels)
     fractions, methods, nrep = _check(fractions, methods, random_masks)
@@ -157,8 +158,8 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
                     jobs.append(TrainJob(f"L{level:02d}_{method}_p{p:g}_r{r}", start, mask, run.seeds))
 
     with scratch_folder(scratch) as folder:
-        trained = _train_many(jobs, run.data, run.recipe.train, run.recipe.prune.rewind_step, folder, progress,
-                              desc="pruning-ratio: retrain")
+        trained = train_jobs(jobs, run.data, run.recipe.train, run.recipe.prune.rewind_step, folder,
+                             models_at_once, compile, progress, desc="pruning-ratio: retrain")
     results.update(zip(slots, trained))
 
     ran = np.zeros(shape, dtype=bool)
@@ -245,7 +246,8 @@ def _cmd_pruning_ratio(args) -> None:
     scratch = scratch_for(args.out)
     ds = pruning_ratio(run, args.levels, args.fractions, args.methods, args.random_masks, args.eps_match,
                        args.eps_barrier, args.gammas, args.bn_mode, args.batch_size, args.bn_batches,
-                       args.bn_batch_size, scratch=scratch, progress=not args.quiet)
+                       args.bn_batch_size, scratch=scratch, models_at_once=args.models_at_once,
+                       compile=args.compile, progress=not args.quiet)
     out = write_dataset(ds, Path(args.out))
     shutil.rmtree(scratch, ignore_errors=True)
     ps = ds.p_star.isel(seed=0).mean("replicate")
@@ -272,4 +274,5 @@ def register(subparsers) -> None:
                    help="training batches for the 'reset' mode's statistics")
     p.add_argument("--bn-batch-size", type=int, default=None,
                    help="batch size of the 'reset' pass (default: the recipe's train.batch_size)")
+    add_retraining_args(p)
     p.set_defaults(func=_cmd_pruning_ratio)
