@@ -31,9 +31,9 @@ EXPERIMENTS = {
 # job starts last and runs alone on an otherwise idle machine.
 PRIORITY = {
     "imp": 100,
+    "perturbation": 60,  # the longest single job of the embedded default
     "pruning_ratio": 50,
     "hessian": 50,
-    "perturbation": 40,
     "landscape": 20,
 }
 # Experiments that retrain networks (their commands take --models-at-once and --compile).
