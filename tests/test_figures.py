@@ -280,3 +280,15 @@ def test_figure_and_claims_commands_do_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n"
             "main(['recipes'])\nassert 'torch' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_log_spaced_ticks_keep_labels_apart():
+    """Uneven levels (E4 at 0, 4, 8, 10, …) must not crowd the % axis; even IMP levels thin evenly."""
+    from unmasking.figures.style import log_spaced_ticks
+
+    uneven = [100, 41, 16.8, 10.7, 6.86, 4.38, 2.79, 1.14]
+    ticks = log_spaced_ticks(uneven, max_ticks=8)
+    assert ticks.tolist() == [100, 41, 16.8, 6.86, 2.79, 1.14]
+    assert np.all(np.diff(np.log10(ticks)) <= -np.log10(100 / 1.14) / 7 * 0.999)
+    even = [100 * 0.8 ** level for level in range(21)]
+    np.testing.assert_allclose(log_spaced_ticks(even, max_ticks=8), even[::3])

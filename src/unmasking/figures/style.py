@@ -88,12 +88,25 @@ def series_colors(keys: Sequence) -> dict:
     return {k: cmap(0.1 + 0.75 * i / max(len(keys) - 1, 1)) for i, k in enumerate(keys)}
 
 
+def log_spaced_ticks(values: Sequence[float], max_ticks: int = 8) -> np.ndarray:
+    """Of ``values`` (decreasing), the largest and then each one at least 1/``max_ticks`` of the
+    log range below the last kept, so that labels never crowd where the levels are uneven."""
+    v = np.asarray(values, dtype=float)
+    if len(v) <= 1:
+        return v
+    gap = 0.999 * np.log10(v[0] / v[-1]) / max(1, max_ticks - 1)
+    kept = [v[0]]
+    for x in v[1:]:
+        if np.log10(kept[-1] / x) >= gap:
+            kept.append(x)
+    return np.asarray(kept)
+
+
 def percent_axis(ax, percents: Sequence[float], max_ticks: int = 8) -> None:
     """Log x axis of % weights remaining, decreasing to the right, IMP's levels as ticks."""
     p = np.asarray(sorted(set(np.round(np.asarray(percents, dtype=float), 6)), reverse=True))
     ax.set_xscale("log")
-    step = max(1, int(np.ceil(len(p) / max_ticks)))
-    ticks = p[::step]
+    ticks = log_spaced_ticks(p, max_ticks)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{t:.3g}" for t in ticks])
