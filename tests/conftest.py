@@ -7,8 +7,9 @@ import os
 import pytest
 import torch
 
-from unmasking.config import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams
+from unmasking.config import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams, build_recipe
 from unmasking.data.base import TensorData
+from unmasking.imp import ImpRun
 
 from slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture: a real single-node SLURM cluster)
 
@@ -33,6 +34,26 @@ def make_tensor_data(n_train: int = 200, n_test: int = 100, dim: int = 40, class
 @pytest.fixture
 def tiny_data():
     return make_tensor_data()
+
+
+def teacher_data(n_train: int = 200, n_test: int = 100, classes: int = 3, seed: int = 0) -> TensorData:
+    """Random 40-dim signals labelled by a fixed random linear teacher (learnable in a few dozen steps)."""
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(40, classes, generator=g)
+    x_train, x_test = torch.randn(n_train, 40, generator=g), torch.randn(n_test, 40, generator=g)
+    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
+
+
+def tiny_imp_run(root, recipe: str = "mnist1d-cnn", width: int = 4, levels: int = 2,
+                 data: TensorData | None = None) -> ImpRun:
+    """A finished IMP run (seed 0, 30 steps of batch 20, rewind step 5) of a tiny mnist1d recipe on
+    ``data`` (default: :func:`teacher_data`)."""
+    hp = build_recipe(recipe, None, [f"model.width={width}", "train.steps=30", "train.milestones=[20]",
+                                     "train.batch_size=20", "prune.rewind_step=5", f"prune.levels={levels}"])
+    run = ImpRun(hp, 0, root, device="cpu", progress=False)
+    run.data = data if data is not None else teacher_data()
+    run.run(levels)
+    return run
 
 
 def tiny_recipe(model: str = "mlp", steps: int = 30, levels: int = 3, rewind: int = 4) -> Recipe:

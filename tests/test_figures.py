@@ -14,7 +14,6 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from unmasking.analyses.figures_cli import FIGURES, figure_module, make_figure
@@ -28,21 +27,15 @@ from unmasking.analyses.pruning_theory import pruning_theory
 from unmasking.analyses.small_weights import small_weights_run
 from unmasking.cli import main as cli_main
 from unmasking.config import ConfigError, build_recipe
-from unmasking.data import TensorData
 from unmasking.figures import style as S
 from unmasking.imp import ImpRun
 from unmasking.results import write_dataset
 
+from conftest import teacher_data
+
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = 3
 REWIND = 5
-
-
-def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(40, classes, generator=g)
-    x_train, x_test = torch.randn(200, 40, generator=g), torch.randn(100, 40, generator=g)
-    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
 
 
 def run_experiments(run: ImpRun) -> dict[str, xr.Dataset]:
@@ -85,7 +78,7 @@ def results(tmp_path_factory) -> dict[str, Path]:
     for seed in (0, 1):
         base = root / f"rewind_{REWIND}" / f"seed_{seed}"
         run = ImpRun(recipe, seed, base / "run", device="cpu", progress=False)
-        run.data = tiny_data()
+        run.data = teacher_data()
         run.run(LEVELS)
         for exp, ds in run_experiments(run).items():
             per_run.setdefault(exp, []).append(write_dataset(ds, base / f"{exp}.nc"))

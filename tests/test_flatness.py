@@ -14,27 +14,15 @@ from unmasking import masks as M
 from unmasking.analyses import flatness as F
 from unmasking.analyses import hessian as H
 from unmasking.cli import main
-from unmasking.config import ConfigError, build_recipe
-from unmasking.data import TensorData
-from unmasking.imp import ImpRun
+from unmasking.config import ConfigError
 from unmasking.results import load_dataset
 
-
-def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(40, classes, generator=g)
-    x_train, x_test = torch.randn(120, 40, generator=g), torch.randn(60, 40, generator=g)
-    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
+from conftest import teacher_data, tiny_imp_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    recipe = build_recipe("mnist1d-cnn", None, ["model.width=3", "train.steps=30", "train.milestones=[20]",
-                                                "train.batch_size=20", "prune.rewind_step=5", "prune.levels=2"])
-    run = ImpRun(recipe, 0, tmp_path_factory.mktemp("run"), device="cpu", progress=False)
-    run.data = tiny_data()
-    run.run(2)
-    return run
+    return tiny_imp_run(tmp_path_factory.mktemp("run"), width=3, data=teacher_data(120, 60))
 
 
 def dense_hessian(model, mask, x, y) -> np.ndarray:
@@ -150,7 +138,7 @@ def test_bad_parameters(run):
 
 
 def test_cli(run, tmp_path, monkeypatch):
-    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: tiny_data())
+    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     e4 = tmp_path / "e4.nc"
     assert main(["hessian", "--run", str(run.root), "--levels", "2", "--out", str(e4), "--lanczos-steps", "5",
                  "--probes", "1", "--hutchinson-probes", "2", "--quiet"]) == 0

@@ -13,10 +13,10 @@ from torch.func import functional_call, hessian
 from unmasking import masks as M
 from unmasking.analyses import hessian as H
 from unmasking.cli import main
-from unmasking.config import ConfigError, build_recipe
-from unmasking.data import TensorData
-from unmasking.imp import ImpRun
+from unmasking.config import ConfigError
 from unmasking.results import load_dataset
+
+from conftest import teacher_data, tiny_imp_run
 
 
 class TinyMLP(nn.Module):
@@ -214,21 +214,9 @@ def test_broadened_density_integrates_to_one():
     assert np.trapezoid(dens * grid, grid) == pytest.approx(np.nansum(nodes * weights) / 2, rel=1e-6)
 
 
-def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(40, classes, generator=g)
-    x_train, x_test = torch.randn(120, 40, generator=g), torch.randn(60, 40, generator=g)
-    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    recipe = build_recipe("mnist1d-cnn", None, ["model.width=4", "train.steps=30", "train.milestones=[20]",
-                                                "train.batch_size=20", "prune.rewind_step=5", "prune.levels=2"])
-    run = ImpRun(recipe, 0, tmp_path_factory.mktemp("run"), device="cpu", progress=False)
-    run.data = tiny_data()
-    run.run(2)
-    return run
+    return tiny_imp_run(tmp_path_factory.mktemp("run"), data=teacher_data(120, 60))
 
 
 SMALL = H.HessianSettings(topk=4, lanczos_steps=8, probes=2, hutchinson_probes=3, grid_points=50)
@@ -288,7 +276,7 @@ def test_bad_input(run):
 
 
 def test_cli(run, tmp_path, monkeypatch):
-    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: tiny_data())
+    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     out = tmp_path / "e4.nc"
     assert main(["hessian", "--run", str(run.root), "--levels", "1", "2", "--out", str(out), "--topk", "3",
                  "--lanczos-steps", "6", "--probes", "2", "--hutchinson-probes", "2", "--quiet"]) == 0

@@ -13,33 +13,18 @@ from unmasking import masks as M
 from unmasking.analyses.interpolation import (PathEvaluator, barrier, gamma_grid, interpolate_state,
                                               interpolation_curve, reset_batchnorm, successive_levels, union_mask)
 from unmasking.cli import main
-from unmasking.config import ConfigError, build_recipe
+from unmasking.config import ConfigError
 from unmasking.data import TensorData
-from unmasking.imp import ImpRun
 from unmasking.results import load_dataset
 from unmasking.training import evaluate
 
+from conftest import teacher_data, tiny_imp_run
 
-def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
-    """Random 40-dim signals labelled by a fixed random linear teacher (learnable in a few dozen steps)."""
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(40, classes, generator=g)
-    x_train, x_test = torch.randn(200, 40, generator=g), torch.randn(100, 40, generator=g)
-    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
-
-
-def tiny_run(root, levels: int = 2) -> ImpRun:
-    recipe = build_recipe("mnist1d-cnn", None, ["model.width=4", "train.steps=30", "train.milestones=[20]",
-                                                "train.batch_size=20", "prune.rewind_step=5", f"prune.levels={levels}"])
-    run = ImpRun(recipe, 0, root, device="cpu", progress=False)
-    run.data = tiny_data()
-    run.run(levels)
-    return run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("run"))
+    return tiny_imp_run(tmp_path_factory.mktemp("run"))
 
 
 # --- the barrier, by hand -----------------------------------------------------------------------------------------
@@ -239,7 +224,7 @@ def test_bad_levels_are_clear_errors(run):
 
 
 def test_cli(run, tmp_path, monkeypatch):
-    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: tiny_data())
+    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e2.nc"
     assert main(["interpolate", "--run", str(run.root), "--levels", "1", "2", "--out", str(out), "--gammas", "3",
                  "--bn-modes", "interpolate", "reset", "--quiet"]) == 0

@@ -13,28 +13,17 @@ from unmasking import masks as M
 from unmasking.analyses import retraining as T
 from unmasking.analyses import pruning_ratio as R
 from unmasking.cli import main
-from unmasking.config import ConfigError, build_recipe
-from unmasking.data import TensorData
-from unmasking.imp import ImpRun, read_json
+from unmasking.config import ConfigError
+from unmasking.imp import read_json
 from unmasking.results import load_dataset
 from unmasking.training import evaluate, train
 
-
-def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(40, classes, generator=g)
-    x_train, x_test = torch.randn(200, 40, generator=g), torch.randn(100, 40, generator=g)
-    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
+from conftest import teacher_data, tiny_imp_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    recipe = build_recipe("mnist1d-cnn", None, ["model.width=4", "train.steps=30", "train.milestones=[20]",
-                                                "train.batch_size=20", "prune.rewind_step=5", "prune.levels=2"])
-    run = ImpRun(recipe, 0, tmp_path_factory.mktemp("run"), device="cpu", progress=False)
-    run.data = tiny_data()
-    run.run(2)
-    return run
+    return tiny_imp_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.35, 0.9])
@@ -127,7 +116,7 @@ def test_bad_parameters(run):
 
 
 def test_cli(run, tmp_path, monkeypatch):
-    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: tiny_data())
+    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e6.nc"
     assert main(["pruning-ratio", "--run", str(run.root), "--levels", "2", "--out", str(out), "--fractions", "0.5",
                  "--methods", "magnitude", "random", "--gammas", "3", "--quiet"]) == 0

@@ -12,10 +12,10 @@ from unmasking import masks as M
 from unmasking.analyses import hessian as H
 from unmasking.analyses import pruning_theory as T
 from unmasking.cli import main
-from unmasking.config import ConfigError, build_recipe
-from unmasking.data import TensorData
-from unmasking.imp import ImpRun
+from unmasking.config import ConfigError
 from unmasking.results import load_dataset
+
+from conftest import teacher_data, tiny_imp_run
 
 
 def brute_force(lam, mu, r2, eps) -> float:
@@ -160,21 +160,9 @@ def test_averaged_rule_beats_gauss_on_a_hessian_like_spectrum():
     assert max(errors["averaged"]) < 0.04 and max(errors["averaged"]) < max(errors["gauss"])
 
 
-def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(40, classes, generator=g)
-    x_train, x_test = torch.randn(120, 40, generator=g), torch.randn(60, 40, generator=g)
-    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    recipe = build_recipe("mnist1d-mlp", None, ["model.width=6", "train.steps=30", "train.milestones=[20]",
-                                                "train.batch_size=20", "prune.rewind_step=5", "prune.levels=2"])
-    run = ImpRun(recipe, 0, tmp_path_factory.mktemp("run"), device="cpu", progress=False)
-    run.data = tiny_data()
-    run.run(2)
-    return run
+    return tiny_imp_run(tmp_path_factory.mktemp("run"), "mnist1d-mlp", width=6, data=teacher_data(120, 60))
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +220,7 @@ def test_rejects_mismatched_inputs(run, e4, tmp_path):
 def test_cli(run, e4, tmp_path, monkeypatch):
     from unmasking.results import write_dataset
 
-    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: tiny_data())
+    monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     hfile = write_dataset(e4, tmp_path / "e4.nc")
     out = tmp_path / "e5.nc"
     assert main(["pruning-theory", "--run", str(run.root), "--hessian", str(hfile), "--levels", "0", "2",

@@ -9,26 +9,14 @@ import torch
 
 from unmasking import masks as M
 from unmasking.analyses import retraining as R
-from unmasking.config import ConfigError, build_recipe
-from unmasking.data import TensorData
-from unmasking.imp import ImpRun
+from unmasking.config import ConfigError
 
-
-def tiny_data(seed: int = 0, classes: int = 3) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(40, classes, generator=g)
-    x_train, x_test = torch.randn(200, 40, generator=g), torch.randn(100, 40, generator=g)
-    return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
+from conftest import tiny_imp_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    recipe = build_recipe("mnist1d-cnn", None, ["model.width=4", "train.steps=30", "train.milestones=[20]",
-                                                "train.batch_size=20", "prune.rewind_step=5", "prune.levels=2"])
-    run = ImpRun(recipe, 0, tmp_path_factory.mktemp("run"), device="cpu", progress=False)
-    run.data = tiny_data()
-    run.run(2)
-    return run
+    return tiny_imp_run(tmp_path_factory.mktemp("run"))
 
 
 def make_jobs(run, n: int, blow_up: int | None = None) -> list[R.TrainJob]:
