@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from unmasking.config import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams, build_recipe
+from unmasking.foundations.hparams import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams
+from unmasking.foundations.recipes import build_recipe
 from unmasking.data.base import TensorData
 from unmasking.imp import ImpRun
 

@@ -16,8 +16,8 @@ import xarray as xr
 
 from unmasking import claims as C
 from unmasking.cli import main as cli_main
-from unmasking.config import ConfigError
-from unmasking.results import write_dataset
+from unmasking.foundations.hparams import ConfigError
+from unmasking.foundations.netcdf import write_dataset
 
 SEEDS = [0, 1, 2]
 LEVELS = list(range(10))

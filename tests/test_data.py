@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from unmasking.config import ConfigError, DataHparams
+from unmasking.foundations.hparams import ConfigError, DataHparams
 from unmasking.data import DataMissingError, check_available, load_data
 from unmasking.data.cifar import STATS, random_crop_flip
 

@@ -26,10 +26,11 @@ from unmasking.analyses.pruning_ratio import pruning_ratio
 from unmasking.analyses.pruning_theory import pruning_theory
 from unmasking.analyses.small_weights import small_weights_run
 from unmasking.cli import main as cli_main
-from unmasking.config import ConfigError, build_recipe
+from unmasking.foundations.hparams import ConfigError
+from unmasking.foundations.recipes import build_recipe
 from unmasking.figures import style as S
 from unmasking.imp import ImpRun
-from unmasking.results import write_dataset
+from unmasking.foundations.netcdf import write_dataset
 
 from conftest import teacher_data
 

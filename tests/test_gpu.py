@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.config import TrainHparams
+from unmasking.foundations.hparams import TrainHparams
 from unmasking.data.base import TensorData
 from unmasking.data.cifar import _normalizer, random_crop_flip
 from unmasking.models import build_model, prunable_names

@@ -13,8 +13,8 @@ from torch.func import functional_call, hessian
 from unmasking import masks as M
 from unmasking.analyses import hessian as H
 from unmasking.cli import main
-from unmasking.config import ConfigError
-from unmasking.results import load_dataset
+from unmasking.foundations.hparams import ConfigError
+from unmasking.foundations.netcdf import load_dataset
 
 from conftest import teacher_data, tiny_imp_run
 

@@ -11,9 +11,9 @@ import torch
 
 from unmasking import masks as M
 from unmasking.cli import main
-from unmasking.config import ConfigError
+from unmasking.foundations.hparams import ConfigError
 from unmasking.imp import ImpRun
-from unmasking.results import load_dataset
+from unmasking.foundations.netcdf import load_dataset
 
 from conftest import tiny_recipe
 

@@ -13,9 +13,9 @@ from unmasking import masks as M
 from unmasking.analyses.interpolation import (PathEvaluator, barrier, gamma_grid, interpolate_state,
                                               interpolation_curve, reset_batchnorm, successive_levels, union_mask)
 from unmasking.cli import main
-from unmasking.config import ConfigError
+from unmasking.foundations.hparams import ConfigError
 from unmasking.data import TensorData
-from unmasking.results import load_dataset
+from unmasking.foundations.netcdf import load_dataset
 from unmasking.training import evaluate
 
 from conftest import teacher_data, tiny_imp_run

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.config import ConfigError
+from unmasking.foundations.hparams import ConfigError
 from unmasking.models import build_model, prunable_names
 
 

@@ -2,9 +2,10 @@
 
 import pytest
 
-from unmasking.config import ConfigError, apply_overrides, build_recipe, parse_overrides, valid_keys
+from unmasking.foundations.hparams import ConfigError, apply_overrides, parse_overrides, valid_keys
+from unmasking.foundations.recipes import build_recipe
 from unmasking.models import build_model
-from unmasking.recipes import RECIPES, get_recipe
+from unmasking.foundations.recipes import RECIPES, get_recipe
 
 
 def _resnet20_count(classes=10, w=16):

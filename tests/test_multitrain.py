@@ -9,13 +9,13 @@ from conftest import make_tensor_data
 from torch import nn
 
 from unmasking import masks as M
-from unmasking.config import TrainHparams
+from unmasking.foundations.hparams import TrainHparams
 from unmasking.data.base import TensorData
 from unmasking.data.cifar import _normalizer, random_crop_flip
 from unmasking.models import build_model, prunable_names
 from unmasking.multitrain import (BatchFeeder, MultiTrainer, StackedOps, crop_flip, crop_flip_draws, stacked_forward,
                                   train_many)
-from unmasking.seeds import generator
+from unmasking.foundations.seeds import generator
 from unmasking.training import Seeds, TrainingDiverged, train
 
 

@@ -13,9 +13,9 @@ from unmasking import masks as M
 from unmasking.analyses import retraining as T
 from unmasking.analyses import pruning_ratio as R
 from unmasking.cli import main
-from unmasking.config import ConfigError
-from unmasking.imp import read_json
-from unmasking.results import load_dataset
+from unmasking.foundations.hparams import ConfigError
+from unmasking.foundations.io import read_json
+from unmasking.foundations.netcdf import load_dataset
 from unmasking.training import evaluate, train
 
 from conftest import teacher_data, tiny_imp_run

@@ -12,8 +12,8 @@ from unmasking import masks as M
 from unmasking.analyses import hessian as H
 from unmasking.analyses import pruning_theory as T
 from unmasking.cli import main
-from unmasking.config import ConfigError
-from unmasking.results import load_dataset
+from unmasking.foundations.hparams import ConfigError
+from unmasking.foundations.netcdf import load_dataset
 
 from conftest import teacher_data, tiny_imp_run
 
@@ -218,7 +218,7 @@ def test_rejects_mismatched_inputs(run, e4, tmp_path):
 
 
 def test_cli(run, e4, tmp_path, monkeypatch):
-    from unmasking.results import write_dataset
+    from unmasking.foundations.netcdf import write_dataset
 
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     hfile = write_dataset(e4, tmp_path / "e4.nc")

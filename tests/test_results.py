@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from unmasking.results import combine, load_dataset, provenance, sanitize_attrs, write_dataset
+from unmasking.foundations.netcdf import combine, load_dataset, provenance, sanitize_attrs, write_dataset
 
 
 def _ds(arch, seed, values):

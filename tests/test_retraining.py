@@ -9,7 +9,7 @@ import torch
 
 from unmasking import masks as M
 from unmasking.analyses import retraining as R
-from unmasking.config import ConfigError
+from unmasking.foundations.hparams import ConfigError
 
 from conftest import tiny_imp_run
 

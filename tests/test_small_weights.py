@@ -9,10 +9,10 @@ import torch
 from unmasking import masks as M
 from unmasking.analyses.small_weights import chance_overlap, level_small_weights, log_bins, small_weights
 from unmasking.cli import main
-from unmasking.config import build_recipe
+from unmasking.foundations.recipes import build_recipe
 from unmasking.data.base import TensorData
 from unmasking.imp import ImpRun
-from unmasking.results import load_dataset
+from unmasking.foundations.netcdf import load_dataset
 
 
 def t(values):
@@ -124,7 +124,7 @@ def tiny_run(tmp_path_factory):
 
 def test_run_wrapper_matches_imp_records_and_cli(tiny_run, tmp_path):
     from unmasking.analyses.small_weights import small_weights_run
-    from unmasking.imp import read_json
+    from unmasking.foundations.io import read_json
 
     ds = small_weights_run(tiny_run, [0, 1, 2, 3]).isel(seed=0)
     assert ds.histogram.dims == ("level", "bin") and int(ds.seed) == 0

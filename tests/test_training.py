@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from unmasking import masks as M
-from unmasking.config import TrainHparams
+from unmasking.foundations.hparams import TrainHparams
 from unmasking.models import build_model, prunable_names
 from unmasking.training import Seeds, TrainingDiverged, lr_at, train
 

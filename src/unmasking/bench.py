@@ -30,15 +30,14 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from .config import TrainHparams
+from .foundations.hparams import TrainHparams
 from .data.base import TensorData
 from .data.cifar import STATS, _normalizer, random_crop_flip
 from .models import build_model
 from .multitrain import train_many
-from .recipes import get_recipe
+from .foundations.recipes import get_recipe
 from .training import Seeds, evaluate, train
 
 GAMMAS = 11

@@ -45,7 +45,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .config import ConfigError
+from .foundations.hparams import ConfigError
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
@@ -592,8 +592,8 @@ def to_html(rep: dict) -> str:
 def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = None,
                  out_html: str | Path | None = None) -> list[Path]:
     """Write the JSON (and Markdown / HTML) files atomically; returns their paths."""
-    from .checkpoints import atomic_path
-    from .imp import write_json
+    from .foundations.checkpoints import atomic_path
+    from .foundations.io import write_json
 
     write_json(rep, Path(out_json))
     written = [Path(out_json)]

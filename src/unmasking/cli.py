@@ -16,7 +16,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from .config import ConfigError, Recipe, build_recipe, valid_keys
+from .foundations.hparams import ConfigError, Recipe, valid_keys
+from .foundations.recipes import build_recipe
 
 # Subcommands that need no torch: registered from this module alone.
 LIGHT_MODULE, LIGHT_COMMANDS = "figures_cli", ("figure", "claims")
@@ -26,7 +27,7 @@ def expected_errors(light: bool) -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 2."""
     if light:
         return ConfigError, FileNotFoundError
-    from .checkpoints import CorruptCheckpointError
+    from .foundations.checkpoints import CorruptCheckpointError
     from .data import DataMissingError
     from .training import TrainingDiverged
 
@@ -75,7 +76,7 @@ def _run_parser(sub, name: str, help: str, create: bool = False) -> argparse.Arg
 
 
 def cmd_recipes(args) -> None:
-    from .recipes import RECIPES
+    from .foundations.recipes import RECIPES
 
     for name, r in RECIPES.items():
         print(f"{name:20s} data={r.data.name:9s} model={r.model.name:9s} steps={r.train.steps:<7d} "
@@ -118,7 +119,7 @@ def cmd_prune(args) -> None:
 
 
 def cmd_imp(args) -> None:
-    from .results import write_dataset
+    from .foundations.netcdf import write_dataset
 
     run = open_run(args)
     ds = run.run(args.levels)
@@ -131,14 +132,14 @@ def cmd_imp(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    from .results import write_dataset
+    from .foundations.netcdf import write_dataset
 
     run = open_run(args)
     print(f"wrote {write_dataset(run.summary(args.levels), args.out)}")
 
 
 def cmd_combine(args) -> None:
-    from .results import combine, write_dataset
+    from .foundations.netcdf import combine, write_dataset
 
     print(f"wrote {write_dataset(combine(args.inputs), args.out)}")
 

@@ -17,38 +17,23 @@ step is not redone, and an interrupted one resumes from its checkpoint.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
 from . import masks as M
-from .checkpoints import atomic_path, atomic_torch_save, load_checkpoint
-from .config import ConfigError, Recipe, recipe_from_dict
+from .foundations.checkpoints import atomic_torch_save, load_checkpoint
+from .foundations.hparams import ConfigError, Recipe
+from .foundations.io import read_json, write_json
+from .foundations.recipes import recipe_from_dict
 from .data import Data, TensorData, load_data
 from .models import build_model, prunable_names
-from .results import provenance
+from .foundations.netcdf import provenance
 from .training import Seeds, default_device, evaluate_all, train
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """Atomically write JSON."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist; run the step that writes it first") from None
-    except json.JSONDecodeError as e:
-        raise M.CorruptCheckpointError(f"{path} is not valid JSON ({e}); delete it and rerun") from e
 
 
 @dataclass

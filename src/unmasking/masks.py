@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .checkpoints import CorruptCheckpointError, atomic_torch_save, load_checkpoint  # noqa: F401 (re-exported)
+from .foundations.checkpoints import CorruptCheckpointError, atomic_torch_save, load_checkpoint  # noqa: F401 (re-exported)
 
 Mask = dict[str, torch.Tensor]
 

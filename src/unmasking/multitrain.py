@@ -52,11 +52,11 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .checkpoints import atomic_torch_save, load_checkpoint
-from .config import TrainHparams
+from .foundations.checkpoints import atomic_torch_save, load_checkpoint
+from .foundations.hparams import TrainHparams
 from .data import Data, TensorData
 from .data.cifar import random_crop_flip
-from .seeds import generator
+from .foundations.seeds import generator
 from .training import Seeds, TrainingDiverged, evaluate_all, lr_at
 
 BACKENDS = ("auto", "stacked", "vmap")

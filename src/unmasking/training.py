@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoints import atomic_torch_save, load_checkpoint
-from .config import TrainHparams
+from .foundations.checkpoints import atomic_torch_save, load_checkpoint
+from .foundations.hparams import TrainHparams
 from .data import Data
 from .masks import apply_mask
-from .seeds import derive_seed
+from .foundations.seeds import derive_seed
 
 
 class TrainingDiverged(RuntimeError):

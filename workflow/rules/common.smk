@@ -183,7 +183,8 @@ class Arch:
 
 
 def _arch_from_config(entry, seeds):
-    from unmasking.config import ConfigError, build_recipe
+    from unmasking.foundations.hparams import ConfigError
+    from unmasking.foundations.recipes import build_recipe
 
     name = entry["name"]
     for key in ("prune.levels", "prune.rewind_step"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from unmasking.results import load_dataset, write_dataset
+from unmasking.foundations.netcdf import load_dataset, write_dataset
 
 PER_RUN_ATTRS = ("seed_", "git_commit", "config_hash", "created", "host", "device", "torch_version")
 

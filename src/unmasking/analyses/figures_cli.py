@@ -22,7 +22,7 @@ FIGURES = ("fig1_landscape", "fig2_imp_connectivity", "fig3_interpolation", "fig
 def figure_module(figure_id: str):
     """The module of a figure id (``fig2_imp_connectivity``)."""
     if figure_id not in FIGURES:
-        from ..config import ConfigError
+        from ..foundations.hparams import ConfigError
 
         raise ConfigError(f"unknown figure {figure_id!r}; choose from {', '.join(FIGURES)}")
     return importlib.import_module(f"unmasking.figures.{figure_id}")
@@ -47,7 +47,7 @@ def _cmd_figure(args) -> None:
                                              "eps_barrier", "match_floor")}
     module = figure_module(args.figure)
     if args.split not in module.SPLITS:
-        from ..config import ConfigError
+        from ..foundations.hparams import ConfigError
 
         raise ConfigError(f"{args.figure} has no {args.split} variant (it has {', '.join(module.SPLITS)})")
     for path in make_figure(args.figure, args.inputs, args.out, **options):

@@ -29,9 +29,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import masks as M
-from ..config import ConfigError
-from ..results import load_dataset, write_dataset
-from ..seeds import derive_seed
+from ..foundations.hparams import ConfigError
+from ..foundations.netcdf import load_dataset, write_dataset
+from ..foundations.seeds import derive_seed
 from .hessian import (DTYPES, HessianSettings, MaskedHessian, _check_levels, add_hessian_args, hutchinson_trace,
                       keep_freed_memory, lanczos, probe_vector, run_attrs, settings_from_args, subset_for)
 

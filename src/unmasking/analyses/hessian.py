@@ -51,9 +51,9 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
-from ..results import write_dataset
-from ..seeds import generator
+from ..foundations.hparams import ConfigError
+from ..foundations.netcdf import write_dataset
+from ..foundations.seeds import generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

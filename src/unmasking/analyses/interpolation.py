@@ -34,9 +34,9 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
+from ..foundations.hparams import ConfigError
 from ..data import Data
-from ..results import provenance, write_dataset
+from ..foundations.netcdf import provenance, write_dataset
 from ..training import evaluate
 
 BN_MODES = ("interpolate", "reset")

@@ -63,9 +63,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
+from ..foundations.hparams import ConfigError
 from ..data import Data
-from ..results import provenance, write_dataset
+from ..foundations.netcdf import provenance, write_dataset
 
 State = Mapping[str, torch.Tensor]
 
@@ -397,7 +397,7 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     evaluation does); the reset pass uses ``bn_batches`` batches of ``bn_batch_size`` (default:
     the recipe's training batch size).
     """
-    from ..checkpoints import load_checkpoint
+    from ..foundations.checkpoints import load_checkpoint
 
     levels = sorted(set(levels))
     for level in levels:

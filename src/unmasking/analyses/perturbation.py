@@ -34,10 +34,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import masks as M
-from ..config import ConfigError
-from ..imp import read_json
-from ..results import write_dataset
-from ..seeds import derive_seed
+from ..foundations.hparams import ConfigError
+from ..foundations.io import read_json
+from ..foundations.netcdf import write_dataset
+from ..foundations.seeds import derive_seed
 from .interpolation import (DEFAULT_BN_BATCHES, BN_MODES, PathEvaluator, _check_levels, add_level_args, barrier,
                             eval_settings, gamma_grid, run_provenance)
 from .retraining import TrainJob, add_retraining_args, scratch_folder, scratch_for, train_jobs

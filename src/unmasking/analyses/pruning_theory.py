@@ -56,8 +56,8 @@ import scipy.linalg
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
-from ..results import load_dataset, write_dataset
+from ..foundations.hparams import ConfigError
+from ..foundations.netcdf import load_dataset, write_dataset
 from .hessian import _check_levels, run_attrs
 
 METHODS = ("magnitude", "random")

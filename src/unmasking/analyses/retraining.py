@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoints import CorruptCheckpointError, atomic_torch_save, load_checkpoint
-from ..config import ConfigError, TrainHparams
+from ..foundations.checkpoints import CorruptCheckpointError, atomic_torch_save, load_checkpoint
+from ..foundations.hparams import ConfigError, TrainHparams
 from ..data import Data
 from ..multitrain import train_many
 from ..training import Seeds, TrainingDiverged, train

@@ -40,7 +40,7 @@ from scipy.stats import hypergeom
 from tqdm.auto import tqdm
 
 from .. import masks as M
-from ..results import provenance, write_dataset
+from ..foundations.netcdf import provenance, write_dataset
 
 Weights = Mapping[str, torch.Tensor]
 
@@ -235,7 +235,7 @@ def small_weights(
 
 def small_weights_run(run, levels: Sequence[int], bin_edges: np.ndarray | None = None) -> xr.Dataset:
     """E8 on a finished :class:`~unmasking.imp.ImpRun`, with ``seed`` and provenance."""
-    from ..checkpoints import load_checkpoint
+    from ..foundations.checkpoints import load_checkpoint
 
     levels = sorted(set(levels))
     weights: dict[int, Weights] = {}
@@ -259,7 +259,7 @@ def small_weights_run(run, levels: Sequence[int], bin_edges: np.ndarray | None =
 
 def _cmd(args) -> None:
     from ..cli import open_run
-    from ..config import ConfigError
+    from ..foundations.hparams import ConfigError
 
     try:
         edges = log_bins(args.bin_range[0], args.bin_range[1], args.bins_per_decade)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import ConfigError, DataHparams
+from ..foundations.hparams import ConfigError, DataHparams
 from .base import Data, DataMissingError, TensorData
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..seeds import generator
+from ..foundations.seeds import generator
 
 
 class DataMissingError(FileNotFoundError):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataHparams
+from ..foundations.hparams import DataHparams
 from .base import DataMissingError, TensorData
 
 STATS = {

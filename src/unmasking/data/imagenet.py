@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataHparams
-from ..seeds import derive_seed
+from ..foundations.hparams import DataHparams
+from ..foundations.seeds import derive_seed
 from .base import Data, DataMissingError, epoch_permutation
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import atomic_path
-from ..config import DataHparams
+from ..foundations.checkpoints import atomic_path
+from ..foundations.hparams import DataHparams
 from .base import TensorData
 
 

@@ -178,7 +178,7 @@ SPLITS = ("test", "train")
 
 
 def _config_error(message: str) -> Exception:
-    from ..config import ConfigError
+    from ..foundations.hparams import ConfigError
 
     return ConfigError(message)
 
@@ -212,7 +212,7 @@ def standardize(ds: xr.Dataset) -> xr.Dataset:
 def load_inputs(paths: Iterable[str | Path]) -> dict[str, xr.Dataset]:
     """Load result files into ``{experiment: dataset}``; several files of one experiment (several
     architectures, or single runs) are combined along their coordinates."""
-    from ..results import load_dataset
+    from ..foundations.netcdf import load_dataset
 
     groups: dict[str, list[xr.Dataset]] = {}
     for path in paths:

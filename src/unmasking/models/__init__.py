@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..foundations.hparams import ConfigError
 from .cifar_resnet import resnet18, resnet20
 from .mnist1d import CNN1d, MLP
 from .vgg import vgg16

@@ -1,7 +1,7 @@
 """Hyperparameters as dataclasses, overridable from YAML files and ``key=value`` strings.
 
 A :class:`Recipe` bundles everything that determines a training run: data, model,
-optimizer/schedule and pruning.  Named presets live in :mod:`unmasking.recipes`.
+optimizer/schedule and pruning.  Named presets live in :mod:`unmasking.foundations.recipes`.
 Overrides use dotted keys (``train.lr=0.05``); an unknown key is an error that lists
 the valid ones, so a typo never silently does nothing.
 """
@@ -233,27 +233,3 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     return data
-
-
-def recipe_from_dict(d: dict[str, Any]) -> Recipe:
-    """Build a recipe from a dict such as the ``recipe`` field of a saved run."""
-    from .recipes import get_recipe
-
-    d = dict(d)
-    base = get_recipe(d.pop("base")) if "base" in d else Recipe()
-    name = d.pop("name", base.name)
-    recipe = apply_overrides(base, d)
-    recipe.name = name
-    return recipe.validate()
-
-
-def build_recipe(name: str, config_file: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Preset ``name``, then the YAML file's keys, then ``key=value`` overrides, validated."""
-    from .recipes import get_recipe
-
-    recipe = get_recipe(name)
-    if config_file is not None:
-        recipe = apply_overrides(recipe, load_yaml(config_file))
-    if overrides:
-        recipe = apply_overrides(recipe, parse_overrides(overrides))
-    return recipe.validate()

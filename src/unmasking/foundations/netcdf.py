@@ -20,8 +20,8 @@ from typing import Any, Iterable
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .checkpoints import atomic_path
+from .. import __version__
+from .io import atomic_path
 
 
 def git_commit() -> str:

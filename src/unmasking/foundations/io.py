@@ -1,16 +1,17 @@
-"""Atomic files: written to a temporary name in the same folder and renamed, read with a clear error.
+"""Atomic files and JSON: written to a temporary name in the same folder and renamed, read with a clear error.
 
-torch is imported only where a checkpoint is read or written, so writers of netCDF files
-(aggregation, figures) start without it.
+Readers never see a partial file, so an interrupted job leaves nothing a rerun would trust.
+Imports nothing but the standard library.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -39,23 +40,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """``torch.save`` through :func:`atomic_path`."""
-    import torch
-
+def write_json(obj: Any, path: str | Path) -> None:
+    """Atomically write JSON (indented, keys sorted)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
-def load_checkpoint(path: str | Path, map_location="cpu"):
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; run the step that writes it first")
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a missing or unreadable file is an error that says how to repair it."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CorruptCheckpointError(
-            f"cannot read {path} ({type(e).__name__}: {e}); it is corrupt or truncated: delete it and rerun "
-            f"the step that writes it") from e
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; run the step that writes it first") from None
+    except json.JSONDecodeError as e:
+        raise CorruptCheckpointError(f"{path} is not valid JSON ({e}); delete it and rerun") from e

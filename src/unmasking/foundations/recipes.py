@@ -1,4 +1,4 @@
-"""Named recipes (SPEC §5). Each is a :class:`~unmasking.config.Recipe` preset.
+"""Named recipes (SPEC §5). Each is a :class:`~unmasking.foundations.hparams.Recipe` preset.
 
 The embedded mnist1d recipes are tuned to train in seconds on a laptop CPU; the
 others are the paper-scale recipes and need the data sets on disk.
@@ -7,8 +7,11 @@ others are the paper-scale recipes and need the data sets on disk.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from typing import Any
 
-from .config import ConfigError, DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams
+from .hparams import (ConfigError, DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams, apply_overrides,
+                      load_yaml, parse_overrides)
 
 _IMAGENET_STEPS_PER_EPOCH = 1_281_167 // 1024  # drop_last at batch 1024
 
@@ -75,3 +78,23 @@ def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
     return copy.deepcopy(RECIPES[name])
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    """Build a recipe from a dict such as the ``recipe`` field of a saved run."""
+    d = dict(d)
+    base = get_recipe(d.pop("base")) if "base" in d else Recipe()
+    name = d.pop("name", base.name)
+    recipe = apply_overrides(base, d)
+    recipe.name = name
+    return recipe.validate()
+
+
+def build_recipe(name: str, config_file: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Preset ``name``, then the YAML file's keys, then ``key=value`` overrides, validated."""
+    recipe = get_recipe(name)
+    if config_file is not None:
+        recipe = apply_overrides(recipe, load_yaml(config_file))
+    if overrides:
+        recipe = apply_overrides(recipe, parse_overrides(overrides))
+    return recipe.validate()
