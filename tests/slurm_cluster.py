@@ -183,9 +183,7 @@ class SlurmCluster:
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         out = open(self.path("log", f"{name}.stdout.log"), "ab")
         self._log_files.append(out)
-        proc = subprocess.Popen(
-            argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+        proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._procs.append((name, proc))
         return proc
 
@@ -195,15 +193,12 @@ class SlurmCluster:
             for name, proc in self._procs:
                 if proc.poll() is not None:
                     raise SlurmUnavailable(
-                        f"{name} exited with code {proc.returncode} while waiting for "
-                        f"{what}\n{self.logs()}"
+                        f"{name} exited with code {proc.returncode} while waiting for {what}\n{self.logs()}"
                     )
             if check():
                 return
             time.sleep(0.25)
-        raise SlurmUnavailable(
-            f"timed out after {timeout_s:.0f}s waiting for {what}\n{self.logs()}"
-        )
+        raise SlurmUnavailable(f"timed out after {timeout_s:.0f}s waiting for {what}\n{self.logs()}")
 
     def _ok(self, argv: list[str]) -> bool:
         return subprocess.run(argv, env=self.env, capture_output=True).returncode == 0
@@ -245,9 +240,7 @@ class SlurmCluster:
             text=True,
         )
         if install.returncode != 0:
-            raise SlurmUnavailable(
-                f"mariadb-install-db failed:\n{install.stdout}\n{install.stderr}"
-            )
+            raise SlurmUnavailable(f"mariadb-install-db failed:\n{install.stdout}\n{install.stderr}")
         self._spawn(
             "mariadb",
             [
@@ -306,9 +299,7 @@ class SlurmCluster:
         conf.chmod(0o600)
         self._write_slurm_conf()
         self._spawn("slurmdbd", ["slurmdbd", "-D"])
-        self._wait_for(
-            "slurmdbd", lambda: self._ok(["sacctmgr", "-n", "-P", "show", "cluster"]), timeout_s
-        )
+        self._wait_for("slurmdbd", lambda: self._ok(["sacctmgr", "-n", "-P", "show", "cluster"]), timeout_s)
         add = subprocess.run(
             ["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME],
             env=self.env,
@@ -373,8 +364,7 @@ class SlurmCluster:
         self.slurm_conf.write_text("\n".join(lines))
         self.path("etc", "plugstack.conf").write_text("")
         self.path("etc", "cgroup.conf").write_text(
-            "# Not used: proctrack/linuxproc and task/none need no cgroups (containers).\n"
-            "CgroupPlugin=autodetect\n"
+            "# Not used: proctrack/linuxproc and task/none need no cgroups (containers).\nCgroupPlugin=autodetect\n"
         )
 
     def _start_slurmctld_and_slurmd(self, timeout_s: float) -> None:

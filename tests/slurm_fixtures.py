@@ -34,8 +34,7 @@ def _start_or_skip(request: pytest.FixtureRequest) -> SlurmCluster:
         if reporter is not None and capture is not None:
             with capture.global_and_fixture_disabled():
                 reporter.write_line(
-                    f"SLURM test cluster started in {cluster.startup_s:.1f}s "
-                    f"(SLURM_CONF={cluster.slurm_conf})"
+                    f"SLURM test cluster started in {cluster.startup_s:.1f}s (SLURM_CONF={cluster.slurm_conf})"
                 )
         _shared["saved_conf"] = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = str(cluster.slurm_conf)

@@ -1,7 +1,7 @@
 """Run Snakemake through the submitit executor plugin on a real SLURM cluster.
 
-The cluster comes from the session fixture in slurm_fixtures.py. Every
-workflow here is written into a temp dir by its test.
+The cluster comes from the session fixture in slurm_fixtures.py (imported by
+conftest.py). Every workflow here is written into a temp dir by its test.
 """
 
 import json
@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from slurm_fixtures import slurm_cluster  # noqa: F401
-
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
+PLUGIN_SRC = REPO / "plugins" / "snakemake-executor-plugin-submitit" / "src"
 PYTHON = sys.executable
 
 TINY_SNAKEFILE = """
@@ -120,8 +119,8 @@ def snakemake_cmd(*args: str) -> list:
 
 
 def snakemake_env() -> dict:
-    """os.environ with the plugin importable even if the project isn't installed."""
-    paths = [str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+    """os.environ with the package and the plugin importable even if they aren't installed."""
+    paths = [str(REPO / "src"), str(PLUGIN_SRC), os.environ.get("PYTHONPATH", "")]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
 
 
@@ -215,15 +214,28 @@ def test_tiny_config_through_the_slurm_profile_matches_a_local_run(slurm_cluster
     def run(where: str, *profile: str) -> tuple[Path, str]:
         work = copy_workflow(tmp_path / where)
         proc = subprocess.run(
-            [str(Path(PYTHON).parent / "snakemake"), *targets, *profile, "--configfile", "config/test.yaml",
-             write_yaml(tmp_path / f"{where}.yaml", overlay)],
-            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+            [
+                str(Path(PYTHON).parent / "snakemake"),
+                *targets,
+                *profile,
+                "--configfile",
+                "config/test.yaml",
+                write_yaml(tmp_path / f"{where}.yaml", overlay),
+            ],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+        )
         assert_ok(proc)
         return work, proc.stdout
 
     local, _ = run("local", "--workflow-profile", "workflow/profiles/default", "--cores", "2")
-    slurm, out = run("slurm", "--profile", "workflow/profiles/slurm", "--seconds-between-status-checks", "2",
-                     "--latency-wait", "5")
+    slurm, out = run(
+        "slurm", "--profile", "workflow/profiles/slurm", "--seconds-between-status-checks", "2", "--latency-wait", "5"
+    )
     assert out.count("submitted as submitit slurm job") == 4, "IMP, E2, E3 and E6 (level 1) on SLURM"
     for target in targets:
         assert_same_numbers(load(slurm / target), load(local / target))
@@ -351,16 +363,3 @@ def test_failed_job_reports_logs_and_is_retried(slurm_cluster, tmp_path):
     failed_log = next(p for p in error_logs if "failing on purpose" in p.read_text())
     assert str(failed_log) in proc.stdout, "the error report names the job's log file"
     assert "exited with code" in failed_log.read_text()
-
-
-def test_slurm_extra_parsing():
-    from snakemake_executor_plugin_submitit import WorkflowError, parse_sbatch_options
-
-    assert parse_sbatch_options("--comment='a b' --nice 5 --exclusive --gres=gpu:a100:2") == {
-        "comment": "a b",
-        "nice": "5",
-        "exclusive": True,
-        "gres": "gpu:a100:2",
-    }
-    with pytest.raises(WorkflowError, match="long sbatch options"):
-        parse_sbatch_options("-p gpu")
