@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create (or update) the project's virtual environment in .venv and install the package with
-# its test tools. Idempotent: a second run only checks that everything is installed.
+# Create (or update) the project's virtual environment in .venv and install what the README's two
+# commands need: the package with its workflow, SLURM and test extras. Idempotent: a second run only
+# checks that everything is installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3.11}
@@ -11,5 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch/torchvision first, pinned to the releases this project is tested with (a CUDA build on x86_64).
 .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/pip install -q -e ".[test]"
+# The executor plugin is a package of its own in this repository; install it before the [slurm] extra,
+# which names it, so that pip takes it from here.
+.venv/bin/pip install -q -e plugins/snakemake-executor-plugin-submitit
+.venv/bin/pip install -q -e ".[workflow,slurm,test]"
 echo "environment ready: $(pwd)/.venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
