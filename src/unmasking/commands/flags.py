@@ -35,10 +35,6 @@ def flag_name(f: dataclasses.Field) -> str:
     return f"--no-{name}" if f.default is True else f"--{name}"
 
 
-def _resolved_types(settings_cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(settings_cls)
-
-
 def _strip_none(tp: Any) -> Any:
     """``T`` for ``T | None`` (and ``Optional[T]``), else ``tp``."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -69,14 +65,14 @@ def _argument(f: dataclasses.Field, tp: Any) -> dict[str, Any]:
 
 def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type) -> None:
     """Add one flag per field of the dataclass ``settings_cls`` (see the module docstring)."""
-    types_ = _resolved_types(settings_cls)
+    types_ = typing.get_type_hints(settings_cls)
     for f in flag_fields(settings_cls):
         parser.add_argument(flag_name(f), **_argument(f, types_[f.name]))
 
 
 def settings_from_args(settings_cls: type, args: argparse.Namespace):
     """The ``settings_cls`` instance the parsed flags describe (fields without a flag keep their default)."""
-    types_ = _resolved_types(settings_cls)
+    types_ = typing.get_type_hints(settings_cls)
     values = {}
     for f in flag_fields(settings_cls):
         value = getattr(args, f.name)
