@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.foundations.hparams import TrainHparams
 from unmasking.data.base import TensorData
-from unmasking.data.cifar import _normalizer, random_crop_flip
+from unmasking.data.cifar import normalizer, random_crop_flip
+from unmasking.foundations.hparams import TrainHparams
 from unmasking.models import build_model, prunable_names
 from unmasking.multitrain import BatchFeeder, train_many
 from unmasking.training import Seeds, train
@@ -42,7 +42,7 @@ def _images(n=64, size=32, dtype=torch.uint8, seed=0):
          else torch.rand(n, 3, size, size, generator=g, dtype=dtype))
     y = torch.randint(0, 10, (n,), generator=g)
     return TensorData("cifar10", x[:48], y[:48], x[48:], y[48:], 10, augment=random_crop_flip,
-                      normalize=_normalizer("cifar10"))
+                      normalize=normalizer("cifar10"))
 
 
 def _signals(n=240, dtype=torch.float32, seed=0):

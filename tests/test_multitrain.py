@@ -9,13 +9,21 @@ from conftest import make_tensor_data
 from torch import nn
 
 from unmasking import masks as M
-from unmasking.foundations.hparams import TrainHparams
 from unmasking.data.base import TensorData
-from unmasking.data.cifar import _normalizer, random_crop_flip
-from unmasking.models import build_model, prunable_names
-from unmasking.multitrain import (BatchFeeder, MultiTrainer, StackedOps, crop_flip, crop_flip_draws, stacked_forward,
-                                  train_many)
+from unmasking.data.cifar import normalizer, random_crop_flip
+from unmasking.foundations.hparams import TrainHparams
 from unmasking.foundations.seeds import generator
+from unmasking.models import MODELS, build_model, prunable_names
+from unmasking.multitrain import (
+    VMAP_ONLY,
+    BatchFeeder,
+    MultiTrainer,
+    StackedOps,
+    crop_flip,
+    crop_flip_draws,
+    stacked_forward,
+    train_many,
+)
 from unmasking.training import Seeds, TrainingDiverged, train
 
 
@@ -64,7 +72,7 @@ def _cifar_like(n_train=40, n_test=10, size=32, dtype=torch.uint8, seed=0):
         x = torch.rand(n_train + n_test, 3, size, size, generator=g, dtype=dtype)
     y = torch.randint(0, 10, (n_train + n_test,), generator=g)
     return TensorData("cifar10", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10, augment=random_crop_flip,
-                      normalize=_normalizer("cifar10"))
+                      normalize=normalizer("cifar10"))
 
 
 # -- K at once == K separate runs ------------------------------------------------------------
@@ -119,6 +127,15 @@ def test_vgg_stacked_forward_matches_module():
         torch.testing.assert_close(out[i], m(x[i]), rtol=1e-10, atol=1e-10)
         for n, b in m.named_buffers():
             torch.testing.assert_close(trainer.buffers[n][i], b, rtol=1e-10, atol=1e-12)
+
+
+def test_every_architecture_has_a_stacked_forward_or_is_vmap_only():
+    """Each architecture of the model registry has a stacked forward, or is listed in VMAP_ONLY (and has none)."""
+    assert VMAP_ONLY <= set(MODELS)
+    for name in MODELS:
+        with torch.device("meta"):  # the architecture only: no weights to initialize
+            model = build_model(name, 10)
+        assert (stacked_forward(model) is None) == (name in VMAP_ONLY), name
 
 
 def test_generic_architecture_uses_vmap_and_matches():

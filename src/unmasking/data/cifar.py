@@ -51,7 +51,8 @@ def random_crop_flip(x: torch.Tensor, g: torch.Generator, padding: int = 4) -> t
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def _normalizer(name: str):
+def normalizer(name: str):
+    """``x ↦ (x - mean) / std`` with the channel statistics of data set ``name`` (on ``x``'s device)."""
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in STATS[name])
 
     def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -78,4 +79,4 @@ def load_cifar(name: str, hparams: DataHparams, root: Path) -> TensorData:
     x_test, y_test = tensors(test)
     return TensorData(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                       num_classes=len(train.classes), augment=random_crop_flip if hparams.augment else None,
-                      normalize=_normalizer(name), train_eval_size=hparams.train_eval_size)
+                      normalize=normalizer(name), train_eval_size=hparams.train_eval_size)

@@ -1,6 +1,6 @@
 """Throughput benchmark: the standard training pipeline versus the fast path, with projections.
 
-``python -m unmasking.bench`` (ResNet-20, CIFAR-shaped synthetic data) measures, in one run:
+``python benchmarks/bench.py`` (ResNet-20, CIFAR-shaped synthetic data) measures, in one run:
 
 (a) the standard pipeline: a ``DataLoader`` over a ``torchvision.datasets``-like data set of PIL
     images with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``,
@@ -14,9 +14,13 @@ time of one 62,400-step training and of the whole paper configuration, Hessian-v
 products per second (``torch.func`` jvp over grad, batch 1,000, fp32) and seconds per barrier
 curve (11 γ points × 10,000 test images, fp32).
 
-``python -m unmasking.bench embedded`` measures model-steps per second of
+``python benchmarks/bench.py embedded`` measures model-steps per second of
 :func:`~unmasking.training.train` (one model) and :func:`~unmasking.multitrain.train_many`
 (K models, each backend) on the embedded mnist1d recipes, per torch thread count.
+
+A script beside the package, not part of it: it uses only ``unmasking``'s public modules, and counts
+the paper configuration's trainings in ``config/paper.yaml`` of this repository (``--config``), wherever
+it is run from.
 """
 
 from __future__ import annotations
@@ -32,16 +36,16 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .foundations.hparams import TrainHparams
-from .data.base import TensorData
-from .data.cifar import STATS, _normalizer, random_crop_flip
-from .models import build_model
-from .multitrain import train_many
-from .foundations.recipes import get_recipe
-from .training import Seeds, evaluate, train
+from unmasking.data import TensorData, load_data
+from unmasking.data.cifar import STATS, normalizer, random_crop_flip
+from unmasking.foundations.hparams import TrainHparams
+from unmasking.foundations.recipes import get_recipe
+from unmasking.models import build_model
+from unmasking.multitrain import train_many
+from unmasking.training import Seeds, evaluate, train
 
 GAMMAS = 11
-PAPER_CONFIG = Path("config/paper.yaml")
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"  # this repository's, not the cwd's
 
 
 class _Clock:
@@ -295,7 +299,7 @@ def run_resnet20(args) -> None:
         rate = standard_pipeline_rate(x_train, y_train, hp, device, args.warmup, args.steps, workers)
         rows.append((f"(a) standard: DataLoader({workers} workers)+PIL transforms, eager fp32, 1 model", 1, rate))
     data = TensorData("cifar10", x_train, y_train, x_test, y_test, 10, augment=random_crop_flip,
-                      normalize=_normalizer("cifar10")).to(device)
+                      normalize=normalizer("cifar10")).to(device)
     opts = "+".join(o for o, on in (("bf16", bf16), ("channels_last", channels_last), ("compile", args.compile)) if on)
     for k in args.ks:
         rate, warm = fast_path_rate(data, k, hp, device, args.warmup, args.steps, args.backend, bf16, channels_last,
@@ -330,8 +334,6 @@ def run_resnet20(args) -> None:
 # --------------------------------------------------------------------------------------------
 
 def run_embedded(args) -> None:
-    from .data import load_data
-
     device = torch.device("cpu")
     print("== embedded mnist1d recipes: model-steps/s, training.train (1 model) vs train_many (K models), CPU ==")
     for name in args.recipes:
@@ -373,7 +375,7 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m unmasking.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("what", nargs="?", default="resnet20", choices=["resnet20", "embedded"])
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 200 for resnet20, 300 embedded)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first (oneDNN/cuDNN set-up, compilation)")
@@ -395,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-hvp", action="store_true")
     p.add_argument("--skip-barrier", action="store_true")
     g = p.add_argument_group("paper configuration count (resnet20), used when config/paper.yaml is absent")
-    g.add_argument("--config", default=str(PAPER_CONFIG), help="workflow config to count the trainings in")
+    g.add_argument("--config", default=str(PAPER_CONFIG),
+                   help="workflow config to count the trainings in (default: this repository's config/paper.yaml)")
     g.add_argument("--trainings", type=int, default=None, help="number of trainings (overrides config and assumption)")
     g.add_argument("--seeds", type=int, default=4)
     g.add_argument("--rewinds", type=int, default=2, help="rewind steps of E1")
