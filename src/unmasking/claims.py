@@ -4,8 +4,8 @@ Every claim is judged per architecture and rewind step, from seed means, with ex
 thresholds (:class:`Thresholds`), and gets a verdict — ``holds``, ``does not hold`` or
 ``inconclusive`` (with the reason, e.g. too few levels) — plus the numbers behind it.
 
-Definitions shared with the figures (so a shaded "matching" level in a figure is the same
-level the report counts):
+Definitions shared with the figures (:mod:`unmasking.metrics.matching`, so a shaded "matching"
+level in a figure is the same level the report counts):
 
 - ``ε_match`` = the standard deviation (ddof 1) over seeds of the dense (level-0) test error,
   floored at ``match_floor`` (the floor alone with one seed);
@@ -38,14 +38,19 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from .foundations.hparams import ConfigError
+from .foundations.io import atomic_path, write_json
+from .metrics.inputs import load_inputs
+from .metrics.matching import dense_error, epsilon_match, matching_levels, pair_matching
+from .metrics.selection import architectures, run_with_data, standardize, steps_with_data
+from .metrics.statistics import seed_mean
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
@@ -67,19 +72,36 @@ CLAIMS = {
 }
 
 
+def _threshold(default: float | int, text: str):
+    """A field of :class:`Thresholds`: its default and the help text of its command-line option."""
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """Thresholds of the claims (the workflow passes ``thresholds`` of its config)."""
+    """Thresholds of the claims (the workflow passes ``thresholds`` of its config).
 
-    eps_barrier: float = 0.02  # a barrier at or below it is zero
-    match_floor: float = 0.01  # floor of ε_match
-    min_levels: int = 3  # evaluable levels a claim needs
-    min_agreement: float = 0.8  # agreement fraction for an "iff" claim to hold
-    majority: float = 0.5  # "at most levels": a fraction strictly above this
-    strength: float = 1.0  # perturbation strength c of claim 2
-    p_star_tolerance: float = 0.1  # claim 3: mean |p*_theory − p*_experiment| allowed (at least E6's grid step)
+    The one declaration of the thresholds: each field's ``metadata["help"]`` is the help text of its
+    option (``--eps-barrier`` for ``eps_barrier``), its default the option's default (:meth:`options`).
+    """
+
+    eps_barrier: float = _threshold(0.02, "zero-barrier threshold")
+    match_floor: float = _threshold(0.01, "floor of epsilon_match")
+    min_levels: int = _threshold(3, "levels a claim needs to be decided")
+    min_agreement: float = _threshold(0.8, "agreement fraction an 'iff' claim (1, 2) needs to hold")
+    majority: float = _threshold(0.5, "'most levels' means a fraction strictly above this (claims 3, 4)")
+    strength: float = _threshold(1.0, "perturbation strength c of claim 2")
+    p_star_tolerance: float = _threshold(
+        0.1, "claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)")
+
+    @classmethod
+    def options(cls) -> list[tuple[str, type, float | int, str]]:
+        """``(name, type, default, help)`` of each threshold, in order: what a command line or a
+        workflow needs to offer them as options (``--eps-barrier``, ...)."""
+        return [(f.name, type(f.default), f.default, f.metadata["help"]) for f in fields(cls)]
 
     def check(self) -> "Thresholds":
+        """``self``, after checking every threshold's range (a ConfigError names the first out of range)."""
         checks = [(0 <= self.eps_barrier <= 1, "eps_barrier must be in [0, 1]"),
                   (0 <= self.match_floor <= 1, "match_floor must be in [0, 1]"),
                   (self.min_levels >= 1, "min_levels must be >= 1"),
@@ -131,51 +153,7 @@ def _plain(value):
     return value
 
 
-# --- shared definitions (also used by the figures) ----------------------------------------------------------------
-
-def seed_mean(da: xr.DataArray, dims: Sequence[str] = ("seed",)) -> xr.DataArray:
-    """Mean over ``dims`` (those present), ignoring NaN (all-NaN stays NaN)."""
-    present = [d for d in dims if d in da.dims]
-    if not present:
-        return da
-    ok = np.isfinite(da)
-    return da.where(ok, 0.0).sum(present) / ok.sum(present).where(ok.sum(present) > 0)
-
-
-def dense_error(imp: xr.Dataset, split: str = "test") -> tuple[float, float, int]:
-    """Seed mean, standard deviation (ddof 1; NaN with one seed) and count of the dense (level-0) error."""
-    values = np.asarray(imp[f"{split}_error"].sel(level=0).values, dtype=float).ravel()
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        raise ConfigError("the IMP results have no finite level-0 error")
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan, len(values)
-
-
-def epsilon_match(imp: xr.Dataset, floor: float, split: str = "test") -> float:
-    """``ε_match``: the standard deviation of the dense error over seeds, floored at ``floor``."""
-    _, std, _ = dense_error(imp, split)
-    return float(floor) if not math.isfinite(std) else max(std, float(floor))
-
-
-def matching_levels(imp: xr.Dataset, eps_match: float) -> xr.DataArray:
-    """Per level: is the seed-mean test error of ``w_L`` within ``ε_match`` of the dense one (bool)."""
-    dense, _, _ = dense_error(imp, "test")
-    err = seed_mean(imp["test_error"])
-    return (err <= dense + eps_match) & np.isfinite(err)
-
-
-def pair_matching(match: xr.DataArray, levels: Iterable[int]) -> np.ndarray:
-    """Matching of the successive pair at each level: ``L`` and ``L+1`` (``L`` alone without an ``L+1``)."""
-    have = {int(v) for v in match.level.values}
-    out = []
-    for level in levels:
-        level = int(level)
-        ok = bool(match.sel(level=level)) if level in have else False
-        if level + 1 in have:
-            ok = ok and bool(match.sel(level=level + 1))
-        out.append(ok)
-    return np.asarray(out, dtype=bool)
-
+# --- helpers of the evidence ----------------------------------------------------------------------------------
 
 def _percent(imp: xr.Dataset | None, levels: Sequence[int]) -> list[float] | None:
     if imp is None or "density" not in imp:
@@ -488,42 +466,16 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
 
 # --- the report ---------------------------------------------------------------------------------------------------
 
-def _run(ds: xr.Dataset | None, arch: str, t: int) -> xr.Dataset | None:
-    """One architecture and rewind step of an aggregate, or None where it has none (or only NaN)."""
-    from .figures.style import has_data, select_arch
-
-    if ds is None or arch not in [str(a) for a in ds.arch.values]:
-        return None
-    ds = select_arch(ds, arch)
-    if t not in [int(v) for v in ds.rewind_step.values]:
-        return None
-    ds = ds.sel(rewind_step=t)
-    return ds if has_data(ds) else None
-
-
-def _run_steps(datasets: Mapping[str, xr.Dataset], arch: str) -> list[int]:
-    """Rewind steps with results for ``arch`` in any dataset."""
-    from .figures.style import select_arch
-
-    steps: set[int] = set()
-    for ds in datasets.values():
-        if arch in [str(a) for a in ds.arch.values]:
-            steps |= {int(t) for t in select_arch(ds, arch).rewind_step.values if _run(ds, arch, int(t)) is not None}
-    return sorted(steps)
-
-
 def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresholds()) -> list[ClaimResult]:
     """All four claims for every architecture and rewind step in ``datasets`` (``{experiment: aggregate}``)."""
-    from .figures.style import architectures, standardize
-
     thresholds.check()
     datasets = {k: standardize(v) for k, v in datasets.items()}
     if not datasets:
         raise ConfigError("no results to evaluate the claims on")
     out = []
     for arch in architectures(datasets):
-        for t in _run_steps(datasets, arch):
-            d = {k: _run(v, arch, t) for k, v in datasets.items()}
+        for t in steps_with_data(datasets, arch):
+            d = {k: run_with_data(v, arch, t) for k, v in datasets.items()}
             kw = dict(arch=arch, rewind_step=t)
             out += [claim_mask_information(d.get("imp"), d.get("interpolation"), thresholds, **kw),
                     claim_sgd_robustness(d.get("imp"), d.get("perturbation"), thresholds, **kw),
@@ -592,9 +544,6 @@ def to_html(rep: dict) -> str:
 def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = None,
                  out_html: str | Path | None = None) -> list[Path]:
     """Write the JSON (and Markdown / HTML) files atomically; returns their paths."""
-    from .foundations.checkpoints import atomic_path
-    from .foundations.io import write_json
-
     write_json(rep, Path(out_json))
     written = [Path(out_json)]
     for path, text in ((out_md, to_markdown(rep)), (out_html, to_html(rep))):
@@ -608,8 +557,6 @@ def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = No
 def main(inputs: Sequence[str | Path], out_json: str | Path, out_md: str | Path | None = None,
          out_html: str | Path | None = None, thresholds: Thresholds = Thresholds(), config_name: str = "") -> dict:
     """Evaluate the claims on result files and write the report; returns it."""
-    from .figures.style import load_inputs
-
     rep = report(evaluate(load_inputs(inputs), thresholds), thresholds, config_name, [str(p) for p in inputs])
     write_report(rep, out_json, out_md, out_html)
     return rep

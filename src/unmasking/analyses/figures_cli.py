@@ -12,34 +12,8 @@ without extension: the figure is written as ``OUT.pdf`` and ``OUT.png``.
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
-FIGURES = ("fig1_landscape", "fig2_imp_connectivity", "fig3_interpolation", "fig4_robustness", "fig5_hessian",
-           "fig6_pruning_ratio", "fig7_flat_directions", "fig8_small_weights")
-
-
-def figure_module(figure_id: str):
-    """The module of a figure id (``fig2_imp_connectivity``)."""
-    if figure_id not in FIGURES:
-        from ..foundations.hparams import ConfigError
-
-        raise ConfigError(f"unknown figure {figure_id!r}; choose from {', '.join(FIGURES)}")
-    return importlib.import_module(f"unmasking.figures.{figure_id}")
-
-
-def out_stem(out: str) -> Path:
-    """``--out`` without a .pdf/.png extension."""
-    path = Path(out)
-    return path.with_suffix("") if path.suffix in (".pdf", ".png") else path
-
-
-def make_figure(figure_id: str, inputs, out, **options) -> list[Path]:
-    """Render one figure from result files (Python entry point of ``unmasking figure``)."""
-    from ..figures.style import load_inputs
-
-    module = figure_module(figure_id)
-    return module.main(load_inputs(inputs), out_stem(str(out)), **options)
+from ..figures import figure_module, make_figure
+from ..foundations.registry import FIGURES
 
 
 def _cmd_figure(args) -> None:
