@@ -381,74 +381,72 @@ def claim_pruning_ratio(pruning_theory: xr.Dataset | None, pruning_ratio: xr.Dat
     return result
 
 
+def _most_levels(flags: np.ndarray, th: Thresholds, too_few: str, statement: str) -> tuple[str, bool | None]:
+    """A part of claim 4 that holds at more than ``majority`` of the levels: its reason and state
+    (None with fewer than ``min_levels`` levels, whose reason is ``too_few``)."""
+    if len(flags) < th.min_levels:
+        return f"{too_few} (needs {th.min_levels})", None
+    ok = _fraction(flags) > th.majority
+    return f"{statement} at {int(flags.sum())}/{len(flags)} levels ({'>' if ok else '≤'} {th.majority:g})", ok
+
+
+def _flatter_part(flatness: xr.Dataset | None, th: Thresholds, numbers: dict) -> tuple[str, bool | None]:
+    """Claim 4, E7: magnitude-pruning directions flatter than random ones at most levels (adds to ``numbers``)."""
+    if flatness is None:
+        return "flatness (E7) results missing", None
+    mag = seed_mean(flatness.curvature_magnitude)
+    if "random" not in [str(m) for m in flatness.prune_method.values]:
+        return "E7 has no global random pruning", None
+    rnd = seed_mean(flatness.curvature_random_mean.sel(prune_method="random"))
+    levels = [int(v) for v in mag.level.values
+              if np.isfinite(float(mag.sel(level=v))) and np.isfinite(float(rnd.sel(level=v)))]
+    m = np.array([float(mag.sel(level=lv)) for lv in levels])
+    r = np.array([float(rnd.sel(level=lv)) for lv in levels])
+    flatter = m < r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.median(m / r)) if levels else math.nan
+    numbers.update({"flatness_levels": levels, "curvature_magnitude": m, "curvature_random_mean": r,
+                    "fraction_flatter": _fraction(flatter), "median_ratio_magnitude_to_random": ratio})
+    return _most_levels(flatter, th, f"only {_n(len(levels), 'E7 level')}", "magnitude directions flatter")
+
+
+def _level_mean(da: xr.DataArray, levels: Sequence[int]) -> float:
+    """Mean over ``levels`` of a seed-mean series, NaN ignored (NaN without levels)."""
+    return float(np.nanmean([float(da.sel(level=lv)) for lv in levels])) if levels else math.nan
+
+
+def _shorter_part(small_weights: xr.Dataset | None, th: Thresholds, numbers: dict) -> tuple[str, bool | None]:
+    """Claim 4, E8: IMP's next projection after retraining shorter than the unretrained step at most levels."""
+    if small_weights is None:
+        return "small-weights (E8) results missing", None
+    nxt = seed_mean(small_weights.next_projection_length)
+    un = seed_mean(small_weights.unretrained_step_length)
+    levels = [int(v) for v in nxt.level.values
+              if np.isfinite(float(nxt.sel(level=v))) and np.isfinite(float(un.sel(level=v)))]
+    a = np.array([float(nxt.sel(level=lv)) for lv in levels])
+    b = np.array([float(un.sel(level=lv)) for lv in levels])
+    shorter = a < b
+    rl = seed_mean(small_weights.projection_length)
+    one = seed_mean(small_weights.oneshot_projection_length)
+    imp_two = np.array([math.hypot(float(rl.sel(level=lv)), float(nxt.sel(level=lv))) for lv in levels])
+    oneshot = np.array([float(one.sel(level=lv)) for lv in levels])
+    numbers.update({"small_weights_levels": levels, "next_projection_length": a,
+                    "unretrained_step_length": b, "fraction_shorter": _fraction(shorter),
+                    "imp_two_step_length": imp_two, "oneshot_projection_length": oneshot,
+                    "fraction_two_steps_shorter_than_oneshot": _fraction(imp_two < oneshot),
+                    "mean_overlap": _level_mean(seed_mean(small_weights.overlap), levels),
+                    "mean_chance_overlap": _level_mean(seed_mean(small_weights.chance_overlap), levels)})
+    return _most_levels(shorter, th, f"only {_n(len(levels), 'E8 level')} with IMP's following step",
+                        "R_L+1 shorter than the unretrained step")
+
+
 def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset | None, th: Thresholds,
                         arch: str = "", rewind_step: int = 0) -> ClaimResult:
     """Claim 4: magnitude directions are flatter (E7) and retraining shortens the next projection (E8)."""
     used = {"majority": th.majority, "min_levels": th.min_levels}
     result = ClaimResult(arch, rewind_step, 4, INCONCLUSIVE, "", thresholds=used)
     numbers: dict = {}
-    parts, states = [], []
-    if flatness is None:
-        parts.append("flatness (E7) results missing")
-        states.append(None)
-    else:
-        mag = seed_mean(flatness.curvature_magnitude)
-        rnd = seed_mean(flatness.curvature_random_mean.sel(prune_method="random")) \
-            if "random" in [str(m) for m in flatness.prune_method.values] else None
-        if rnd is None:
-            parts.append("E7 has no global random pruning")
-            states.append(None)
-        else:
-            levels = [int(v) for v in mag.level.values
-                      if np.isfinite(float(mag.sel(level=v))) and np.isfinite(float(rnd.sel(level=v)))]
-            m = np.array([float(mag.sel(level=lv)) for lv in levels])
-            r = np.array([float(rnd.sel(level=lv)) for lv in levels])
-            flatter = m < r
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = float(np.median(m / r)) if levels else math.nan
-            numbers.update({"flatness_levels": levels, "curvature_magnitude": m, "curvature_random_mean": r,
-                            "fraction_flatter": _fraction(flatter), "median_ratio_magnitude_to_random": ratio})
-            if len(levels) < th.min_levels:
-                parts.append(f"only {_n(len(levels), 'E7 level')} (needs {th.min_levels})")
-                states.append(None)
-            else:
-                ok = _fraction(flatter) > th.majority
-                parts.append(f"magnitude directions flatter at {int(flatter.sum())}/{len(levels)} levels "
-                             f"({'>' if ok else '≤'} {th.majority:g})")
-                states.append(ok)
-    if small_weights is None:
-        parts.append("small-weights (E8) results missing")
-        states.append(None)
-    else:
-        nxt = seed_mean(small_weights.next_projection_length)
-        un = seed_mean(small_weights.unretrained_step_length)
-        levels = [int(v) for v in nxt.level.values
-                  if np.isfinite(float(nxt.sel(level=v))) and np.isfinite(float(un.sel(level=v)))]
-        a = np.array([float(nxt.sel(level=lv)) for lv in levels])
-        b = np.array([float(un.sel(level=lv)) for lv in levels])
-        shorter = a < b
-        rl = seed_mean(small_weights.projection_length)
-        one = seed_mean(small_weights.oneshot_projection_length)
-        imp_two = np.array([math.hypot(float(rl.sel(level=lv)), float(nxt.sel(level=lv))) for lv in levels])
-        oneshot = np.array([float(one.sel(level=lv)) for lv in levels])
-        overlap = seed_mean(small_weights.overlap)
-        chance = seed_mean(small_weights.chance_overlap)
-        numbers.update({"small_weights_levels": levels, "next_projection_length": a,
-                        "unretrained_step_length": b, "fraction_shorter": _fraction(shorter),
-                        "imp_two_step_length": imp_two, "oneshot_projection_length": oneshot,
-                        "fraction_two_steps_shorter_than_oneshot": _fraction(imp_two < oneshot),
-                        "mean_overlap": float(np.nanmean([float(overlap.sel(level=lv)) for lv in levels]))
-                        if levels else math.nan,
-                        "mean_chance_overlap": float(np.nanmean([float(chance.sel(level=lv)) for lv in levels]))
-                        if levels else math.nan})
-        if len(levels) < th.min_levels:
-            parts.append(f"only {_n(len(levels), 'E8 level')} with IMP's following step (needs {th.min_levels})")
-            states.append(None)
-        else:
-            ok = _fraction(shorter) > th.majority
-            parts.append(f"R_L+1 shorter than the unretrained step at {int(shorter.sum())}/{len(levels)} levels "
-                         f"({'>' if ok else '≤'} {th.majority:g})")
-            states.append(ok)
+    parts, states = zip(_flatter_part(flatness, th, numbers), _shorter_part(small_weights, th, numbers))
     result.numbers = numbers
     result.evidence = "; ".join(
         ([f"q'Hq magnitude/random median {_f(numbers['median_ratio_magnitude_to_random'])}"]
