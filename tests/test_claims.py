@@ -17,7 +17,8 @@ import xarray as xr
 from unmasking import claims as C
 from unmasking.commands import main as cli_main
 from unmasking.foundations.hparams import ConfigError
-from unmasking.foundations.netcdf import write_dataset
+from unmasking.foundations.netcdf import combine, write_dataset
+from unmasking.metrics.matching import epsilon_match, matching_levels, pair_matching
 
 SEEDS = [0, 1, 2]
 LEVELS = list(range(10))
@@ -115,15 +116,15 @@ TH = C.Thresholds()
 
 def test_epsilon_match_is_the_dense_std_floored():
     imp = run(imp_ds())
-    assert C.epsilon_match(imp, 0.0) == pytest.approx(0.001)  # std (ddof 1) of 0.049, 0.05, 0.051
-    assert C.epsilon_match(imp, 0.01) == 0.01
+    assert epsilon_match(imp, 0.0) == pytest.approx(0.001)  # std (ddof 1) of 0.049, 0.05, 0.051
+    assert epsilon_match(imp, 0.01) == 0.01
     wide = run(imp_ds(np.array([[0.04], [0.05], [0.09]]) + np.zeros((3, 10))))
-    assert C.epsilon_match(wide, 0.01) == pytest.approx(np.std([0.04, 0.05, 0.09], ddof=1))
+    assert epsilon_match(wide, 0.01) == pytest.approx(np.std([0.04, 0.05, 0.09], ddof=1))
     one = run(imp_ds(np.full((1, 10), 0.05)))
-    assert C.epsilon_match(one, 0.007) == 0.007  # one seed: the floor
-    match = C.matching_levels(run(imp_ds()), 0.01)
+    assert epsilon_match(one, 0.007) == 0.007  # one seed: the floor
+    match = matching_levels(run(imp_ds()), 0.01)
     assert match.values.tolist() == [lv <= MATCHING_UNTIL for lv in LEVELS]
-    assert C.pair_matching(match, [4, 5, 9]).tolist() == [True, False, False]
+    assert pair_matching(match, [4, 5, 9]).tolist() == [True, False, False]
 
 
 # --- claim 1 ------------------------------------------------------------------------------------------------------
@@ -268,8 +269,7 @@ def full_results(arch: str, rewind: int) -> dict[str, xr.Dataset]:
 
 def test_evaluate_every_architecture_and_rewind_step():
     parts = [full_results("cnn", 0), full_results("cnn", 40), full_results("mlp", 40)]
-    combined = {exp: xr.combine_by_coords([p[exp] for p in parts], data_vars="minimal", join="outer",
-                                          combine_attrs="drop_conflicts") for exp in parts[0]}
+    combined = {exp: combine([p[exp] for p in parts], data_vars="minimal") for exp in parts[0]}
     results = C.evaluate(combined)
     assert [(r.arch, r.rewind_step, r.claim) for r in results] == [
         (a, t, n) for a, t in (("cnn", 0), ("cnn", 40), ("mlp", 40)) for n in (1, 2, 3, 4)]
@@ -307,3 +307,29 @@ def test_cli_writes_json_markdown_html(tmp_path, capsys):
     assert (out / "claims.md").read_text() == C.to_markdown(rep)
     assert (out / "claims.html").read_text().startswith("<!DOCTYPE html>")
     assert cli_main(["claims", "--inputs", paths[0], "--out-json", str(out / "x.json"), "--majority", "1.5"]) == 2
+
+
+def test_claims_and_metrics_import_neither_torch_nor_matplotlib():
+    """The claims report and the metrics it shares with the figures are pure numpy/xarray."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys\n"
+            "import unmasking.claims, unmasking.metrics\n"
+            "for info in pkgutil.iter_modules(unmasking.metrics.__path__):\n"
+            "    importlib.import_module('unmasking.metrics.' + info.name)\n"
+            "assert 'unmasking.metrics.matching' in sys.modules\n"
+            "for heavy in ('torch', 'matplotlib'):\n"
+            "    assert heavy not in sys.modules, heavy + ' was imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_thresholds_declare_their_options():
+    """Each threshold is declared once, with the default and help text its command-line option needs."""
+    from dataclasses import asdict
+
+    options = C.Thresholds.options()
+    assert {name: default for name, _, default, _ in options} == asdict(C.Thresholds())
+    assert all(isinstance(default, kind) and text for _, kind, default, text in options)
+    assert dict((name, kind) for name, kind, _, _ in options)["min_levels"] is int

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from unmasking.figures import figure_module, make_figure
-from unmasking.foundations.registry import FIGURES
 from unmasking.analyses.flatness import flatness
 from unmasking.analyses.hessian import HessianSettings, hessian_study
 from unmasking.analyses.interpolation import successive_levels
@@ -27,11 +25,16 @@ from unmasking.analyses.pruning_ratio import pruning_ratio
 from unmasking.analyses.pruning_theory import pruning_theory
 from unmasking.analyses.small_weights import small_weights_run
 from unmasking.commands import main as cli_main
-from unmasking.foundations.hparams import ConfigError
-from unmasking.foundations.recipes import build_recipe
+from unmasking.figures import figure_module, make_figure, splits
 from unmasking.figures import style as S
-from unmasking.imp import ImpRun
+from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import write_dataset
+from unmasking.foundations.recipes import build_recipe
+from unmasking.foundations.registry import EXPERIMENTS, FIGURES
+from unmasking.imp import ImpRun
+from unmasking.metrics.inputs import experiment_of, load_inputs
+from unmasking.metrics.levels import pick_levels
+from unmasking.metrics.statistics import spread
 
 from conftest import teacher_data
 
@@ -100,7 +103,7 @@ def low_resolution(monkeypatch):
 
 @pytest.fixture(scope="module")
 def datasets(results) -> dict[str, xr.Dataset]:
-    return S.load_inputs(results.values())
+    return load_inputs(results.values())
 
 
 def check_outputs(paths: list[Path]) -> None:
@@ -120,12 +123,12 @@ def test_every_figure_and_variant_renders(figure_id, results, tmp_path):
 
 
 def test_loading_names_experiments_from_attributes(results, datasets):
-    assert set(datasets) == set(results) == set(S.EXPERIMENTS)
+    assert set(datasets) == set(results) == set(EXPERIMENTS)
     for exp, ds in datasets.items():
         assert ds.sizes["arch"] == 1 and ds.sizes["rewind_step"] == 1, exp
         assert list(ds.seed.values) == [0, 1], exp
-    single = S.load_inputs([results["imp"].parent / f"rewind_{REWIND}" / "seed_1" / "small_weights.nc"])
-    assert S.experiment_of(single["small_weights"]) == "small_weights"
+    single = load_inputs([results["imp"].parent / f"rewind_{REWIND}" / "seed_1" / "small_weights.nc"])
+    assert experiment_of(single["small_weights"]) == "small_weights"
     assert single["small_weights"].rewind_step.values.tolist() == [REWIND]
 
 
@@ -198,14 +201,14 @@ def test_shading_spans_follow_flags():
 
 
 def test_spread_and_level_picking():
-    mean, std, n = S.spread([[1.0, np.nan], [3.0, np.nan], [5.0, 2.0]], axis=0)
+    mean, std, n = spread([[1.0, np.nan], [3.0, np.nan], [5.0, 2.0]], axis=0)
     np.testing.assert_allclose(mean, [3.0, 2.0])
     np.testing.assert_allclose(std, [2.0, 0.0])
     assert n.tolist() == [3, 1]
-    assert S.pick_levels(range(21), 5) == [0, 5, 10, 15, 20]
-    assert S.pick_levels([0, 1, 2], 5) == [0, 1, 2]
+    assert pick_levels(range(21), 5) == [0, 5, 10, 15, 20]
+    assert pick_levels([0, 1, 2], 5) == [0, 1, 2]
     with pytest.raises(ConfigError, match="not in the data"):
-        S.pick_levels([0, 1, 2], 5, [4])
+        pick_levels([0, 1, 2], 5, [4])
 
 
 def test_missing_inputs_and_bad_options_are_clean_errors(results, tmp_path, capsys):
@@ -287,3 +290,31 @@ def test_log_spaced_ticks_keep_labels_apart():
     assert np.all(np.diff(np.log10(ticks)) <= -np.log10(100 / 1.14) / 7 * 0.999)
     even = [100 * 0.8 ** level for level in range(21)]
     np.testing.assert_allclose(log_spaced_ticks(even, max_ticks=8), even[::3])
+
+
+def test_figure_splits_follow_the_registry():
+    """A figure has a train-error variant exactly where the registry gives it one; fig1 has one where E9
+    evaluated the train split (the data decides, so the registry gives it none)."""
+    for figure_id, figure in FIGURES.items():
+        module = figure_module(figure_id)
+        assert module.ID == figure_id
+        if figure_id == "fig1_landscape":
+            assert module.SPLITS == ("test", "train") and not figure.train_variant
+        else:
+            assert module.SPLITS == splits(figure_id) == (("test", "train") if figure.train_variant else ("test",))
+    with pytest.raises(ConfigError, match="unknown figure 'fig9'"):
+        figure_module("fig9")
+
+
+def test_figure_modules_do_not_import_torch():
+    """Every figure module, with its style and the metrics it reads, imports without torch."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\n"
+            f"for name in {list(FIGURES)!r}:\n"
+            "    importlib.import_module('unmasking.figures.' + name)\n"
+            "assert 'matplotlib' in sys.modules\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -64,3 +64,39 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 def test_missing_results_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the step"):
         load_dataset(tmp_path / "nope.nc")
+
+
+def _level_file(seed, level, err, dense, created):
+    """One per-level job's output: an error at its level and the run's dense error (no level dim)."""
+    return xr.Dataset({"err": (("seed", "level"), [[err]]), "dense": ("seed", [dense])},
+                      coords={"seed": [seed], "level": [level]}, attrs={"experiment": "E1_imp", "created": created})
+
+
+def test_combine_pads_missing_runs(tmp_path):
+    """join="outer": the union of the coordinates, NaN where a run has no value; files or datasets alike."""
+    parts = [_level_file(0, 0, 0.10, 0.10, "t0"), _level_file(0, 1, 0.20, 0.10, "t1"),
+             _level_file(1, 1, 0.40, 0.30, "t2")]
+    out = combine(parts, data_vars="minimal")
+    assert out.seed.values.tolist() == [0, 1] and out.level.values.tolist() == [0, 1]
+    np.testing.assert_array_equal(out.err.values, [[0.10, 0.20], [np.nan, 0.40]])
+    assert out.dense.dims == ("seed",) and out.dense.values.tolist() == [0.10, 0.30]
+    paths = [write_dataset(ds, tmp_path / f"{i}.nc") for i, ds in enumerate(parts)]
+    xr.testing.assert_identical(combine([paths[0], parts[1], paths[2]], data_vars="minimal"), out)
+
+
+def test_combine_data_vars_all_concatenates_every_variable():
+    """data_vars="all" (the default, as `unmasking combine` always had): the dense error gets a level dim;
+    combine_attrs="drop_conflicts": the attributes that differ (creation times) are dropped."""
+    out = combine([_level_file(0, 0, 0.10, 0.10, "t0"), _level_file(0, 1, 0.20, 0.10, "t1")])
+    assert out.dense.dims == ("level", "seed") and out.dense.values.tolist() == [[0.10], [0.10]]
+    assert out.attrs == {"experiment": "E1_imp"}
+
+
+def test_combine_refuses_overlapping_or_conflicting_inputs():
+    same = _level_file(0, 1, 0.20, 0.10, "t0")
+    with pytest.raises(ValueError, match="dimension coordinates"):
+        combine([same, same.copy()])  # the same run twice
+    with pytest.raises(ValueError, match="conflicting values"):  # compat="no_conflicts"
+        combine([_level_file(0, 0, 0.10, 0.10, "t0"), _level_file(0, 1, 0.20, 0.99, "t1")], data_vars="minimal")
+    with pytest.raises(ValueError, match="nothing to combine"):
+        combine([])

@@ -4,8 +4,8 @@ Every claim is judged per architecture and rewind step, from seed means, with ex
 thresholds (:class:`Thresholds`), and gets a verdict — ``holds``, ``does not hold`` or
 ``inconclusive`` (with the reason, e.g. too few levels) — plus the numbers behind it.
 
-Definitions shared with the figures (so a shaded "matching" level in a figure is the same
-level the report counts):
+Definitions shared with the figures (:mod:`unmasking.metrics.matching`, so a shaded "matching"
+level in a figure is the same level the report counts):
 
 - ``ε_match`` = the standard deviation (ddof 1) over seeds of the dense (level-0) test error,
   floored at ``match_floor`` (the floor alone with one seed);
@@ -38,14 +38,19 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from .foundations.hparams import ConfigError
+from .foundations.io import atomic_path, write_json
+from .metrics.inputs import load_inputs
+from .metrics.matching import dense_error, epsilon_match, matching_levels, pair_matching
+from .metrics.selection import architectures, run_with_data, standardize, steps_with_data
+from .metrics.statistics import seed_mean
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
@@ -67,19 +72,36 @@ CLAIMS = {
 }
 
 
+def _threshold(default: float | int, text: str):
+    """A field of :class:`Thresholds`: its default and the help text of its command-line option."""
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """Thresholds of the claims (the workflow passes ``thresholds`` of its config)."""
+    """Thresholds of the claims (the workflow passes ``thresholds`` of its config).
 
-    eps_barrier: float = 0.02  # a barrier at or below it is zero
-    match_floor: float = 0.01  # floor of ε_match
-    min_levels: int = 3  # evaluable levels a claim needs
-    min_agreement: float = 0.8  # agreement fraction for an "iff" claim to hold
-    majority: float = 0.5  # "at most levels": a fraction strictly above this
-    strength: float = 1.0  # perturbation strength c of claim 2
-    p_star_tolerance: float = 0.1  # claim 3: mean |p*_theory − p*_experiment| allowed (at least E6's grid step)
+    The one declaration of the thresholds: each field's ``metadata["help"]`` is the help text of its
+    option (``--eps-barrier`` for ``eps_barrier``), its default the option's default (:meth:`options`).
+    """
+
+    eps_barrier: float = _threshold(0.02, "zero-barrier threshold")
+    match_floor: float = _threshold(0.01, "floor of epsilon_match")
+    min_levels: int = _threshold(3, "levels a claim needs to be decided")
+    min_agreement: float = _threshold(0.8, "agreement fraction an 'iff' claim (1, 2) needs to hold")
+    majority: float = _threshold(0.5, "'most levels' means a fraction strictly above this (claims 3, 4)")
+    strength: float = _threshold(1.0, "perturbation strength c of claim 2")
+    p_star_tolerance: float = _threshold(
+        0.1, "claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)")
+
+    @classmethod
+    def options(cls) -> list[tuple[str, type, float | int, str]]:
+        """``(name, type, default, help)`` of each threshold, in order: what a command line or a
+        workflow needs to offer them as options (``--eps-barrier``, ...)."""
+        return [(f.name, type(f.default), f.default, f.metadata["help"]) for f in fields(cls)]
 
     def check(self) -> "Thresholds":
+        """``self``, after checking every threshold's range (a ConfigError names the first out of range)."""
         checks = [(0 <= self.eps_barrier <= 1, "eps_barrier must be in [0, 1]"),
                   (0 <= self.match_floor <= 1, "match_floor must be in [0, 1]"),
                   (self.min_levels >= 1, "min_levels must be >= 1"),
@@ -131,51 +153,7 @@ def _plain(value):
     return value
 
 
-# --- shared definitions (also used by the figures) ----------------------------------------------------------------
-
-def seed_mean(da: xr.DataArray, dims: Sequence[str] = ("seed",)) -> xr.DataArray:
-    """Mean over ``dims`` (those present), ignoring NaN (all-NaN stays NaN)."""
-    present = [d for d in dims if d in da.dims]
-    if not present:
-        return da
-    ok = np.isfinite(da)
-    return da.where(ok, 0.0).sum(present) / ok.sum(present).where(ok.sum(present) > 0)
-
-
-def dense_error(imp: xr.Dataset, split: str = "test") -> tuple[float, float, int]:
-    """Seed mean, standard deviation (ddof 1; NaN with one seed) and count of the dense (level-0) error."""
-    values = np.asarray(imp[f"{split}_error"].sel(level=0).values, dtype=float).ravel()
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        raise ConfigError("the IMP results have no finite level-0 error")
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan, len(values)
-
-
-def epsilon_match(imp: xr.Dataset, floor: float, split: str = "test") -> float:
-    """``ε_match``: the standard deviation of the dense error over seeds, floored at ``floor``."""
-    _, std, _ = dense_error(imp, split)
-    return float(floor) if not math.isfinite(std) else max(std, float(floor))
-
-
-def matching_levels(imp: xr.Dataset, eps_match: float) -> xr.DataArray:
-    """Per level: is the seed-mean test error of ``w_L`` within ``ε_match`` of the dense one (bool)."""
-    dense, _, _ = dense_error(imp, "test")
-    err = seed_mean(imp["test_error"])
-    return (err <= dense + eps_match) & np.isfinite(err)
-
-
-def pair_matching(match: xr.DataArray, levels: Iterable[int]) -> np.ndarray:
-    """Matching of the successive pair at each level: ``L`` and ``L+1`` (``L`` alone without an ``L+1``)."""
-    have = {int(v) for v in match.level.values}
-    out = []
-    for level in levels:
-        level = int(level)
-        ok = bool(match.sel(level=level)) if level in have else False
-        if level + 1 in have:
-            ok = ok and bool(match.sel(level=level + 1))
-        out.append(ok)
-    return np.asarray(out, dtype=bool)
-
+# --- helpers of the evidence ----------------------------------------------------------------------------------
 
 def _percent(imp: xr.Dataset | None, levels: Sequence[int]) -> list[float] | None:
     if imp is None or "density" not in imp:
@@ -403,74 +381,72 @@ def claim_pruning_ratio(pruning_theory: xr.Dataset | None, pruning_ratio: xr.Dat
     return result
 
 
+def _most_levels(flags: np.ndarray, th: Thresholds, too_few: str, statement: str) -> tuple[str, bool | None]:
+    """A part of claim 4 that holds at more than ``majority`` of the levels: its reason and state
+    (None with fewer than ``min_levels`` levels, whose reason is ``too_few``)."""
+    if len(flags) < th.min_levels:
+        return f"{too_few} (needs {th.min_levels})", None
+    ok = _fraction(flags) > th.majority
+    return f"{statement} at {int(flags.sum())}/{len(flags)} levels ({'>' if ok else '≤'} {th.majority:g})", ok
+
+
+def _flatter_part(flatness: xr.Dataset | None, th: Thresholds, numbers: dict) -> tuple[str, bool | None]:
+    """Claim 4, E7: magnitude-pruning directions flatter than random ones at most levels (adds to ``numbers``)."""
+    if flatness is None:
+        return "flatness (E7) results missing", None
+    mag = seed_mean(flatness.curvature_magnitude)
+    if "random" not in [str(m) for m in flatness.prune_method.values]:
+        return "E7 has no global random pruning", None
+    rnd = seed_mean(flatness.curvature_random_mean.sel(prune_method="random"))
+    levels = [int(v) for v in mag.level.values
+              if np.isfinite(float(mag.sel(level=v))) and np.isfinite(float(rnd.sel(level=v)))]
+    m = np.array([float(mag.sel(level=lv)) for lv in levels])
+    r = np.array([float(rnd.sel(level=lv)) for lv in levels])
+    flatter = m < r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.median(m / r)) if levels else math.nan
+    numbers.update({"flatness_levels": levels, "curvature_magnitude": m, "curvature_random_mean": r,
+                    "fraction_flatter": _fraction(flatter), "median_ratio_magnitude_to_random": ratio})
+    return _most_levels(flatter, th, f"only {_n(len(levels), 'E7 level')}", "magnitude directions flatter")
+
+
+def _level_mean(da: xr.DataArray, levels: Sequence[int]) -> float:
+    """Mean over ``levels`` of a seed-mean series, NaN ignored (NaN without levels)."""
+    return float(np.nanmean([float(da.sel(level=lv)) for lv in levels])) if levels else math.nan
+
+
+def _shorter_part(small_weights: xr.Dataset | None, th: Thresholds, numbers: dict) -> tuple[str, bool | None]:
+    """Claim 4, E8: IMP's next projection after retraining shorter than the unretrained step at most levels."""
+    if small_weights is None:
+        return "small-weights (E8) results missing", None
+    nxt = seed_mean(small_weights.next_projection_length)
+    un = seed_mean(small_weights.unretrained_step_length)
+    levels = [int(v) for v in nxt.level.values
+              if np.isfinite(float(nxt.sel(level=v))) and np.isfinite(float(un.sel(level=v)))]
+    a = np.array([float(nxt.sel(level=lv)) for lv in levels])
+    b = np.array([float(un.sel(level=lv)) for lv in levels])
+    shorter = a < b
+    rl = seed_mean(small_weights.projection_length)
+    one = seed_mean(small_weights.oneshot_projection_length)
+    imp_two = np.array([math.hypot(float(rl.sel(level=lv)), float(nxt.sel(level=lv))) for lv in levels])
+    oneshot = np.array([float(one.sel(level=lv)) for lv in levels])
+    numbers.update({"small_weights_levels": levels, "next_projection_length": a,
+                    "unretrained_step_length": b, "fraction_shorter": _fraction(shorter),
+                    "imp_two_step_length": imp_two, "oneshot_projection_length": oneshot,
+                    "fraction_two_steps_shorter_than_oneshot": _fraction(imp_two < oneshot),
+                    "mean_overlap": _level_mean(seed_mean(small_weights.overlap), levels),
+                    "mean_chance_overlap": _level_mean(seed_mean(small_weights.chance_overlap), levels)})
+    return _most_levels(shorter, th, f"only {_n(len(levels), 'E8 level')} with IMP's following step",
+                        "R_L+1 shorter than the unretrained step")
+
+
 def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset | None, th: Thresholds,
                         arch: str = "", rewind_step: int = 0) -> ClaimResult:
     """Claim 4: magnitude directions are flatter (E7) and retraining shortens the next projection (E8)."""
     used = {"majority": th.majority, "min_levels": th.min_levels}
     result = ClaimResult(arch, rewind_step, 4, INCONCLUSIVE, "", thresholds=used)
     numbers: dict = {}
-    parts, states = [], []
-    if flatness is None:
-        parts.append("flatness (E7) results missing")
-        states.append(None)
-    else:
-        mag = seed_mean(flatness.curvature_magnitude)
-        rnd = seed_mean(flatness.curvature_random_mean.sel(prune_method="random")) \
-            if "random" in [str(m) for m in flatness.prune_method.values] else None
-        if rnd is None:
-            parts.append("E7 has no global random pruning")
-            states.append(None)
-        else:
-            levels = [int(v) for v in mag.level.values
-                      if np.isfinite(float(mag.sel(level=v))) and np.isfinite(float(rnd.sel(level=v)))]
-            m = np.array([float(mag.sel(level=lv)) for lv in levels])
-            r = np.array([float(rnd.sel(level=lv)) for lv in levels])
-            flatter = m < r
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = float(np.median(m / r)) if levels else math.nan
-            numbers.update({"flatness_levels": levels, "curvature_magnitude": m, "curvature_random_mean": r,
-                            "fraction_flatter": _fraction(flatter), "median_ratio_magnitude_to_random": ratio})
-            if len(levels) < th.min_levels:
-                parts.append(f"only {_n(len(levels), 'E7 level')} (needs {th.min_levels})")
-                states.append(None)
-            else:
-                ok = _fraction(flatter) > th.majority
-                parts.append(f"magnitude directions flatter at {int(flatter.sum())}/{len(levels)} levels "
-                             f"({'>' if ok else '≤'} {th.majority:g})")
-                states.append(ok)
-    if small_weights is None:
-        parts.append("small-weights (E8) results missing")
-        states.append(None)
-    else:
-        nxt = seed_mean(small_weights.next_projection_length)
-        un = seed_mean(small_weights.unretrained_step_length)
-        levels = [int(v) for v in nxt.level.values
-                  if np.isfinite(float(nxt.sel(level=v))) and np.isfinite(float(un.sel(level=v)))]
-        a = np.array([float(nxt.sel(level=lv)) for lv in levels])
-        b = np.array([float(un.sel(level=lv)) for lv in levels])
-        shorter = a < b
-        rl = seed_mean(small_weights.projection_length)
-        one = seed_mean(small_weights.oneshot_projection_length)
-        imp_two = np.array([math.hypot(float(rl.sel(level=lv)), float(nxt.sel(level=lv))) for lv in levels])
-        oneshot = np.array([float(one.sel(level=lv)) for lv in levels])
-        overlap = seed_mean(small_weights.overlap)
-        chance = seed_mean(small_weights.chance_overlap)
-        numbers.update({"small_weights_levels": levels, "next_projection_length": a,
-                        "unretrained_step_length": b, "fraction_shorter": _fraction(shorter),
-                        "imp_two_step_length": imp_two, "oneshot_projection_length": oneshot,
-                        "fraction_two_steps_shorter_than_oneshot": _fraction(imp_two < oneshot),
-                        "mean_overlap": float(np.nanmean([float(overlap.sel(level=lv)) for lv in levels]))
-                        if levels else math.nan,
-                        "mean_chance_overlap": float(np.nanmean([float(chance.sel(level=lv)) for lv in levels]))
-                        if levels else math.nan})
-        if len(levels) < th.min_levels:
-            parts.append(f"only {_n(len(levels), 'E8 level')} with IMP's following step (needs {th.min_levels})")
-            states.append(None)
-        else:
-            ok = _fraction(shorter) > th.majority
-            parts.append(f"R_L+1 shorter than the unretrained step at {int(shorter.sum())}/{len(levels)} levels "
-                         f"({'>' if ok else '≤'} {th.majority:g})")
-            states.append(ok)
+    parts, states = zip(_flatter_part(flatness, th, numbers), _shorter_part(small_weights, th, numbers))
     result.numbers = numbers
     result.evidence = "; ".join(
         ([f"q'Hq magnitude/random median {_f(numbers['median_ratio_magnitude_to_random'])}"]
@@ -488,42 +464,16 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
 
 # --- the report ---------------------------------------------------------------------------------------------------
 
-def _run(ds: xr.Dataset | None, arch: str, t: int) -> xr.Dataset | None:
-    """One architecture and rewind step of an aggregate, or None where it has none (or only NaN)."""
-    from .figures.style import has_data, select_arch
-
-    if ds is None or arch not in [str(a) for a in ds.arch.values]:
-        return None
-    ds = select_arch(ds, arch)
-    if t not in [int(v) for v in ds.rewind_step.values]:
-        return None
-    ds = ds.sel(rewind_step=t)
-    return ds if has_data(ds) else None
-
-
-def _run_steps(datasets: Mapping[str, xr.Dataset], arch: str) -> list[int]:
-    """Rewind steps with results for ``arch`` in any dataset."""
-    from .figures.style import select_arch
-
-    steps: set[int] = set()
-    for ds in datasets.values():
-        if arch in [str(a) for a in ds.arch.values]:
-            steps |= {int(t) for t in select_arch(ds, arch).rewind_step.values if _run(ds, arch, int(t)) is not None}
-    return sorted(steps)
-
-
 def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresholds()) -> list[ClaimResult]:
     """All four claims for every architecture and rewind step in ``datasets`` (``{experiment: aggregate}``)."""
-    from .figures.style import architectures, standardize
-
     thresholds.check()
     datasets = {k: standardize(v) for k, v in datasets.items()}
     if not datasets:
         raise ConfigError("no results to evaluate the claims on")
     out = []
     for arch in architectures(datasets):
-        for t in _run_steps(datasets, arch):
-            d = {k: _run(v, arch, t) for k, v in datasets.items()}
+        for t in steps_with_data(datasets, arch):
+            d = {k: run_with_data(v, arch, t) for k, v in datasets.items()}
             kw = dict(arch=arch, rewind_step=t)
             out += [claim_mask_information(d.get("imp"), d.get("interpolation"), thresholds, **kw),
                     claim_sgd_robustness(d.get("imp"), d.get("perturbation"), thresholds, **kw),
@@ -592,9 +542,6 @@ def to_html(rep: dict) -> str:
 def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = None,
                  out_html: str | Path | None = None) -> list[Path]:
     """Write the JSON (and Markdown / HTML) files atomically; returns their paths."""
-    from .foundations.checkpoints import atomic_path
-    from .foundations.io import write_json
-
     write_json(rep, Path(out_json))
     written = [Path(out_json)]
     for path, text in ((out_md, to_markdown(rep)), (out_html, to_html(rep))):
@@ -608,8 +555,6 @@ def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = No
 def main(inputs: Sequence[str | Path], out_json: str | Path, out_md: str | Path | None = None,
          out_html: str | Path | None = None, thresholds: Thresholds = Thresholds(), config_name: str = "") -> dict:
     """Evaluate the claims on result files and write the report; returns it."""
-    from .figures.style import load_inputs
-
     rep = report(evaluate(load_inputs(inputs), thresholds), thresholds, config_name, [str(p) for p in inputs])
     write_report(rep, out_json, out_md, out_html)
     return rep

@@ -3,8 +3,8 @@
 Run by the workflow's ``aggregate`` rule (``snakemake.input``: per-job netCDF files;
 ``snakemake.params.rewind_steps``: the rewind step of each).  Each input gets a length-1
 ``rewind_step`` dimension, the inputs are combined along their coordinates (``seed``,
-``level``, ``rewind_step``), and a length-1 ``arch`` dimension is added, so that the
-aggregates of several architectures or configurations combine with ``xarray.combine_by_coords``.
+``level``, ``rewind_step``) by :func:`unmasking.foundations.netcdf.combine`, and a length-1 ``arch``
+dimension is added, so that the aggregates of several architectures or configurations combine again.
 Provenance that differs between the inputs (seeds, creation times) is kept per run in the
 ``runs`` attribute (JSON: ``rewind_<t>/seed_<s>`` -> that run's provenance).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from unmasking.foundations.netcdf import load_dataset, write_dataset
+from unmasking.foundations.netcdf import combine, load_dataset, write_dataset
 
 PER_RUN_ATTRS = ("seed_", "git_commit", "config_hash", "created", "host", "device", "torch_version")
 
@@ -41,10 +41,7 @@ def aggregate(inputs: list[str], rewind_steps: list[int], arch: str, experiment:
         datasets.append(ds.expand_dims(rewind_step=[int(t)]))
     # data_vars="minimal": a variable without a level dimension (e.g. a run's dense error) is
     # the same in every per-level file of a run and stays without one.
-    combined = xr.combine_by_coords(datasets, data_vars="minimal", combine_attrs="drop_conflicts", join="outer")
-    if isinstance(combined, xr.DataArray):
-        combined = combined.to_dataset()
-    combined = combined.expand_dims(arch=[arch])
+    combined = combine(datasets, data_vars="minimal").expand_dims(arch=[arch])
     for name in ("arch", "rewind_step"):
         combined[name].attrs["description"] = {"arch": "architecture name in the workflow config",
                                                "rewind_step": "rewind step t of the IMP run"}[name]

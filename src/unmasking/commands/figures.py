@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..foundations.hparams import ConfigError
 from ..foundations.registry import FIGURES
+from .flags import add_settings_flags, settings_from_args
 
 __all__ = ["register"]
 
@@ -35,9 +36,7 @@ def cmd_figure(args) -> None:
 def cmd_claims(args) -> None:
     from .. import claims
 
-    th = claims.Thresholds(eps_barrier=args.eps_barrier, match_floor=args.match_floor, min_levels=args.min_levels,
-                           min_agreement=args.min_agreement, majority=args.majority, strength=args.strength,
-                           p_star_tolerance=args.p_star_tolerance).check()
+    th = settings_from_args(claims.Thresholds, args).check()
     rep = claims.main(args.inputs, args.out_json, args.out_md, args.out_html, th, args.config_name)
     print(claims.to_markdown(rep))
     for path in (args.out_json, args.out_md, args.out_html):
@@ -49,7 +48,6 @@ def register(sub) -> None:
     """Add ``figure`` and ``claims`` to the ``unmasking`` subparsers ``sub``."""
     from ..claims import Thresholds
 
-    d = Thresholds()
     p = sub.add_parser("figure", help="render one of the paper's figures (PDF and PNG) from result files",
                        description=__doc__.splitlines()[0])
     p.add_argument("figure", choices=list(FIGURES), help="figure id")
@@ -64,8 +62,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of the landscape (fig1; default: the first)")
     p.add_argument("--bn-mode", choices=["interpolate", "reset"], default=None,
                    help="BatchNorm mode of the E2 curves (fig3; default: the first in the data)")
-    p.add_argument("--eps-barrier", type=float, default=d.eps_barrier, help="zero-barrier threshold")
-    p.add_argument("--match-floor", type=float, default=d.match_floor, help="floor of epsilon_match")
+    add_settings_flags(p, Thresholds, only=("eps_barrier", "match_floor"))
     p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser("claims", help="evaluate the paper's four claims on result files (JSON, Markdown)",
@@ -75,14 +72,5 @@ def register(sub) -> None:
     p.add_argument("--out-md", default=None, help="Markdown table")
     p.add_argument("--out-html", default=None, help="HTML table (for snakemake --report)")
     p.add_argument("--config-name", default="", help="name of the workflow configuration (recorded)")
-    p.add_argument("--eps-barrier", type=float, default=d.eps_barrier, help="zero-barrier threshold")
-    p.add_argument("--match-floor", type=float, default=d.match_floor, help="floor of epsilon_match")
-    p.add_argument("--min-levels", type=int, default=d.min_levels, help="levels a claim needs to be decided")
-    p.add_argument("--min-agreement", type=float, default=d.min_agreement,
-                   help="agreement fraction an 'iff' claim (1, 2) needs to hold")
-    p.add_argument("--majority", type=float, default=d.majority,
-                   help="'most levels' means a fraction strictly above this (claims 3, 4)")
-    p.add_argument("--strength", type=float, default=d.strength, help="perturbation strength c of claim 2")
-    p.add_argument("--p-star-tolerance", type=float, default=d.p_star_tolerance,
-                   help="claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)")
+    add_settings_flags(p, Thresholds)
     p.set_defaults(func=cmd_claims)

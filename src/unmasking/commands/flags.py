@@ -63,11 +63,14 @@ def _argument(f: dataclasses.Field, tp: Any) -> dict[str, Any]:
     return {"type": tp, "default": f.default, "dest": f.name, **meta}
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type) -> None:
-    """Add one flag per field of the dataclass ``settings_cls`` (see the module docstring)."""
+def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type,
+                       only: tuple[str, ...] | None = None) -> None:
+    """Add one flag per field of the dataclass ``settings_cls`` (see the module docstring), or per
+    field named in ``only``."""
     types_ = typing.get_type_hints(settings_cls)
     for f in flag_fields(settings_cls):
-        parser.add_argument(flag_name(f), **_argument(f, types_[f.name]))
+        if only is None or f.name in only:
+            parser.add_argument(flag_name(f), **_argument(f, types_[f.name]))
 
 
 def settings_from_args(settings_cls: type, args: argparse.Namespace):

@@ -11,8 +11,7 @@ colour scale (bands at quantiles of its grid's errors, so the basin is resolved)
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import xarray as xr
@@ -20,10 +19,13 @@ from matplotlib.colors import BoundaryNorm
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from ..foundations.hparams import ConfigError
+from ..metrics.levels import level_percent, pick_levels
+from ..metrics.selection import choose_rewind, rewind_steps, select_run
 from . import style as S
 
 ID = "fig1_landscape"
-SPLITS = ("test", "train")
+SPLITS = ("test", "train")  # train where E9 evaluated it: the data decides, not the registry
 MARKERS = {  # point -> (marker, face colour, label, size, z-order): crosses on top of circles
     "solution": ("^", "white", r"$w_L$", 6.5, 6),
     "next_solution": ("^", "#ffd000", r"$w_{L+1}$", 6.5, 6),
@@ -38,21 +40,21 @@ def plot(*, landscape: xr.Dataset, imp: xr.Dataset | None = None, split: str = "
          arch: str | None = None):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    t = S.choose_rewind(rewind_step, landscape, arch=arch)
-    e9 = S.select_run(landscape, arch, t)
+    t = choose_rewind(rewind_step, landscape, arch=arch)
+    e9 = select_run(landscape, arch, t)
     var = f"{split}_error"
     if var not in e9:
-        raise S._config_error(f"the landscape results have no {split} error (run E9 with --splits {split})")
+        raise ConfigError(f"the landscape results have no {split} error (run E9 with --splits {split})")
     seeds = [int(s) for s in e9.seed.values if np.isfinite(e9[var].sel(seed=s).values).any()]
     if seed is None:
         seed = seeds[0] if seeds else int(e9.seed.values[0])
     elif int(seed) not in seeds:
-        raise S._config_error(f"seed {seed} has no landscape results (seeds with results: {seeds})")
+        raise ConfigError(f"seed {seed} has no landscape results (seeds with results: {seeds})")
     d = e9.sel(seed=int(seed))
     have = [int(v) for v in d.level.values if np.isfinite(d[var].sel(level=v).values).any()]
-    shown = S.pick_levels(have, 3, levels)
-    run = S.select_run(imp, arch, t) if imp is not None and t in S.rewind_steps(imp, arch=arch) else None
-    pct = S.level_percent(shown, run) if run is not None else [None] * len(shown)
+    shown = pick_levels(have, 3, levels)
+    run = select_run(imp, arch, t) if imp is not None and t in rewind_steps(imp, arch=arch) else None
+    pct = level_percent(shown, run) if run is not None else [None] * len(shown)
 
     n = len(shown)
     fig = S.new_figure(S.COLUMN if n == 1 else S.FULL, 2.7 if n > 1 else 2.9)
@@ -97,7 +99,7 @@ def plot(*, landscape: xr.Dataset, imp: xr.Dataset | None = None, split: str = "
 
 
 def _next_pct(run: xr.Dataset, level: int) -> float:
-    return float(S.level_percent([level + 1], run)[0])
+    return float(level_percent([level + 1], run)[0])
 
 
 def _contour_levels(z: np.ndarray) -> np.ndarray:
@@ -116,7 +118,3 @@ def _contour_levels(z: np.ndarray) -> np.ndarray:
         top = float(z.max())
         edges = MaxNLocator(8).tick_values(lo, top) if top > lo else np.array([lo, lo + 1.0])
     return edges
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

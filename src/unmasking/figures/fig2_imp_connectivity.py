@@ -10,17 +10,19 @@ matching (the claims report's definition, from test error) are shaded in both pa
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping
-
 import numpy as np
 import xarray as xr
 
-from ..claims import dense_error, epsilon_match, matching_levels
+from ..foundations.hparams import ConfigError
+from ..metrics.levels import level_percent
+from ..metrics.matching import dense_error, epsilon_match, matching_levels
+from ..metrics.selection import rewind_steps, select_arch, select_run
+from ..metrics.statistics import count_seeds
+from . import splits
 from . import style as S
 
 ID = "fig2_imp_connectivity"
-SPLITS = ("test", "train")
+SPLITS = splits(ID)
 BN_STYLES = {"interpolate": "-", "reset": "--"}
 
 
@@ -29,17 +31,17 @@ def plot(*, imp: xr.Dataset, interpolation: xr.Dataset, split: str = "test", eps
     """The figure for one architecture: columns = rewind steps (those both datasets have)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    steps = S.rewind_steps(imp, interpolation, arch=arch)
+    steps = rewind_steps(imp, interpolation, arch=arch)
     if not steps:
-        raise S._config_error("imp and interpolation share no rewind step")
-    arch_name = str(S.select_arch(imp, arch).arch.values)
+        raise ConfigError("imp and interpolation share no rewind step")
+    arch_name = str(select_arch(imp, arch).arch.values)
     fig = S.new_figure(S.COLUMN if len(steps) == 1 else S.FULL, 3.6)
     axes = fig.subplots(2, len(steps), squeeze=False, sharex="col")
     seeds = 0
     for j, t in enumerate(steps):
-        run = S.select_run(imp, arch, t)
-        e2 = S.select_run(interpolation, arch, t)
-        seeds = max(seeds, S.count_seeds(run[f"{split}_error"]))
+        run = select_run(imp, arch, t)
+        e2 = select_run(interpolation, arch, t)
+        seeds = max(seeds, count_seeds(run[f"{split}_error"]))
         _column(axes[0, j], axes[1, j], run, e2, split, eps_barrier, match_floor)
         if len(steps) > 1:
             axes[0, j].set_title(f"rewind step t = {t}", fontsize=S.RC["axes.titlesize"])
@@ -51,7 +53,7 @@ def plot(*, imp: xr.Dataset, interpolation: xr.Dataset, split: str = "test", eps
 
 def _column(top, bottom, imp: xr.Dataset, e2: xr.Dataset, split: str, eps_barrier: float, match_floor: float):
     levels = [int(v) for v in imp.level.values]
-    pct = S.level_percent(levels, imp)
+    pct = level_percent(levels, imp)
     err = imp[f"{split}_error"].transpose("seed", "level").values * 100
     match = matching_levels(imp, epsilon_match(imp, match_floor, "test"))
     flags = [bool(match.sel(level=lv)) for lv in levels]
@@ -75,7 +77,7 @@ def _column(top, bottom, imp: xr.Dataset, e2: xr.Dataset, split: str, eps_barrie
         have = [int(v) for v in b.level.values if int(v) + 1 in levels]
         if not have:
             continue
-        x = S.level_percent([lv + 1 for lv in have], imp)
+        x = level_percent([lv + 1 for lv in have], imp)
         vals = b.sel(level=have).values * 100
         barriers.append(vals)
         label = "B(w_L, w_L+1)" + (f", BatchNorm {mode}" if len(modes) > 1 else "")
@@ -85,7 +87,3 @@ def _column(top, bottom, imp: xr.Dataset, e2: xr.Dataset, split: str, eps_barrie
     S.barrier_axis(bottom, np.concatenate(barriers, axis=1) if barriers else np.zeros((1, 1)), eps_barrier * 100)
     bottom.set_ylabel(f"{split} error barrier (%)")
     bottom.set_xlabel("weights remaining (%) — of w_L (top), of w_L+1 (bottom)", fontsize=S.RC["xtick.labelsize"])
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

@@ -9,16 +9,20 @@ rewind step (default: the largest) and one BatchNorm mode (default: E2's first).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
+from ..foundations.hparams import ConfigError
+from ..metrics.levels import level_percent, pick_levels
+from ..metrics.selection import choose_rewind, rewind_steps, select_run
+from ..metrics.statistics import count_seeds
+from . import splits
 from . import style as S
 
 ID = "fig3_interpolation"
-SPLITS = ("test", "train")
+SPLITS = splits(ID)
 
 
 def plot(*, interpolation: xr.Dataset, imp: xr.Dataset | None = None, split: str = "test",
@@ -26,19 +30,19 @@ def plot(*, interpolation: xr.Dataset, imp: xr.Dataset | None = None, split: str
          eps_barrier: float = 0.02, arch: str | None = None):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    t = S.choose_rewind(rewind_step, interpolation, arch=arch)
-    e2 = S.select_run(interpolation, arch, t)
+    t = choose_rewind(rewind_step, interpolation, arch=arch)
+    e2 = select_run(interpolation, arch, t)
     modes = [str(m) for m in e2.bn_mode.values]
     mode = bn_mode or modes[0]
     if mode not in modes:
-        raise S._config_error(f"BatchNorm mode {mode!r} is not in the E2 results (they have {modes})")
+        raise ConfigError(f"BatchNorm mode {mode!r} is not in the E2 results (they have {modes})")
     e2 = e2.sel(bn_mode=mode, split=split)
-    run = S.select_run(imp, arch, t) if imp is not None and t in S.rewind_steps(imp, arch=arch) else None
+    run = select_run(imp, arch, t) if imp is not None and t in rewind_steps(imp, arch=arch) else None
     all_levels = [int(v) for v in e2.level.values]
-    pct_all = S.level_percent(all_levels, e2, run)
+    pct_all = level_percent(all_levels, e2, run)
     succ = e2.sel(pair="successive")
     with_partner = [lv for lv in all_levels if np.isfinite(succ.error.sel(level=lv).values).any()]
-    shown = S.pick_levels(with_partner or all_levels, 5, levels)
+    shown = pick_levels(with_partner or all_levels, 5, levels)
     colors = S.level_colors(shown)
     gamma = e2.gamma.values
 
@@ -75,18 +79,14 @@ def plot(*, interpolation: xr.Dataset, imp: xr.Dataset | None = None, split: str
     pairs = [lv for lv in all_levels if np.isfinite(succ.barrier_error.sel(level=lv).values).any()]
     succ_b = succ.barrier_error.sel(level=pairs).transpose("seed", "level").values * 100
     if pairs:
-        S.mean_band(ax_b, S.level_percent([lv + 1 for lv in pairs], e2, run), succ_b, axis=0, color="0.45",
+        S.mean_band(ax_b, level_percent([lv + 1 for lv in pairs], e2, run), succ_b, axis=0, color="0.45",
                     marker="s", markersize=2.5, linestyle="--", label="B(w_L, w_L+1): successive")
     S.threshold_line(ax_b, eps_barrier * 100, f"ε_barrier = {eps_barrier * 100:g}%")
     S.barrier_axis(ax_b, np.concatenate([dense_b, succ_b], axis=1), eps_barrier * 100)
     S.percent_axis(ax_b, pct_all)
     ax_b.set_ylabel(f"{split} error barrier (%)")
     S.panel(ax_b, "c", "barriers")
-    seeds = S.count_seeds(e2.error)
+    seeds = count_seeds(e2.error)
     S.run_title(fig, str(e2.arch.values), t, seeds, extra=f"BatchNorm {mode}", log_range=wide)
     S.panel_legends([(left, [ax_s, ax_d], 3), (right, [ax_b], 1)])
     return fig
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

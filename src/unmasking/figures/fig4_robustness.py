@@ -8,16 +8,17 @@ IMP matches are shaded (with the IMP results among the inputs).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping
-
 import xarray as xr
 
-from ..claims import dense_error, epsilon_match, matching_levels
+from ..metrics.levels import level_percent
+from ..metrics.matching import dense_error, epsilon_match, matching_levels
+from ..metrics.selection import choose_rewind, rewind_steps, select_run
+from ..metrics.statistics import count_seeds
+from . import splits
 from . import style as S
 
 ID = "fig4_robustness"
-SPLITS = ("test", "train")
+SPLITS = splits(ID)
 
 
 def plot(*, perturbation: xr.Dataset, imp: xr.Dataset | None = None, split: str = "test",
@@ -25,11 +26,11 @@ def plot(*, perturbation: xr.Dataset, imp: xr.Dataset | None = None, split: str 
          arch: str | None = None):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    t = S.choose_rewind(rewind_step, perturbation, arch=arch)
-    e3 = S.select_run(perturbation, arch, t).sel(split=split)
-    run = S.select_run(imp, arch, t) if imp is not None and t in S.rewind_steps(imp, arch=arch) else None
+    t = choose_rewind(rewind_step, perturbation, arch=arch)
+    e3 = select_run(perturbation, arch, t).sel(split=split)
+    run = select_run(imp, arch, t) if imp is not None and t in rewind_steps(imp, arch=arch) else None
     levels = [int(v) for v in e3.level.values]
-    pct = S.level_percent(levels, e3, run)
+    pct = level_percent(levels, e3, run)
     strengths = [float(c) for c in e3.strength.values]
     colors = S.strength_colors(strengths)
 
@@ -40,7 +41,7 @@ def plot(*, perturbation: xr.Dataset, imp: xr.Dataset | None = None, split: str 
         imp_levels = [int(v) for v in run.level.values]  # every IMP level, so the shaded region is exact
         flags = [bool(match.sel(level=lv)) for lv in imp_levels]
         for ax in (ax_b, ax_e):
-            S.shade_levels(ax, S.level_percent(imp_levels, run), flags)
+            S.shade_levels(ax, level_percent(imp_levels, run), flags)
         dense, _, _ = dense_error(run, split)
         eps = epsilon_match(run, match_floor, split)
         ax_e.axhspan((dense - eps) * 100, (dense + eps) * 100, color="0.5", alpha=0.25, linewidth=0,
@@ -63,7 +64,7 @@ def plot(*, perturbation: xr.Dataset, imp: xr.Dataset | None = None, split: str 
     ax_e.set_ylabel(S.ERROR_LABELS[split])
     S.panel(ax_b, "a", "barrier B(w_L, trained u')")
     S.panel(ax_e, "b", "error of the trained u'")
-    seeds = S.count_seeds(e3.barrier_error)
+    seeds = count_seeds(e3.barrier_error)
     reps = int(e3.sizes.get("replicate", 1))
     S.run_title(fig, str(e3.arch.values), t, seeds,
                 extra=f"{reps} replicate{'s' if reps != 1 else ''} per strength; |u' − u| = c · d_L")
@@ -81,7 +82,3 @@ def _unique(handles):
     for h in handles:
         seen.setdefault(h.get_label(), h)
     return list(seen.values())
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

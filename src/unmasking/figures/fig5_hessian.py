@@ -9,25 +9,28 @@ that of the training loss restricted to the surviving weights.  Mean ± std over
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
+from ..metrics.levels import level_percent, pick_levels
+from ..metrics.selection import choose_rewind, select_run
+from ..metrics.statistics import count_seeds
+from . import splits
 from . import style as S
 
 ID = "fig5_hessian"
-SPLITS = ("test",)
+SPLITS = splits(ID)
 
 
 def plot(*, hessian: xr.Dataset, imp: xr.Dataset, levels: Sequence[int] | None = None,
          rewind_step: int | None = None, arch: str | None = None):
-    t = S.choose_rewind(rewind_step, hessian, imp, arch=arch)
-    e4 = S.select_run(hessian, arch, t)
-    run = S.select_run(imp, arch, t)
+    t = choose_rewind(rewind_step, hessian, imp, arch=arch)
+    e4 = select_run(hessian, arch, t)
+    run = select_run(imp, arch, t)
     all_levels = [int(v) for v in e4.level.values]
-    pct = S.level_percent(all_levels, run)
+    pct = level_percent(all_levels, run)
     fig = S.new_figure(S.FULL, 2.75)
     subs = S.panel_row(fig, 3)
     ax_l, ax_t, ax_d = (sub.subplots() for sub in subs)
@@ -56,7 +59,7 @@ def plot(*, hessian: xr.Dataset, imp: xr.Dataset, levels: Sequence[int] | None =
     for ax in (ax_l, ax_t):
         S.percent_axis(ax, pct)
 
-    shown = S.pick_levels(all_levels, 4, levels)
+    shown = pick_levels(all_levels, 4, levels)
     colors = S.level_colors(shown)
     floor, peak = np.inf, 0.0
     for lv in shown:
@@ -74,7 +77,7 @@ def plot(*, hessian: xr.Dataset, imp: xr.Dataset, levels: Sequence[int] | None =
     ax_d.set_xlabel("eigenvalue λ (nats / weight²)")
     ax_d.set_ylabel("spectral density ρ(λ)")
     S.panel(ax_d, "c", "spectral density")
-    S.run_title(fig, str(e4.arch.values), t, S.count_seeds(e4.trace),
+    S.run_title(fig, str(e4.arch.values), t, count_seeds(e4.trace),
                 extra=f"Hessian on {int(e4.attrs.get('subset_examples', 0)) or 'all'} training examples",
                 log_range=True)
     S.panel_legends([(subs[0], [ax_l]), (subs[1], [ax_t]), (subs[2], [ax_d], 1 if len(shown) <= 2 else 2)])
@@ -96,7 +99,3 @@ def _mean_density(e4_level: xr.Dataset) -> tuple[np.ndarray | None, np.ndarray |
     grid = np.linspace(lam.min(), lam.max(), lam.shape[1])
     vals = np.stack([np.interp(grid, x, y, left=0.0, right=0.0) for x, y in zip(lam, dens)])
     return grid, vals.mean(0)
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

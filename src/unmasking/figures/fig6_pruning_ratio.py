@@ -10,19 +10,22 @@ Either experiment may be missing (its curves are then absent).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import xarray as xr
-
-from ..claims import dense_error, epsilon_match
 from matplotlib.lines import Line2D
 
+from ..foundations.hparams import ConfigError
+from ..metrics.levels import level_percent, pick_levels
+from ..metrics.matching import dense_error, epsilon_match
+from ..metrics.selection import choose_rewind, select_run
+from ..metrics.statistics import count_seeds, spread
+from . import splits
 from . import style as S
 
 ID = "fig6_pruning_ratio"
-SPLITS = ("test", "train")
+SPLITS = splits(ID)
 METHOD_LABELS = {"magnitude": "magnitude", "random": "random (global)", "random_layerwise": "random (layer-wise)"}
 
 
@@ -32,13 +35,13 @@ def plot(*, imp: xr.Dataset, pruning_theory: xr.Dataset | None = None, pruning_r
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if pruning_theory is None and pruning_ratio is None:
-        raise S._config_error("fig6 needs the pruning_theory (E5) or pruning_ratio (E6) results among the inputs")
-    t = S.choose_rewind(rewind_step, imp, pruning_theory, pruning_ratio, arch=arch)
-    run = S.select_run(imp, arch, t)
-    e5 = S.select_run(pruning_theory, arch, t)
-    e6 = S.select_run(pruning_ratio, arch, t)
+        raise ConfigError("fig6 needs the pruning_theory (E5) or pruning_ratio (E6) results among the inputs")
+    t = choose_rewind(rewind_step, imp, pruning_theory, pruning_ratio, arch=arch)
+    run = select_run(imp, arch, t)
+    e5 = select_run(pruning_theory, arch, t)
+    e6 = select_run(pruning_ratio, arch, t)
     e6_levels = [int(v) for v in e6.level.values] if e6 is not None else []
-    shown = S.pick_levels(e6_levels, 4, levels) if e6_levels else []
+    shown = pick_levels(e6_levels, 4, levels) if e6_levels else []
 
     if shown:
         fig = S.new_figure(S.FULL, 3.4 if len(shown) > 2 else 2.9)
@@ -52,26 +55,26 @@ def plot(*, imp: xr.Dataset, pruning_theory: xr.Dataset | None = None, pruning_r
     plotted_pct = []
     if e5 is not None:
         lv = [int(v) for v in e5.level.values]
-        pct = S.level_percent(lv, run)
+        pct = level_percent(lv, run)
         plotted_pct += list(pct)
         for m in [str(x) for x in e5.prune_method.values]:
             c = S.METHOD_COLORS.get(f"theory_{m}", "k")
             ps = e5.p_star.sel(prune_method=m).transpose("seed", "level").values
-            lo, _, _ = S.spread(e5.p_star_low.sel(prune_method=m).transpose("seed", "level").values, 0)
-            hi, _, _ = S.spread(e5.p_star_high.sel(prune_method=m).transpose("seed", "level").values, 0)
-            mean, _, _ = S.spread(ps, 0)
+            lo, _, _ = spread(e5.p_star_low.sel(prune_method=m).transpose("seed", "level").values, 0)
+            hi, _, _ = spread(e5.p_star_high.sel(prune_method=m).transpose("seed", "level").values, 0)
+            mean, _, _ = spread(ps, 0)
             ax_p.plot(pct, mean, color=c, linestyle="--")
             methods.append(m)
             ax_p.fill_between(pct, np.minimum(lo, hi), np.maximum(lo, hi), color=c, alpha=0.12, linewidth=0)
-        counts["E5"] = S.count_seeds(e5.p_star)
+        counts["E5"] = count_seeds(e5.p_star)
     if e6 is not None:
-        pct = S.level_percent(e6_levels, run)
+        pct = level_percent(e6_levels, run)
         plotted_pct += list(pct)
         for m in [str(x) for x in e6.prune_method.values]:
             ps = e6.p_star.sel(prune_method=m).transpose("seed", "replicate", "level").values
             S.mean_band(ax_p, pct, ps, axis=(0, 1), color=S.METHOD_COLORS.get(m, "k"), marker="o")
             methods.append(m)
-        counts["E6"] = S.count_seeds(e6.p_star)
+        counts["E6"] = count_seeds(e6.p_star)
     S.percent_axis(ax_p, sorted(set(np.round(plotted_pct, 6)), reverse=True))
     ax_p.set_ylim(-0.02, 1.02)
     ax_p.set_ylabel("maximal pruning ratio p*\n(fraction of the surviving weights)")
@@ -108,7 +111,7 @@ def _error_panels(subfig, run: xr.Dataset, e6: xr.Dataset, shown: Sequence[int],
     ncol = 2 if len(shown) > 1 else 1
     nrow = int(np.ceil(len(shown) / ncol))
     axes = subfig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True)
-    pct = S.level_percent(shown, run)
+    pct = level_percent(shown, run)
     dense, _, _ = dense_error(run, split)
     eps = epsilon_match(run, match_floor, split)
     fractions = e6.fraction.values
@@ -140,7 +143,3 @@ def _error_panels(subfig, run: xr.Dataset, e6: xr.Dataset, shown: Sequence[int],
         axes[0, 0].set_yscale("log")
         S.plain_log_ticks(axes[0, 0])
     return wide
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

@@ -9,25 +9,26 @@ directions).  Mean ± std over seeds.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping
-
 import numpy as np
 import xarray as xr
 
+from ..metrics.levels import level_percent
+from ..metrics.selection import choose_rewind, select_run
+from ..metrics.statistics import count_seeds
+from . import splits
 from . import style as S
 
 ID = "fig7_flat_directions"
-SPLITS = ("test",)
+SPLITS = splits(ID)
 METHOD_LABELS = {"random": "random (global)", "random_layerwise": "random (layer-wise)"}
 
 
 def plot(*, flatness: xr.Dataset, imp: xr.Dataset, rewind_step: int | None = None, arch: str | None = None):
-    t = S.choose_rewind(rewind_step, flatness, imp, arch=arch)
-    e7 = S.select_run(flatness, arch, t)
-    run = S.select_run(imp, arch, t)
+    t = choose_rewind(rewind_step, flatness, imp, arch=arch)
+    e7 = select_run(flatness, arch, t)
+    run = select_run(imp, arch, t)
     levels = [int(v) for v in e7.level.values]
-    pct = S.level_percent(levels, run)
+    pct = level_percent(levels, run)
     fig = S.new_figure(S.FULL, 2.8)
     subs = S.panel_row(fig, 2)
     ax_c, ax_r = (sub.subplots() for sub in subs)
@@ -61,12 +62,8 @@ def plot(*, flatness: xr.Dataset, imp: xr.Dataset, rewind_step: int | None = Non
     S.panel(ax_c, "a", "curvature along the pruning direction")
     S.panel(ax_r, "b", "magnitude relative to random (< 1: flatter)")
     frac = e7.attrs.get("fraction")
-    S.run_title(fig, str(e7.arch.values), t, S.count_seeds(e7.curvature_magnitude),
+    S.run_title(fig, str(e7.arch.values), t, count_seeds(e7.curvature_magnitude),
                 extra=f"pruning {float(frac):g} of the surviving weights" if frac is not None else "",
                 log_range=True)
     S.panel_legends([(subs[0], [ax_c], 1), (subs[1], [ax_r], 1)])
     return fig
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

@@ -11,30 +11,33 @@ same step taken from ``w_L`` without retraining (solid), and the two IMP steps t
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
+from ..metrics.levels import level_percent, pick_levels
+from ..metrics.selection import choose_rewind, rewind_steps, select_run
+from ..metrics.statistics import count_seeds, spread
+from . import splits
 from . import style as S
 
 ID = "fig8_small_weights"
-SPLITS = ("test",)
+SPLITS = splits(ID)
 
 
 def plot(*, small_weights: xr.Dataset, imp: xr.Dataset | None = None, levels: Sequence[int] | None = None,
          rewind_step: int | None = None, arch: str | None = None):
-    t = S.choose_rewind(rewind_step, small_weights, arch=arch)
-    e8 = S.select_run(small_weights, arch, t)
-    run = S.select_run(imp, arch, t) if imp is not None and t in S.rewind_steps(imp, arch=arch) else None
+    t = choose_rewind(rewind_step, small_weights, arch=arch)
+    e8 = select_run(small_weights, arch, t)
+    run = select_run(imp, arch, t) if imp is not None and t in rewind_steps(imp, arch=arch) else None
     all_levels = [int(v) for v in e8.level.values]
-    pct = S.level_percent(all_levels, e8, run)
+    pct = level_percent(all_levels, e8, run)
     fig = S.new_figure(S.FULL, 2.9)
     subs = S.panel_row(fig, 3)
     ax_h, ax_p, ax_o = (sub.subplots() for sub in subs)
 
-    shown = S.pick_levels(all_levels, 4, levels)
+    shown = pick_levels(all_levels, 4, levels)
     colors = S.level_colors(shown)
     edges = np.concatenate([e8.bin_lower.values[:1], e8.bin_upper.values])
     pooled = np.zeros(len(edges) - 1)
@@ -48,7 +51,7 @@ def plot(*, small_weights: xr.Dataset, imp: xr.Dataset | None = None, levels: Se
         pooled += frac
         p = float(pct[all_levels.index(lv)])
         ax_h.stairs(frac, edges, color=colors[lv], linewidth=1.0, label=S.level_label(lv, p))
-        thr, _, _ = S.spread(d.next_threshold.values, 0)
+        thr, _, _ = spread(d.next_threshold.values, 0)
         if np.isfinite(thr):
             ax_h.axvline(float(thr), color=colors[lv], linestyle="--", linewidth=0.9)
     ax_h.set_xscale("log")
@@ -89,10 +92,6 @@ def plot(*, small_weights: xr.Dataset, imp: xr.Dataset | None = None, levels: Se
     for ax in (ax_p, ax_o):
         S.percent_axis(ax, pct)
         ax.set_xlabel("weights remaining at level L (%)")
-    S.run_title(fig, str(e8.arch.values), t, S.count_seeds(e8.projection_length), log_range=True)
+    S.run_title(fig, str(e8.arch.values), t, count_seeds(e8.projection_length), log_range=True)
     S.panel_legends([(subs[0], [ax_h], 2), (subs[1], [ax_p], 1), (subs[2], [ax_o], 1)])
     return fig
-
-
-def main(datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    return S.render(plot, datasets, out, **options)

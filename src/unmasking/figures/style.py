@@ -6,19 +6,16 @@
   levels as ticks;
 - mean ± spread over seeds is drawn as a line with a shaded band.
 
-It also holds what every figure module shares about the data: loading aggregated datasets
-(``results/<config>/<arch>/<experiment>.nc``, dims ``arch, rewind_step, seed, level, …``) or
-single-run outputs, selecting one architecture and rewind step, the % of weights remaining
-per level, statistics over seeds, and picking a few levels to show.
+Only how figures look lives here; which data they show (an architecture, a rewind step, the %
+of weights remaining per level, statistics over seeds) is :mod:`unmasking.metrics`.
 """
 
 from __future__ import annotations
 
-import re
 import textwrap
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Sequence
 
 import matplotlib
 
@@ -26,10 +23,11 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+
+from ..metrics.statistics import spread  # noqa: E402
 
 COLUMN = 3.3
 FULL = 6.9
@@ -65,6 +63,7 @@ METHOD_COLORS = {
     "one_shot": "#9467bd",
 }
 SPLIT_STYLES = {"test": "-", "train": "--"}
+ERROR_LABELS = {"test": "test error (%)", "train": "train error (%)"}
 MATCHING_SHADE = "#2ca02c"
 PNG_DPI = 300  # resolution of the PNGs (the PDFs are vector graphics)
 
@@ -114,24 +113,6 @@ def percent_axis(ax, percents: Sequence[float], max_ticks: int = 8) -> None:
     ax.set_xlabel("weights remaining (%)")
 
 
-def spread(values, axis=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, standard deviation (ddof 1; 0 where one value) and count of the finite values along ``axis``.
-
-    ``axis`` may be a tuple (e.g. seeds and replicates pooled).  Where no value is finite the
-    mean and deviation are NaN.
-    """
-    v = np.asarray(values, dtype=float)
-    ok = np.isfinite(v)
-    n = ok.sum(axis=axis)
-    total = np.where(ok, v, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-        dev = np.where(ok, v - np.expand_dims(mean, axis), 0.0)
-        var = (dev ** 2).sum(axis=axis) / np.maximum(n - 1, 1)
-    std = np.where(n > 1, np.sqrt(var), np.where(n == 1, 0.0, np.nan))
-    return mean, std, n
-
-
 def mean_band(ax, x, values, axis=0, label: str | None = None, color=None, alpha: float = 0.2,
               band: str = "std", **kw):
     """Plot the mean over ``axis`` (seeds) with a shaded band; NaNs are ignored.
@@ -167,176 +148,6 @@ def save(fig, path_stem: str | Path) -> list[Path]:
         out.append(path)
     plt.close(fig)
     return out
-
-
-# --- data shared by the figure modules --------------------------------------------------------------------------
-
-EXPERIMENTS = ("imp", "interpolation", "perturbation", "hessian", "pruning_theory", "pruning_ratio", "flatness",
-               "small_weights", "landscape")
-ERROR_LABELS = {"test": "test error (%)", "train": "train error (%)"}
-SPLITS = ("test", "train")
-
-
-def _config_error(message: str) -> Exception:
-    from ..foundations.hparams import ConfigError
-
-    return ConfigError(message)
-
-
-def experiment_of(ds: xr.Dataset, path: str | Path | None = None) -> str:
-    """The experiment a dataset holds (``imp``, ``interpolation``, …): from the aggregate's
-    ``experiment_name``, a run output's ``experiment`` (``E2_interpolation``) or the file name."""
-    name = str(ds.attrs.get("experiment_name", ""))
-    if name in EXPERIMENTS:
-        return name
-    m = re.fullmatch(r"E\d+_(\w+)", str(ds.attrs.get("experiment", "")))
-    if m and m.group(1) in EXPERIMENTS:
-        return m.group(1)
-    if path is not None and Path(path).stem in EXPERIMENTS:
-        return Path(path).stem
-    raise _config_error(f"cannot tell which experiment {path or 'a dataset'} holds: it has no experiment_name/"
-                        f"experiment attribute and its file name is not one of {', '.join(EXPERIMENTS)}.nc")
-
-
-def standardize(ds: xr.Dataset) -> xr.Dataset:
-    """A single run's output with the aggregate's ``arch`` and ``rewind_step`` dimensions (no-op on aggregates)."""
-    if "rewind_step" not in ds.dims:
-        t = ds.attrs.get("rewind_step", ds.coords["rewind_step"].item() if "rewind_step" in ds.coords else 0)
-        ds = ds.drop_vars("rewind_step", errors="ignore").expand_dims(rewind_step=[int(t)])
-    if "arch" not in ds.dims:
-        name = ds.attrs.get("arch_name") or ds.attrs.get("recipe_name") or "run"
-        ds = ds.drop_vars("arch", errors="ignore").expand_dims(arch=[str(name)])
-    return ds
-
-
-def load_inputs(paths: Iterable[str | Path]) -> dict[str, xr.Dataset]:
-    """Load result files into ``{experiment: dataset}``; several files of one experiment (several
-    architectures, or single runs) are combined along their coordinates."""
-    from ..foundations.netcdf import load_dataset
-
-    groups: dict[str, list[xr.Dataset]] = {}
-    for path in paths:
-        ds = load_dataset(path)
-        groups.setdefault(experiment_of(ds, path), []).append(standardize(ds))
-    out = {}
-    for exp, items in groups.items():
-        if len(items) == 1:
-            out[exp] = items[0]
-            continue
-        try:
-            out[exp] = xr.combine_by_coords(items, data_vars="minimal", combine_attrs="drop_conflicts",
-                                            join="outer")
-        except ValueError as e:
-            raise _config_error(f"the {exp} inputs do not combine (overlapping runs?): {e}") from None
-    return out
-
-
-def architectures(datasets: Mapping[str, xr.Dataset]) -> list[str]:
-    """Architecture names present in any of the datasets, in order of appearance."""
-    names: list[str] = []
-    for ds in datasets.values():
-        for a in ds.arch.values:
-            if str(a) not in names:
-                names.append(str(a))
-    return names
-
-
-def select_arch(ds: xr.Dataset, arch: str | None = None) -> xr.Dataset:
-    """One architecture of an aggregate (the only one when ``arch`` is None), without the ``arch`` dim."""
-    ds = standardize(ds)
-    names = [str(a) for a in ds.arch.values]
-    if arch is None:
-        if len(names) > 1:
-            raise _config_error(f"the inputs hold several architectures ({', '.join(names)}); choose one (--arch)")
-        arch = names[0]
-    if arch not in names:
-        raise _config_error(f"architecture {arch!r} is not in the inputs (they have {', '.join(names)})")
-    return ds.sel(arch=arch)
-
-
-def has_data(ds: xr.Dataset) -> bool:
-    """Whether any floating-point variable holds a finite value (combined aggregates pad missing runs with NaN)."""
-    return any(np.isfinite(ds[v].values).any() for v in ds.data_vars if np.issubdtype(ds[v].dtype, np.floating))
-
-
-def rewind_steps(*datasets: xr.Dataset | None, arch: str | None = None) -> list[int]:
-    """Rewind steps with results in every given dataset (ascending), for ``arch`` when given."""
-    common = None
-    for ds in datasets:
-        if ds is None:
-            continue
-        ds = standardize(ds)
-        if arch is not None or ds.sizes["arch"] == 1:
-            ds = select_arch(ds, arch)
-        have = {int(t) for t in ds.rewind_step.values if has_data(ds.sel(rewind_step=t))}
-        common = have if common is None else common & have
-    return sorted(common or [])
-
-
-def choose_rewind(requested: int | None, *datasets: xr.Dataset | None, arch: str | None = None) -> int:
-    """``requested``, or the largest rewind step the datasets share (late rewinding: the paper's main setting)."""
-    steps = rewind_steps(*datasets, arch=arch)
-    if not steps:
-        raise _config_error("the inputs share no rewind step with results (they come from different IMP runs)")
-    if requested is None:
-        return steps[-1]
-    if int(requested) not in steps:
-        raise _config_error(f"rewind step {requested} is not in the inputs (they share {steps})")
-    return int(requested)
-
-
-def select_run(ds: xr.Dataset | None, arch: str | None, rewind_step: int) -> xr.Dataset | None:
-    """One architecture and rewind step: a dataset with ``seed``, ``level`` and the experiment's own dims."""
-    if ds is None:
-        return None
-    return select_arch(ds, arch).sel(rewind_step=rewind_step)
-
-
-def level_density(ds: xr.Dataset) -> xr.DataArray | None:
-    """The per-level density (fraction of prunable weights remaining) of a dataset, averaged over seeds."""
-    if "density" not in ds or "level" not in ds["density"].dims or not set(ds["density"].dims) <= {"seed", "level"}:
-        return None
-    d = ds["density"]
-    return xr.DataArray(spread(d.values, d.dims.index("seed"))[0], coords={"level": d.level.values},
-                        dims="level") if "seed" in d.dims else d
-
-
-def level_percent(levels: Sequence[int], *sources: xr.Dataset | None) -> np.ndarray:
-    """% of prunable weights remaining at ``levels``, from the first source with a per-level density
-    (IMP's ``imp`` dataset has every level; E2, E3 and E8 carry their own)."""
-    levels = [int(v) for v in levels]
-    for ds in sources:
-        d = None if ds is None else level_density(ds)
-        if d is None:
-            continue
-        have = {int(v) for v in d.level.values}
-        if all(v in have for v in levels):
-            out = 100.0 * np.asarray(d.sel(level=levels).values, dtype=float)
-            if np.all(np.isfinite(out)):
-                return out
-    raise _config_error(f"no per-level density for levels {levels}: add the IMP dataset (imp.nc) to the inputs")
-
-
-def pick_levels(levels: Sequence[int], n: int = 5, requested: Sequence[int] | None = None) -> list[int]:
-    """``requested`` (checked against ``levels``) or ``n`` levels spread evenly from the first to the last."""
-    levels = sorted(int(v) for v in levels)
-    if requested:
-        missing = sorted(set(int(v) for v in requested) - set(levels))
-        if missing:
-            raise _config_error(f"levels {missing} are not in the data (it has {levels})")
-        return sorted(set(int(v) for v in requested))
-    if len(levels) <= n:
-        return levels
-    idx = np.unique(np.round(np.linspace(0, len(levels) - 1, n)).astype(int))
-    return [levels[i] for i in idx]
-
-
-def count_seeds(da: xr.DataArray) -> int:
-    """Seeds with at least one finite value."""
-    if "seed" not in da.dims:
-        return 1
-    other = [d for d in da.dims if d != "seed"]
-    return int(np.isfinite(da).any(other).sum()) if other else int(np.isfinite(da).sum())
 
 
 def level_colors(levels: Sequence[int]) -> dict[int, tuple]:
@@ -512,24 +323,3 @@ def new_figure(width: float, height: float, **kw):
     """A figure in the shared style with constrained layout (room for outside legends)."""
     use_style()
     return plt.figure(figsize=(width, height), layout="constrained", **kw)
-
-
-def render(plot: Callable, datasets: Mapping[str, xr.Dataset], out: str | Path, **options) -> list[Path]:
-    """Call a figure's ``plot`` with the datasets and options it takes, and write ``out``.pdf/.png.
-
-    Datasets are passed by experiment name (``imp=…``); a plot parameter named after an
-    experiment without a default is required.  Options set to None are left at their defaults.
-    """
-    import inspect
-
-    kwargs = {}
-    for name, param in inspect.signature(plot).parameters.items():
-        if name in EXPERIMENTS:
-            if name in datasets:
-                kwargs[name] = datasets[name]
-            elif param.default is inspect.Parameter.empty:
-                raise _config_error(f"{plot.__module__.rsplit('.', 1)[-1]} needs the {name} results "
-                                    f"(results/<config>/<arch>/{name}.nc) among the inputs")
-        elif options.get(name) is not None:
-            kwargs[name] = options[name]
-    return save(plot(**kwargs), out)

@@ -104,17 +104,29 @@ def load_dataset(path: str | Path) -> xr.Dataset:
     return ds
 
 
-def combine(paths: Iterable[str | Path]) -> xr.Dataset:
-    """Load many per-job datasets and combine them along their shared coordinates.
+def combine(items: Iterable[str | Path | xr.Dataset], *, data_vars: str = "all", compat: str = "no_conflicts",
+            coords: str = "different", join: str = "outer", combine_attrs: str = "drop_conflicts") -> xr.Dataset:
+    """Combine result datasets (or the files holding them) along their shared coordinates.
 
-    Attributes that differ between the inputs (e.g. creation times, seeds) are kept from
-    the first input only if identical everywhere; the rest are dropped from the
-    combination (each job's own file keeps its provenance).
+    The one function that combines results: the workflow's aggregation, ``unmasking combine`` and the
+    inputs of the figures and the claims all call it.  Files are loaded with :func:`load_dataset`.
+    xarray's options are set explicitly (its defaults are changing), with these defaults:
+
+    - ``join="outer"``: the union of the coordinates; a run missing somewhere is padded with NaN;
+    - ``compat="no_conflicts"``: variables shared by several inputs must agree where both are non-NaN;
+    - ``data_vars="all"`` concatenates every variable along the combined dimensions; ``"minimal"``
+      (the aggregation, the figures, the claims) only those that have the dimension, so that a
+      variable without a level dimension (a run's dense error) stays without one;
+    - ``combine_attrs="drop_conflicts"``: attributes that differ between the inputs (creation
+      times, seeds) are dropped from the combination; each input file keeps its provenance.
+
+    Inputs with the same coordinates (the same run twice) do not combine: xarray's ``ValueError``.
     """
-    datasets = [load_dataset(p) for p in paths]
+    datasets = [item if isinstance(item, xr.Dataset) else load_dataset(item) for item in items]
     if not datasets:
         raise ValueError("nothing to combine: no input files")
-    combined = xr.combine_by_coords(datasets, combine_attrs="drop_conflicts", join="outer")
+    combined = xr.combine_by_coords(datasets, data_vars=data_vars, compat=compat, coords=coords, join=join,
+                                    combine_attrs=combine_attrs)
     if isinstance(combined, xr.DataArray):
         combined = combined.to_dataset()
     return combined
