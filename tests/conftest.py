@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
+from unmasking.data.base import TensorData
 from unmasking.foundations.hparams import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams
 from unmasking.foundations.recipes import build_recipe
-from unmasking.data.base import TensorData
 from unmasking.imp import ImpRun
 
 from slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture: a real single-node SLURM cluster)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from unmasking.foundations.hparams import ConfigError, DataHparams
 from unmasking.data import DataMissingError, check_available, load_data
 from unmasking.data.cifar import STATS, random_crop_flip
+from unmasking.foundations.hparams import ConfigError, DataHparams
 
 
 @pytest.fixture

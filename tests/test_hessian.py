@@ -12,11 +12,11 @@ from torch.func import functional_call, hessian
 
 from unmasking import masks as M
 from unmasking.analyses import hessian as H
-from unmasking.spectral import lanczos as LZ
-from unmasking.spectral import masked_hessian as MH
 from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import load_dataset
+from unmasking.spectral import lanczos as LZ
+from unmasking.spectral import masked_hessian as MH
 
 from conftest import teacher_data, tiny_imp_run
 

@@ -12,8 +12,8 @@ import torch
 from unmasking import masks as M
 from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
-from unmasking.imp import ImpRun
 from unmasking.foundations.netcdf import load_dataset
+from unmasking.imp import ImpRun
 
 from conftest import tiny_recipe
 

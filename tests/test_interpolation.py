@@ -10,16 +10,23 @@ import torch
 from torch import nn
 
 from unmasking import masks as M
-from unmasking.analyses.interpolation import (PathEvaluator, barrier, gamma_grid, interpolate_state,
-                                              interpolation_curve, reset_batchnorm, successive_levels, union_mask)
+from unmasking.analyses.interpolation import (
+    PathEvaluator,
+    barrier,
+    gamma_grid,
+    interpolate_state,
+    interpolation_curve,
+    reset_batchnorm,
+    successive_levels,
+    union_mask,
+)
 from unmasking.commands import main
-from unmasking.foundations.hparams import ConfigError
 from unmasking.data import TensorData
+from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import load_dataset
 from unmasking.training import evaluate
 
 from conftest import teacher_data, tiny_imp_run
-
 
 
 @pytest.fixture(scope="module")

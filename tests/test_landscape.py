@@ -7,15 +7,22 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.analyses.landscape import (POINTS, BatchNormReset, bn_reset_batches, evaluate_plane, grid_axes,
-                                          landscape_level, plane_through)
+from unmasking.analyses.landscape import (
+    POINTS,
+    BatchNormReset,
+    bn_reset_batches,
+    evaluate_plane,
+    grid_axes,
+    landscape_level,
+    plane_through,
+)
 from unmasking.commands import main
-from unmasking.foundations.recipes import build_recipe
 from unmasking.data.base import TensorData
 from unmasking.foundations.io import read_json
+from unmasking.foundations.netcdf import load_dataset
+from unmasking.foundations.recipes import build_recipe
 from unmasking.imp import ImpRun
 from unmasking.models import build_model, prunable_names
-from unmasking.foundations.netcdf import load_dataset
 from unmasking.training import evaluate
 
 

@@ -3,9 +3,8 @@
 import pytest
 
 from unmasking.foundations.hparams import ConfigError, apply_overrides, parse_overrides, valid_keys
-from unmasking.foundations.recipes import build_recipe
+from unmasking.foundations.recipes import RECIPES, build_recipe, get_recipe
 from unmasking.models import build_model
-from unmasking.foundations.recipes import RECIPES, get_recipe
 
 
 def _resnet20_count(classes=10, w=16):

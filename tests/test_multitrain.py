@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-from conftest import make_tensor_data
 from torch import nn
 
 from unmasking import masks as M
@@ -25,6 +24,8 @@ from unmasking.multitrain import (
     train_many,
 )
 from unmasking.training import Seeds, TrainingDiverged, train
+
+from conftest import make_tensor_data
 
 
 def _hp(**kw):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.analyses import retraining as T
 from unmasking.analyses import pruning_ratio as R
+from unmasking.analyses import retraining as T
 from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.io import read_json

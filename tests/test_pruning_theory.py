@@ -10,11 +10,11 @@ import torch
 
 from unmasking import masks as M
 from unmasking.analyses import hessian as H
-from unmasking.spectral import lanczos as LZ
 from unmasking.analyses import pruning_theory as T
 from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import load_dataset
+from unmasking.spectral import lanczos as LZ
 
 from conftest import teacher_data, tiny_imp_run
 

@@ -9,10 +9,10 @@ import torch
 from unmasking import masks as M
 from unmasking.analyses.small_weights import chance_overlap, level_small_weights, log_bins, small_weights
 from unmasking.commands import main
-from unmasking.foundations.recipes import build_recipe
 from unmasking.data.base import TensorData
-from unmasking.imp import ImpRun
 from unmasking.foundations.netcdf import load_dataset
+from unmasking.foundations.recipes import build_recipe
+from unmasking.imp import ImpRun
 
 
 def t(values):

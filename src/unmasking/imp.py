@@ -26,13 +26,13 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import masks as M
+from .data import Data, TensorData, load_data
 from .foundations.checkpoints import atomic_torch_save, load_checkpoint
 from .foundations.hparams import ConfigError, Recipe
 from .foundations.io import read_json, write_json
-from .foundations.recipes import recipe_from_dict
-from .data import Data, TensorData, load_data
-from .models import build_model, prunable_names
 from .foundations.netcdf import provenance
+from .foundations.recipes import recipe_from_dict
+from .models import build_model, prunable_names
 from .training import Seeds, default_device, evaluate_all, train
 
 

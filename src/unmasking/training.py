@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import Data
 from .foundations.checkpoints import atomic_torch_save, load_checkpoint
 from .foundations.hparams import TrainHparams
-from .data import Data
-from .masks import apply_mask
 from .foundations.seeds import derive_seed
+from .masks import apply_mask
 
 
 class TrainingDiverged(RuntimeError):

@@ -10,8 +10,17 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from .hparams import (ConfigError, DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams, apply_overrides,
-                      load_yaml, parse_overrides)
+from .hparams import (
+    ConfigError,
+    DataHparams,
+    ModelHparams,
+    PruneHparams,
+    Recipe,
+    TrainHparams,
+    apply_overrides,
+    load_yaml,
+    parse_overrides,
+)
 
 _IMAGENET_STEPS_PER_EPOCH = 1_281_167 // 1024  # drop_last at batch 1024
 

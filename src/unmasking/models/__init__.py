@@ -13,7 +13,7 @@ from torch import nn
 
 from ..foundations.hparams import ConfigError
 from .cifar_resnet import resnet18, resnet20
-from .mnist1d import CNN1d, MLP
+from .mnist1d import MLP, CNN1d
 from .vgg import vgg16
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
