@@ -15,7 +15,7 @@ import pytest
 import xarray as xr
 
 from unmasking import claims as C
-from unmasking.cli import main as cli_main
+from unmasking.commands import main as cli_main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import write_dataset
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from unmasking.analyses.figures_cli import FIGURES, figure_module, make_figure
+from unmasking.figures import figure_module, make_figure
+from unmasking.foundations.registry import FIGURES
 from unmasking.analyses.flatness import flatness
 from unmasking.analyses.hessian import HessianSettings, hessian_study
 from unmasking.analyses.interpolation import successive_levels
@@ -25,7 +26,7 @@ from unmasking.analyses.perturbation import perturbation_robustness
 from unmasking.analyses.pruning_ratio import pruning_ratio
 from unmasking.analyses.pruning_theory import pruning_theory
 from unmasking.analyses.small_weights import small_weights_run
-from unmasking.cli import main as cli_main
+from unmasking.commands import main as cli_main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.recipes import build_recipe
 from unmasking.figures import style as S
@@ -268,7 +269,7 @@ def test_figure_and_claims_commands_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom unmasking.cli import main\n"
+    code = ("import sys\nfrom unmasking.commands import main\n"
             "for cmd in ('figure', 'claims'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -13,7 +13,8 @@ from torch.func import functional_call, hessian
 from unmasking import masks as M
 from unmasking.analyses import flatness as F
 from unmasking.analyses import hessian as H
-from unmasking.cli import main
+from unmasking.spectral import masked_hessian as MH
+from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import load_dataset
 
@@ -92,7 +93,7 @@ def test_direction_helpers():
     mask = {"0.weight": torch.rand(3, 4) < 0.8, "2.weight": torch.ones(2, 3, dtype=torch.bool)}
     M.apply_mask(model, mask)
     x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 2, (10,))
-    op = H.MaskedHessian(model, mask, x, y, dtype=torch.float64)
+    op = MH.MaskedHessian(model, mask, x, y, dtype=torch.float64)
     hd = dense_hessian(model, mask, x, y)
     removed = {"0.weight": mask["0.weight"] & (torch.arange(12).view(3, 4) % 2 == 0),
                "2.weight": torch.zeros(2, 3, dtype=torch.bool)}

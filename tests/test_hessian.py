@@ -12,7 +12,9 @@ from torch.func import functional_call, hessian
 
 from unmasking import masks as M
 from unmasking.analyses import hessian as H
-from unmasking.cli import main
+from unmasking.spectral import lanczos as LZ
+from unmasking.spectral import masked_hessian as MH
+from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import load_dataset
 
@@ -79,7 +81,7 @@ def dense_hessian(model, mask, x, y) -> torch.Tensor:
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
 def problem(request):
     model, mask, x, y = make_problem(request.param)
-    op = H.MaskedHessian(model, mask, x, y, chunk_size=1000, dtype=torch.float64)
+    op = MH.MaskedHessian(model, mask, x, y, chunk_size=1000, dtype=torch.float64)
     return model, mask, x, y, op, dense_hessian(model, mask, x, y).numpy()
 
 
@@ -90,7 +92,7 @@ def test_operator_matches_dense_hessian(problem):
     np.testing.assert_allclose(op.matvec(v).numpy(), hd @ v.numpy(), rtol=0, atol=1e-12 * np.abs(hd).max())
     assert op.retain  # one chunk: the gradient graph is built once and reused
     for retain in (False, True):  # chunked, recomputing or keeping every chunk's graph; twice to reuse it
-        chunked = H.MaskedHessian(model, mask, x, y, chunk_size=7, dtype=torch.float64, retain=retain)
+        chunked = MH.MaskedHessian(model, mask, x, y, chunk_size=7, dtype=torch.float64, retain=retain)
         for _ in range(2):
             np.testing.assert_allclose(chunked.matvec(v).numpy(), hd @ v.numpy(), rtol=0,
                                        atol=1e-12 * np.abs(hd).max())
@@ -105,12 +107,12 @@ def test_full_lanczos_is_exact(problem):
     """With as many steps as dimensions: Ritz values = spectrum, quadrature = the probe's spectral measure."""
     *_, op, hd = problem
     evals, evecs = np.linalg.eigh(hd)
-    nodes, weights, runs = H.slq(op, 2, op.dim + 5, seed=4)
+    nodes, weights, runs = LZ.slq(op, 2, op.dim + 5, seed=4)
     assert nodes.shape == (2, op.dim + 5) and np.isnan(nodes[:, op.dim:]).all() and (weights[:, op.dim:] == 0).all()
     for p in range(2):
         np.testing.assert_allclose(np.sort(nodes[p, :op.dim]), evals, atol=1e-10 * np.abs(evals).max())
         np.testing.assert_allclose(weights[p].sum(), 1.0, rtol=1e-12)
-        z = H.probe_vector(op.dim, 4, "hessian", "slq", p, dtype=torch.float64).numpy()
+        z = LZ.probe_vector(op.dim, 4, "hessian", "slq", p, dtype=torch.float64).numpy()
         assert set(np.unique(z)) == {-1.0, 1.0}
         q = z / np.linalg.norm(z)
         for k in range(5):  # moments: sum_i w_i λ_i^k = qᵀ H^k q, and D × that = zᵀ H^k z
@@ -123,15 +125,15 @@ def test_full_lanczos_is_exact(problem):
     top, resid = runs[0].top(5)
     np.testing.assert_allclose(top, evals[::-1][:5], rtol=1e-10)
     assert np.all(resid < 1e-8)
-    trace, std, _ = H.hutchinson_trace(op, 3, 0, deflation=runs[0])
+    trace, std, _ = LZ.hutchinson_trace(op, 3, 0, deflation=runs[0])
     assert trace == pytest.approx(np.trace(hd), rel=1e-10) and std == 0.0
 
 
 def test_gauss_quadrature_exact_to_degree_2m_minus_1(problem):
     *_, op, hd = problem
     m = 3
-    nodes, weights, runs = H.slq(op, 1, m, seed=9)
-    z = H.probe_vector(op.dim, 9, "hessian", "slq", 0, dtype=torch.float64).numpy()
+    nodes, weights, runs = LZ.slq(op, 1, m, seed=9)
+    z = LZ.probe_vector(op.dim, 9, "hessian", "slq", 0, dtype=torch.float64).numpy()
     q = z / np.linalg.norm(z)
     for k in range(2 * m):
         exact = q @ np.linalg.matrix_power(hd, k) @ q
@@ -145,7 +147,7 @@ def test_gauss_quadrature_exact_to_degree_2m_minus_1(problem):
 def test_slq_moments_average_to_traces(problem):
     """D × the first two SLQ moments, averaged over probes, estimate tr(H) and tr(H²) (Hutchinson)."""
     *_, op, hd = problem
-    nodes, weights, _ = H.slq(op, 200, 2, seed=5)  # 2 steps: exact for degree <= 3
+    nodes, weights, _ = LZ.slq(op, 200, 2, seed=5)  # 2 steps: exact for degree <= 3
     for k in (1, 2):
         est = op.dim * np.sum(weights * nodes ** k, axis=1)
         exact = np.trace(np.linalg.matrix_power(hd, k))
@@ -154,29 +156,29 @@ def test_slq_moments_average_to_traces(problem):
 
 def test_hutchinson_plain_and_deflated(problem):
     *_, op, hd = problem
-    trace, std, samples = H.hutchinson_trace(op, 5, 7)
-    zs = [H.probe_vector(op.dim, 7, "hessian", "hutchinson", i, dtype=torch.float64).numpy() for i in range(5)]
+    trace, std, samples = LZ.hutchinson_trace(op, 5, 7)
+    zs = [LZ.probe_vector(op.dim, 7, "hessian", "hutchinson", i, dtype=torch.float64).numpy() for i in range(5)]
     np.testing.assert_allclose(samples, [z @ hd @ z for z in zs], rtol=1e-10)
     assert trace == pytest.approx(np.mean(samples)) and std == pytest.approx(np.std(samples, ddof=1) / math.sqrt(5))
-    lz = H.lanczos(op.matvec, torch.from_numpy(zs[0]), 6)
+    lz = LZ.lanczos(op.matvec, torch.from_numpy(zs[0]), 6)
     q = lz.basis.numpy()
     np.testing.assert_allclose(np.sum(lz.alpha), np.trace(q @ hd @ q.T), rtol=1e-10)
-    trace_d, _, samples_d = H.hutchinson_trace(op, 5, 7, deflation=lz)
+    trace_d, _, samples_d = LZ.hutchinson_trace(op, 5, 7, deflation=lz)
     proj = np.eye(op.dim) - q.T @ q
     np.testing.assert_allclose(samples_d, [np.sum(lz.alpha) + z @ proj @ hd @ proj @ z for z in zs], rtol=1e-9)
     # both are unbiased: many probes land within 4 standard errors of the trace
     for defl in (None, lz):
-        t, s, _ = H.hutchinson_trace(op, 200, 8, deflation=defl)
+        t, s, _ = LZ.hutchinson_trace(op, 200, 8, deflation=defl)
         assert abs(t - np.trace(hd)) < 4 * s
     with pytest.raises(ValueError, match="probes"):
-        H.hutchinson_trace(op, 0, 7)
+        LZ.hutchinson_trace(op, 0, 7)
 
 
 def test_lanczos_restarts_on_repeated_eigenvalues():
     """An operator with multiplicities: the run continues past the invariant subspace and sees every eigenvalue."""
     diag = torch.tensor([3.0, 3.0, 3.0, 1.0, 1.0, 0.0, -2.0, 5.0], dtype=torch.float64)
     start = torch.ones(8, dtype=torch.float64)
-    run = H.lanczos(lambda v: diag * v, start, 8)
+    run = LZ.lanczos(lambda v: diag * v, start, 8)
     theta, s = run.ritz()
     np.testing.assert_allclose(theta, np.sort(diag.numpy()), atol=1e-12)
     np.testing.assert_allclose(run.basis @ run.basis.T, np.eye(8), atol=1e-12)
@@ -190,7 +192,7 @@ def test_lanczos_restarts_on_repeated_eigenvalues():
 def test_eval_copy_matches_batchnorm_and_leaves_model_alone():
     model, mask, x, y = make_problem("cnn")
     model.train()
-    copy = H._eval_copy(model, torch.float64)
+    copy = MH._eval_copy(model, torch.float64)
     model.eval()
     with torch.no_grad():
         np.testing.assert_allclose(copy(x).numpy(), model(x).numpy(), rtol=1e-12, atol=1e-12)
@@ -209,7 +211,7 @@ def test_float32_agrees_with_float64():
 def test_broadened_density_integrates_to_one():
     nodes = np.array([[0.0, 1.0, 4.0, np.nan], [0.5, 2.0, 3.0, np.nan]])
     weights = np.array([[0.5, 0.25, 0.25, 0.0], [0.2, 0.3, 0.5, 0.0]])
-    grid, dens = H.broadened_density(nodes, weights, 0.02, 4000)
+    grid, dens = LZ.broadened_density(nodes, weights, 0.02, 4000)
     assert np.trapezoid(dens, grid) == pytest.approx(1.0, rel=1e-6)
     assert np.trapezoid(dens * grid, grid) == pytest.approx(np.nansum(nodes * weights) / 2, rel=1e-6)
 
@@ -270,9 +272,9 @@ def test_bad_input(run):
         H.hessian_study(run, [1, 1], SMALL, progress=False)
     model, mask, x, y = make_problem("mlp")
     with pytest.raises(ValueError):
-        H.MaskedHessian(model, mask, x, y[:-1])
+        MH.MaskedHessian(model, mask, x, y[:-1])
     with pytest.raises(ConfigError):
-        H.MaskedHessian(model, {"nope.weight": torch.ones(2, dtype=torch.bool)}, x, y)
+        MH.MaskedHessian(model, {"nope.weight": torch.ones(2, dtype=torch.bool)}, x, y)
 
 
 def test_cli(run, tmp_path, monkeypatch):

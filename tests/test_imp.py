@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unmasking import masks as M
-from unmasking.cli import main
+from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.imp import ImpRun
 from unmasking.foundations.netcdf import load_dataset
@@ -91,7 +91,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 def test_cli_imp_on_mnist1d(tmp_path):
     """The console script end to end on the real embedded data (2 levels, shortened schedule)."""
     out = subprocess.run(
-        [sys.executable, "-m", "unmasking.cli", "imp", "--recipe", "mnist1d-cnn", "--run", str(tmp_path / "r"),
+        [sys.executable, "-m", "unmasking", "imp", "--recipe", "mnist1d-cnn", "--run", str(tmp_path / "r"),
          "--seed", "1", "--levels", "2", "--quiet", "--set", "train.steps=200", "train.milestones=[100]",
          "prune.rewind_step=10"], capture_output=True, text=True, check=True)
     assert f"wrote {tmp_path / 'r' / 'imp.nc'}" in out.stdout

@@ -12,7 +12,7 @@ from torch import nn
 from unmasking import masks as M
 from unmasking.analyses.interpolation import (PathEvaluator, barrier, gamma_grid, interpolate_state,
                                               interpolation_curve, reset_batchnorm, successive_levels, union_mask)
-from unmasking.cli import main
+from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.data import TensorData
 from unmasking.foundations.netcdf import load_dataset
@@ -226,9 +226,9 @@ def test_bad_levels_are_clear_errors(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e2.nc"
-    assert main(["interpolate", "--run", str(run.root), "--levels", "1", "2", "--out", str(out), "--gammas", "3",
+    assert main(["interpolation", "--run", str(run.root), "--levels", "1", "2", "--out", str(out), "--gammas", "3",
                  "--bn-modes", "interpolate", "reset", "--quiet"]) == 0
     ds = load_dataset(out)
     assert list(ds.level.values) == [1, 2] and list(ds.bn_mode.values) == ["interpolate", "reset"]
     assert ds.error.attrs["units"] == "fraction" and len(ds.gamma) == 3
-    assert main(["interpolate", "--run", str(run.root), "--levels", "9", "--out", str(out), "--quiet"]) == 2
+    assert main(["interpolation", "--run", str(run.root), "--levels", "9", "--out", str(out), "--quiet"]) == 2

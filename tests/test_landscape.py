@@ -9,7 +9,7 @@ import torch
 from unmasking import masks as M
 from unmasking.analyses.landscape import (POINTS, BatchNormReset, bn_reset_batches, evaluate_plane, grid_axes,
                                           landscape_level, plane_through)
-from unmasking.cli import main
+from unmasking.commands import main
 from unmasking.foundations.recipes import build_recipe
 from unmasking.data.base import TensorData
 from unmasking.foundations.io import read_json

@@ -12,7 +12,7 @@ from unmasking import masks as M
 from unmasking.analyses import perturbation as P
 from unmasking.analyses import retraining as R
 from unmasking.analyses.interpolation import barrier
-from unmasking.cli import main
+from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.io import read_json
 from unmasking.foundations.netcdf import load_dataset
@@ -118,7 +118,7 @@ def test_bad_parameters(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e3.nc"
-    assert main(["perturb", "--run", str(run.root), "--levels", "2", "--out", str(out), "--strengths", "0", "1",
+    assert main(["perturbation", "--run", str(run.root), "--levels", "2", "--out", str(out), "--strengths", "0", "1",
                  "--replicates", "1", "--gammas", "3", "--quiet"]) == 0
     ds = load_dataset(out)
     assert list(ds.strength.values) == [0.0, 1.0] and list(ds.level.values) == [2] and len(ds.replicate) == 1

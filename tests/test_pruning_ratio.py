@@ -12,7 +12,7 @@ import torch
 from unmasking import masks as M
 from unmasking.analyses import retraining as T
 from unmasking.analyses import pruning_ratio as R
-from unmasking.cli import main
+from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.io import read_json
 from unmasking.foundations.netcdf import load_dataset
@@ -118,7 +118,7 @@ def test_bad_parameters(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e6.nc"
-    assert main(["pruning-ratio", "--run", str(run.root), "--levels", "2", "--out", str(out), "--fractions", "0.5",
+    assert main(["pruning_ratio", "--run", str(run.root), "--levels", "2", "--out", str(out), "--fractions", "0.5",
                  "--methods", "magnitude", "random", "--gammas", "3", "--quiet"]) == 0
     ds = load_dataset(out)
     assert list(ds.prune_method.values) == ["magnitude", "random"] and list(ds.fraction.values) == [0.5]

@@ -10,8 +10,9 @@ import torch
 
 from unmasking import masks as M
 from unmasking.analyses import hessian as H
+from unmasking.spectral import lanczos as LZ
 from unmasking.analyses import pruning_theory as T
-from unmasking.cli import main
+from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.netcdf import load_dataset
 
@@ -119,10 +120,10 @@ def test_lanczos_rules_exactness():
     rng = np.random.default_rng(3)
     evals = np.concatenate([rng.normal(0, 0.01, 60), rng.exponential(0.1, 40), [2.0, 1.5]])
     diag = torch.tensor(evals)
-    z = H.probe_vector(len(evals), 1, "test").double()
+    z = LZ.probe_vector(len(evals), 1, "test").double()
     q2 = (z / z.norm()).numpy() ** 2
     m = 6
-    run = H.lanczos(lambda v: diag * v, z, m)
+    run = LZ.lanczos(lambda v: diag * v, z, m)
     rules = T.lanczos_rules(run.alpha, np.append(run.beta, run.residual), len(evals))
     np.testing.assert_allclose(rules["gauss"][0], run.quadrature()[0])
     for name in ("gauss", "averaged"):
@@ -134,7 +135,7 @@ def test_lanczos_rules_exactness():
         err_anti = moments(evals, q2, k) - moments(*rules["anti_gauss"], k)
         assert abs(err_prev) > 1e-9 and err_anti == pytest.approx(-err_prev, rel=1e-6)
     # a run that spans the space is the exact spectrum: every rule is the Gauss rule
-    full = H.lanczos(lambda v: diag * v, z, len(evals))
+    full = LZ.lanczos(lambda v: diag * v, z, len(evals))
     exact = T.lanczos_rules(full.alpha, full.beta, len(evals))
     for name in exact:
         np.testing.assert_array_equal(exact[name][0], exact["gauss"][0])
@@ -152,7 +153,7 @@ def test_averaged_rule_beats_gauss_on_a_hessian_like_spectrum():
     truth = T.p_star(evals, np.full(d, 1 / d), r2, T.DEFAULT_EPSILON)
     errors = {"gauss": [], "averaged": []}
     for m in (30, 40, 50, 60):
-        runs = [H.lanczos(lambda v: diag * v, H.probe_vector(d, 0, "bulk", i).double(), m) for i in range(2)]
+        runs = [LZ.lanczos(lambda v: diag * v, LZ.probe_vector(d, 0, "bulk", i).double(), m) for i in range(2)]
         measures = T._measures(np.stack([r.alpha for r in runs]), np.stack([np.append(r.beta, r.residual)
                                                                              for r in runs]), d)
         for name in errors:
@@ -223,10 +224,10 @@ def test_cli(run, e4, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     hfile = write_dataset(e4, tmp_path / "e4.nc")
     out = tmp_path / "e5.nc"
-    assert main(["pruning-theory", "--run", str(run.root), "--hessian", str(hfile), "--levels", "0", "2",
+    assert main(["pruning_theory", "--run", str(run.root), "--hessian", str(hfile), "--levels", "0", "2",
                  "--out", str(out), "--epsilon", "0.05", "--epsilon-band", "3", "--quadrature", "gauss", "--quiet"]) == 0
     ds = load_dataset(out)
     assert list(ds.level.values) == [0, 2] and ds.attrs["epsilon"] == 0.05 and ds.attrs["epsilon_band"] == 3
     np.testing.assert_array_equal(ds.p_star.values, ds.p_star_gauss.values)  # --quadrature gauss
-    assert main(["pruning-theory", "--run", str(run.root), "--hessian", str(tmp_path / "missing.nc"),
+    assert main(["pruning_theory", "--run", str(run.root), "--hessian", str(tmp_path / "missing.nc"),
                  "--out", str(out), "--quiet"]) == 2

@@ -8,7 +8,7 @@ import torch
 
 from unmasking import masks as M
 from unmasking.analyses.small_weights import chance_overlap, level_small_weights, log_bins, small_weights
-from unmasking.cli import main
+from unmasking.commands import main
 from unmasking.foundations.recipes import build_recipe
 from unmasking.data.base import TensorData
 from unmasking.imp import ImpRun
@@ -137,8 +137,8 @@ def test_run_wrapper_matches_imp_records_and_cli(tiny_run, tmp_path):
     assert np.isnan(float(ds.overlap.sel(level=3))) and not np.isnan(float(ds.overlap.sel(level=1)))
     assert ds.attrs["experiment"] == "E8_small_weights" and "seed_init" in ds.attrs
     out = tmp_path / "e8.nc"
-    assert main(["small-weights", "--run", str(tiny_run.root), "--levels", "0", "1", "--out", str(out),
+    assert main(["small_weights", "--run", str(tiny_run.root), "--levels", "0", "1", "--out", str(out),
                  "--quiet"]) == 0
     loaded = load_dataset(out)
     assert np.array_equal(loaded.histogram.isel(seed=0).values, ds.histogram.sel(level=[0, 1]).values)
-    assert main(["small-weights", "--run", str(tiny_run.root), "--levels", "9", "--out", str(out)]) == 2
+    assert main(["small_weights", "--run", str(tiny_run.root), "--levels", "9", "--out", str(out)]) == 2

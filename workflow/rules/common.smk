@@ -68,7 +68,7 @@ CONDA_ENV = "../envs/unmasking.yaml"
 USE_CONDA = "CONDA" in {m.name for m in workflow.deployment_settings.deployment_method}
 _BIN = Path(sys.executable).parent
 if USE_CONDA:
-    UNMASKING, PYTHON = "python -m unmasking.cli", "python"
+    UNMASKING, PYTHON = "python -m unmasking", "python"
     os.environ.update(
         PYTHONPATH=os.pathsep.join(
             filter(

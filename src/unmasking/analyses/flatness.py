@@ -19,8 +19,7 @@ of level ``L`` uses ``derive_seed(seed, "flatness", method, L, r)``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -30,15 +29,57 @@ from tqdm.auto import tqdm
 
 from .. import masks as M
 from ..foundations.hparams import ConfigError
-from ..foundations.netcdf import load_dataset, write_dataset
 from ..foundations.seeds import derive_seed
-from .hessian import (DTYPES, HessianSettings, MaskedHessian, _check_levels, add_hessian_args, hutchinson_trace,
-                      keep_freed_memory, lanczos, probe_vector, run_attrs, settings_from_args, subset_for)
+from ..spectral.lanczos import hutchinson_trace, lanczos, probe_vector
+from ..spectral.masked_hessian import MaskedHessian
+from .hessian import DTYPES, HessianSettings, _check_levels, run_attrs, subset_for
 
 RANDOM_METHODS = ("random", "random_layerwise")
 DEFAULT_RANDOM_MASKS = 8
 
-__all__ = ["DEFAULT_RANDOM_MASKS", "RANDOM_METHODS", "direction_curvature", "flatness", "pruning_direction"]
+__all__ = ["DEFAULT_RANDOM_MASKS", "RANDOM_METHODS", "FlatnessSettings", "analyse", "direction_curvature", "flatness",
+           "pruning_direction"]
+
+
+@dataclass(frozen=True)
+class FlatnessSettings:
+    """Options of E7 (the ``flatness`` command's flags): the pruning directions and the Hessian's settings.
+
+    ``subset_size`` and ``seed`` left at None take the data subset of the E4 output E7 reads (if
+    any); the Hessian's other settings default to E4's (:class:`HessianSettings`).
+    """
+
+    random_masks: int = field(default=DEFAULT_RANDOM_MASKS, metadata={"help": "random masks per method (%(default)s)"})
+    methods: tuple[str, ...] = field(default=("random",), metadata={
+        "help": "random pruning methods compared with magnitude pruning", "choices": RANDOM_METHODS})
+    fraction: float | None = field(default=None, metadata={
+        "help": "fraction of the surviving weights pruned (default: the recipe's prune.fraction)"})
+    lanczos_steps: int = field(default=HessianSettings.lanczos_steps, metadata={
+        "help": "Lanczos steps of the trace's deflation basis; 0: plain Hutchinson (%(default)s)"})
+    hutchinson_probes: int = field(default=HessianSettings.hutchinson_probes,
+                                   metadata={"help": "Hutchinson trace probes (%(default)s)"})
+    subset_size: int | None = field(default=None, metadata={
+        "help": "training examples the Hessian is taken on (default: the whole train-eval set)"})
+    chunk_size: int = field(default=HessianSettings.chunk_size,
+                            metadata={"help": "examples per Hessian-vector-product chunk (%(default)s)"})
+    dtype: str = field(default=HessianSettings.dtype, metadata={"help": "arithmetic precision (%(default)s)",
+                                                                "choices": tuple(sorted(DTYPES))})
+    seed: int | None = field(default=None, metadata={
+        "help": f"seed of the probes, random masks and the data subset ({HessianSettings.seed})"})
+
+    def hessian_settings(self, hessian: xr.Dataset | None = None) -> HessianSettings:
+        """The Hessian's settings; with an E4 output, its data subset (size and seed) unless given here."""
+        subset_size, seed = self.subset_size, self.seed
+        if hessian is not None:  # by default, the Hessian of E4's data subset
+            if subset_size is None:
+                subset_size = hessian.attrs.get("hessian_subset_size")
+            if seed is None:
+                seed = int(hessian.attrs.get("hessian_seed", HessianSettings.seed))
+        if seed is None:
+            seed = HessianSettings.seed
+        return HessianSettings(lanczos_steps=self.lanczos_steps, hutchinson_probes=self.hutchinson_probes,
+                               subset_size=subset_size, chunk_size=self.chunk_size, dtype=self.dtype,
+                               seed=seed).check(spectrum=False)
 
 
 def pruning_direction(op: MaskedHessian, removed: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -175,49 +216,14 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
     return ds
 
 
-def _cmd_flatness(args) -> None:
-    from ..imp import ImpRun
-
-    keep_freed_memory()
-    run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
-    hessian = load_dataset(args.hessian) if args.hessian else None
-    if hessian is not None:  # by default, the Hessian of E4's data subset
-        if args.subset_size is None:
-            args.subset_size = hessian.attrs.get("hessian_subset_size")
-        if args.seed is None:
-            args.seed = int(hessian.attrs.get("hessian_seed", HessianSettings.seed))
-    if args.seed is None:
-        args.seed = HessianSettings.seed
-    settings = settings_from_args(args).check(spectrum=False)
-    ds = flatness(run, args.levels, args.random_masks, args.fraction, args.methods, settings, hessian,
-                  progress=not args.quiet)
-    out = write_dataset(ds, Path(args.out))
-    for level in ds.level.values:
-        r = ds.sel(level=level).isel(seed=0)
-        rows = "  ".join(f"{m} {float(r.curvature_random_mean.sel(prune_method=m)):.4g} "
-                         f"± {float(r.curvature_random_std.sel(prune_method=m)):.2g}" for m in ds.prune_method.values)
-        print(f"level {level:2d}  q'Hq magnitude {float(r.curvature_magnitude):.4g}  {rows}  "
-              f"tr(H)/D_L {float(r.average_curvature):.4g}")
-    print(f"wrote {out}")
+SETTINGS = FlatnessSettings
 
 
-def register(subparsers) -> None:
-    from ..cli import add_common_args
+def analyse(run, levels: Sequence[int], settings: FlatnessSettings = FlatnessSettings(),
+            hessian: xr.Dataset | None = None) -> xr.Dataset:
+    """E7 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``flatness`` command).
 
-    p = subparsers.add_parser("flatness", help="E7: curvature q'Hq along magnitude- vs random-pruning directions, "
-                              "beside tr(H)/D_L", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="a finished IMP run folder")
-    p.add_argument("--levels", type=int, nargs="+", required=True, help="levels to analyse")
-    p.add_argument("--out", required=True, help="output netCDF file")
-    p.add_argument("--random-masks", type=int, default=DEFAULT_RANDOM_MASKS, help=f"random masks per method ({DEFAULT_RANDOM_MASKS})")
-    p.add_argument("--methods", nargs="+", choices=RANDOM_METHODS, default=["random"],
-                   help="random pruning methods compared with magnitude pruning")
-    p.add_argument("--fraction", type=float, default=None,
-                   help="fraction of the surviving weights pruned (default: the recipe's prune.fraction)")
-    p.add_argument("--hessian", default=None,
-                   help="E4 output for the same run and levels: read tr(H) from it instead of estimating it, "
-                        "and take its data subset (size and seed) unless --subset-size/--seed are given")
-    add_hessian_args(p, lanczos=False)
-    p.set_defaults(seed=None)  # with --hessian: E4's subset size and seed unless given
-    add_common_args(p)
-    p.set_defaults(func=_cmd_flatness)
+    ``hessian``: an E4 output of the same run and levels, read for tr(H) and its data subset.
+    """
+    return flatness(run, levels, settings.random_masks, settings.fraction, settings.methods,
+                    settings.hessian_settings(hessian), hessian, progress=run.progress)

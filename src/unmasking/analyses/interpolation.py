@@ -24,8 +24,7 @@ pairs.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -34,9 +33,9 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..foundations.hparams import ConfigError
 from ..data import Data
-from ..foundations.netcdf import provenance, write_dataset
+from ..foundations.hparams import ConfigError
+from ..foundations.netcdf import provenance
 from ..training import evaluate
 
 BN_MODES = ("interpolate", "reset")
@@ -45,8 +44,23 @@ PAIRS = ("successive", "dense")
 DEFAULT_GAMMAS = 11
 DEFAULT_BN_BATCHES = 40  # × the recipe's training batch size: the whole mnist1d training set
 
-__all__ = ["BN_MODES", "PathEvaluator", "barrier", "gamma_grid", "interpolate_state", "interpolation_curve",
-           "successive_levels", "union_mask"]
+__all__ = ["BN_MODES", "InterpolationSettings", "PathEvaluator", "analyse", "barrier", "gamma_grid",
+           "interpolate_state", "interpolation_curve", "successive_levels", "union_mask"]
+
+
+@dataclass(frozen=True)
+class InterpolationSettings:
+    """Options of E2 (the ``interpolation`` command's flags)."""
+
+    gammas: int = field(default=DEFAULT_GAMMAS, metadata={"help": "points on the γ grid, ends included"})
+    bn_modes: tuple[str, ...] = field(default=("interpolate",), metadata={
+        "help": "BatchNorm handling along the path", "choices": BN_MODES})
+    bn_batches: int = field(default=DEFAULT_BN_BATCHES,
+                            metadata={"help": "training batches for the 'reset' mode's statistics"})
+    bn_batch_size: int | None = field(default=None, metadata={
+        "help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "evaluation batch size (default: the recipe's train.eval_batch_size)"})
 
 
 def gamma_grid(gammas: int | Sequence[float]) -> np.ndarray:
@@ -346,42 +360,10 @@ def run_provenance(run, experiment: str, **extra) -> dict:
                       rewind_step=run.recipe.prune.rewind_step, run_dir=str(run.root), **extra)
 
 
-def add_level_args(p, what: str) -> None:
-    """``--run``, ``--levels``, ``--out`` and the common options (the analysis CLI contract)."""
-    from ..cli import add_common_args
-
-    p.add_argument("--run", required=True, help="a finished IMP run folder")
-    p.add_argument("--levels", type=int, nargs="+", required=True, help=f"levels to {what}")
-    p.add_argument("--out", required=True, help="output netCDF file")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="evaluation batch size (default: the recipe's train.eval_batch_size)")
-    add_common_args(p)
+SETTINGS = InterpolationSettings
 
 
-def _cmd_interpolate(args) -> None:
-    from ..cli import open_run
-
-    run = open_run(args)
-    ds = successive_levels(run, args.levels, args.gammas, args.bn_modes, args.batch_size, args.bn_batches,
-                           args.bn_batch_size, progress=not args.quiet)
-    out = write_dataset(ds, Path(args.out))
-    for level in ds.level.values:
-        b = ds.barrier_error.sel(level=level, split="test", bn_mode=ds.bn_mode.values[0]).isel(seed=0)
-        print(f"level {level:2d}  B_test(w_L, w_L+1) {float(b.sel(pair='successive')):.4f}  "
-              f"B_test(w_0, w_L) {float(b.sel(pair='dense')):.4f}")
-    print(f"wrote {out}")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("interpolate", help="E2: error along linear paths between successive IMP levels "
-                              "and from the dense solution; barriers",
-                              description="E2: successive-level and dense-to-level linear interpolation.")
-    add_level_args(p, "interpolate (w_L to w_L+1, and w_0 to w_L)")
-    p.add_argument("--gammas", type=int, default=DEFAULT_GAMMAS, help="points on the γ grid, ends included")
-    p.add_argument("--bn-modes", nargs="+", choices=BN_MODES, default=["interpolate"],
-                   help="BatchNorm handling along the path")
-    p.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
-                   help="training batches for the 'reset' mode's statistics")
-    p.add_argument("--bn-batch-size", type=int, default=None,
-                   help="batch size of the 'reset' pass (default: the recipe's train.batch_size)")
-    p.set_defaults(func=_cmd_interpolate)
+def analyse(run, levels: Sequence[int], settings: InterpolationSettings = InterpolationSettings()) -> xr.Dataset:
+    """E2 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``interpolation`` command)."""
+    return successive_levels(run, levels, settings.gammas, settings.bn_modes, settings.batch_size,
+                             settings.bn_batches, settings.bn_batch_size, progress=run.progress)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -63,9 +63,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from ..foundations.hparams import ConfigError
 from ..data import Data
-from ..foundations.netcdf import provenance, write_dataset
+from ..foundations.hparams import ConfigError
+from ..foundations.netcdf import provenance
 
 State = Mapping[str, torch.Tensor]
 
@@ -77,6 +77,38 @@ DEFAULT_GRID = 21
 DEFAULT_MARGIN = 0.2
 DEFAULT_BN_MODE = "reset"
 DEFAULT_BN_BATCHES = 10
+
+
+@dataclass(frozen=True)
+class LandscapeSettings:
+    """Options of E9 (the ``landscape`` command's flags)."""
+
+    grid: int = field(default=DEFAULT_GRID, metadata={"help": "points per axis (default: %(default)s)"})
+    margin: float = field(default=DEFAULT_MARGIN, metadata={
+        "help": "margin around the points, as a fraction of their largest extent (default: %(default)s)"})
+    bn_mode: str = field(default=DEFAULT_BN_MODE, metadata={
+        "help": "BatchNorm statistics on the plane: recomputed at each point, or interpolated like the weights "
+                "(default: %(default)s)", "choices": BN_MODES})
+    bn_batches: int = field(default=DEFAULT_BN_BATCHES, metadata={
+        "help": "training batches for the reset mode's statistics (default: %(default)s)"})
+    bn_batch_size: int | None = field(default=None, metadata={
+        "help": "batch size of the reset pass (default: the recipe's train.batch_size)"})
+    splits: tuple[str, ...] = field(default=("test",), metadata={
+        "help": "data splits to evaluate (default: test)", "choices": ("test", "train")})
+    chunk: int | None = field(default=None, metadata={
+        "help": "grid points evaluated per call, with vmap when > 1 (default: 1 on CPU, 16 on CUDA)"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "examples per forward pass and grid point (default: the recipe's eval_batch_size // chunk)"})
+    cover_rewind: bool = field(default=False, metadata={
+        "help": "extend the grid to cover the projected rewind points as well"})
+
+    def check(self) -> "LandscapeSettings":
+        """Raise :class:`ConfigError` on a bad value."""
+        if self.grid < 2 or self.margin < 0 or min(self.chunk or 1, self.batch_size or 1, self.bn_batches,
+                                                   self.bn_batch_size or 1) < 1:
+            raise ConfigError("--grid must be >= 2, --margin >= 0, and --chunk, --batch-size, --bn-batches and "
+                              "--bn-batch-size >= 1")
+        return self
 
 
 def default_chunk(device: torch.device | str) -> int:
@@ -432,57 +464,12 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     return ds
 
 
-def _cmd(args) -> None:
-    import time
-
-    from ..cli import open_run
-
-    if args.grid < 2 or args.margin < 0 or min(args.chunk or 1, args.batch_size or 1, args.bn_batches,
-                                                args.bn_batch_size or 1) < 1:
-        raise ConfigError("--grid must be >= 2, --margin >= 0, and --chunk, --batch-size, --bn-batches and "
-                          "--bn-batch-size >= 1")
-    run = open_run(args)
-    t0 = time.perf_counter()
-    ds = landscape_run(run, args.levels, grid=args.grid, margin=args.margin, bn_mode=args.bn_mode,
-                       bn_batches=args.bn_batches, bn_batch_size=args.bn_batch_size, splits=args.splits,
-                       chunk=args.chunk,
-                       batch_size=args.batch_size, cover_rewind=args.cover_rewind)
-    elapsed = time.perf_counter() - t0
-    split = args.splits[0]
-    for level in ds.level.values:
-        r = ds.sel(level=level).isel(seed=0)
-        e, g = r[f"point_{split}_error"].values, r[f"{split}_error"]
-        print(f"level {level:2d}  {split} error w_L {e[0]:.4f}  projection {e[1]:.4f}  w_L+1 {e[2]:.4f}  "
-              f"grid min/max {float(g.min()):.4f}/{float(g.max()):.4f}")
-    print(f"{elapsed / len(ds.level):.1f} s per level")
-    print(f"wrote {write_dataset(ds, Path(args.out))}")
+SETTINGS = LandscapeSettings
 
 
-def register(subparsers) -> None:
-    from ..cli import add_common_args
-
-    p = subparsers.add_parser("landscape", help="E9: error landscape on the plane through w_L, its projection "
-                              "and w_L+1", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="finished IMP run folder")
-    p.add_argument("--levels", type=int, nargs="+", required=True, help="levels L (each needs level L+1 trained)")
-    p.add_argument("--out", required=True, help="netCDF output file")
-    p.add_argument("--grid", type=int, default=DEFAULT_GRID, help="points per axis (default: %(default)s)")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                   help="margin around the points, as a fraction of their largest extent (default: %(default)s)")
-    p.add_argument("--bn-mode", choices=BN_MODES, default=DEFAULT_BN_MODE,
-                   help="BatchNorm statistics on the plane: recomputed at each point, or interpolated like the "
-                        "weights (default: %(default)s)")
-    p.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
-                   help="training batches for the reset mode's statistics (default: %(default)s)")
-    p.add_argument("--bn-batch-size", type=int, default=None,
-                   help="batch size of the reset pass (default: the recipe's train.batch_size)")
-    p.add_argument("--splits", nargs="+", default=["test"], choices=["test", "train"],
-                   help="data splits to evaluate (default: test)")
-    p.add_argument("--chunk", type=int, default=None,
-                   help="grid points evaluated per call, with vmap when > 1 (default: 1 on CPU, 16 on CUDA)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="examples per forward pass and grid point (default: the recipe's eval_batch_size // chunk)")
-    p.add_argument("--cover-rewind", action="store_true",
-                   help="extend the grid to cover the projected rewind points as well")
-    add_common_args(p)
-    p.set_defaults(func=_cmd)
+def analyse(run, levels: Sequence[int], settings: LandscapeSettings = LandscapeSettings()) -> xr.Dataset:
+    """E9 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``landscape`` command)."""
+    s = settings.check()
+    return landscape_run(run, levels, grid=s.grid, margin=s.margin, bn_mode=s.bn_mode, bn_batches=s.bn_batches,
+                         bn_batch_size=s.bn_batch_size, splits=s.splits, chunk=s.chunk, batch_size=s.batch_size,
+                         cover_rewind=s.cover_rewind)

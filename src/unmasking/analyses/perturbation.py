@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -36,17 +36,42 @@ from tqdm.auto import tqdm
 from .. import masks as M
 from ..foundations.hparams import ConfigError
 from ..foundations.io import read_json
-from ..foundations.netcdf import write_dataset
 from ..foundations.seeds import derive_seed
-from .interpolation import (DEFAULT_BN_BATCHES, BN_MODES, PathEvaluator, _check_levels, add_level_args, barrier,
-                            eval_settings, gamma_grid, run_provenance)
-from .retraining import TrainJob, add_retraining_args, scratch_folder, scratch_for, train_jobs
+from .interpolation import (
+    BN_MODES,
+    DEFAULT_BN_BATCHES,
+    PathEvaluator,
+    _check_levels,
+    barrier,
+    eval_settings,
+    gamma_grid,
+    run_provenance,
+)
+from .retraining import TrainJob, scratch_folder, train_jobs
 
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_REPLICATES = 2
 
-__all__ = ["DEFAULT_STRENGTHS", "noise_direction", "perturb", "perturbation_robustness",
-           "rewind_distance"]
+__all__ = ["DEFAULT_STRENGTHS", "PerturbationSettings", "analyse", "noise_direction", "perturb",
+           "perturbation_robustness", "rewind_distance"]
+
+
+@dataclass(frozen=True)
+class PerturbationSettings:
+    """Options of E3 (the ``perturbation`` command's flags)."""
+
+    strengths: tuple[float, ...] = field(default=DEFAULT_STRENGTHS, metadata={
+        "help": "perturbation norms in units of d_L (0: SGD-noise baseline)"})
+    replicates: int = field(default=DEFAULT_REPLICATES, metadata={"help": "replicates per strength"})
+    gammas: int = field(default=11, metadata={"help": "points on the γ grid, ends included"})
+    bn_mode: str = field(default="interpolate", metadata={"help": "BatchNorm handling along the path",
+                                                          "choices": BN_MODES})
+    bn_batches: int = field(default=DEFAULT_BN_BATCHES,
+                            metadata={"help": "training batches for the 'reset' mode's statistics"})
+    bn_batch_size: int | None = field(default=None, metadata={
+        "help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "evaluation batch size (default: the recipe's train.eval_batch_size)"})
 
 
 # --- the perturbation ---------------------------------------------------------------------------------------------
@@ -198,35 +223,16 @@ def perturbation_robustness(run, levels: Sequence[int], strengths: Sequence[floa
     return ds
 
 
-def _cmd_perturb(args) -> None:
-    from ..cli import open_run
-
-    run = open_run(args)
-    scratch = scratch_for(args.out)
-    ds = perturbation_robustness(run, args.levels, args.strengths, args.replicates, args.gammas, args.bn_mode,
-                                 args.batch_size, args.bn_batches, args.bn_batch_size, scratch=scratch,
-                                 models_at_once=args.models_at_once, compile=args.compile, progress=not args.quiet)
-    out = write_dataset(ds, Path(args.out))
-    shutil.rmtree(scratch, ignore_errors=True)
-    mean = ds.barrier_error.sel(split="test").isel(seed=0).mean("replicate")
-    for level in ds.level.values:
-        row = "  ".join(f"c={c:g}: {float(mean.sel(level=level, strength=c)):.4f}" for c in ds.strength.values)
-        print(f"level {level:2d}  mean B_test(w_L, u'_trained)  {row}")
-    print(f"wrote {out}")
+SETTINGS = PerturbationSettings
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("perturb", help="E3: train perturbed sparse rewind points and measure their barrier "
-                              "to the IMP solution", description=__doc__.splitlines()[0])
-    add_level_args(p, "perturb")
-    p.add_argument("--strengths", type=float, nargs="+", default=list(DEFAULT_STRENGTHS),
-                   help="perturbation norms in units of d_L (0: SGD-noise baseline)")
-    p.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="replicates per strength")
-    p.add_argument("--gammas", type=int, default=11, help="points on the γ grid, ends included")
-    p.add_argument("--bn-mode", choices=BN_MODES, default="interpolate", help="BatchNorm handling along the path")
-    p.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
-                   help="training batches for the 'reset' mode's statistics")
-    p.add_argument("--bn-batch-size", type=int, default=None,
-                   help="batch size of the 'reset' pass (default: the recipe's train.batch_size)")
-    add_retraining_args(p)
-    p.set_defaults(func=_cmd_perturb)
+def analyse(run, levels: Sequence[int], settings: PerturbationSettings = PerturbationSettings(),
+            scratch: str | Path | None = None, models_at_once: int = 1, compile: bool = False) -> xr.Dataset:
+    """E3 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``perturbation`` command).
+
+    ``scratch``, ``models_at_once`` and ``compile``: see :func:`perturbation_robustness`.
+    """
+    return perturbation_robustness(run, levels, settings.strengths, settings.replicates, settings.gammas,
+                                   settings.bn_mode, settings.batch_size, settings.bn_batches, settings.bn_batch_size,
+                                   scratch=scratch, models_at_once=models_at_once, compile=compile,
+                                   progress=run.progress)

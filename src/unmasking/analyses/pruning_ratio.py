@@ -26,29 +26,60 @@ schedule) and is reused instead of trained again.
 from __future__ import annotations
 
 import copy
-import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 from tqdm.auto import tqdm
 
 from .. import masks as M
 from ..foundations.hparams import ConfigError
-from ..foundations.netcdf import write_dataset
 from ..foundations.seeds import derive_seed
-from .interpolation import (DEFAULT_BN_BATCHES, BN_MODES, PathEvaluator, _check_levels, add_level_args, barrier,
-                            eval_settings, gamma_grid, run_provenance)
-from .retraining import TrainJob, add_retraining_args, scratch_folder, scratch_for, train_jobs
+from .interpolation import (
+    BN_MODES,
+    DEFAULT_BN_BATCHES,
+    PathEvaluator,
+    _check_levels,
+    barrier,
+    eval_settings,
+    gamma_grid,
+    run_provenance,
+)
+from .retraining import TrainJob, scratch_folder, train_jobs
 
 METHODS = ("magnitude", "random", "random_layerwise")
 DEFAULT_FRACTIONS = tuple(round(0.1 * i, 10) for i in range(1, 10))
 DEFAULT_EPS_MATCH = 0.01
 DEFAULT_EPS_BARRIER = 0.02
 
-__all__ = ["DEFAULT_FRACTIONS", "METHODS", "empirical_p_star", "pruned_mask", "pruning_ratio"]
+__all__ = ["DEFAULT_FRACTIONS", "METHODS", "PruningRatioSettings", "analyse", "empirical_p_star", "pruned_mask",
+           "pruning_ratio"]
+
+
+@dataclass(frozen=True)
+class PruningRatioSettings:
+    """Options of E6 (the ``pruning_ratio`` command's flags)."""
+
+    fractions: tuple[float, ...] = field(default=DEFAULT_FRACTIONS, metadata={
+        "help": "fractions of the surviving weights to prune"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "pruning methods", "choices": METHODS})
+    random_masks: int = field(default=1, metadata={"help": "random masks per (method, fraction)"})
+    eps_match: float = field(default=DEFAULT_EPS_MATCH, metadata={
+        "help": "matching tolerance on test error (absolute) over the dense level-0 solution"})
+    eps_barrier: float = field(default=DEFAULT_EPS_BARRIER, metadata={"help": "zero-barrier threshold"})
+    gammas: int = field(default=11, metadata={"help": "points on the γ grid, ends included"})
+    bn_mode: str = field(default="interpolate", metadata={"help": "BatchNorm handling along the path",
+                                                          "choices": BN_MODES})
+    bn_batches: int = field(default=DEFAULT_BN_BATCHES,
+                            metadata={"help": "training batches for the 'reset' mode's statistics"})
+    bn_batch_size: int | None = field(default=None, metadata={
+        "help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "evaluation batch size (default: the recipe's train.eval_batch_size)"})
 
 
 def pruned_mask(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], fraction: float,
@@ -113,89 +144,135 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
         raise ConfigError(f"unknown BatchNorm mode {bn_mode!r}; choose from {BN_MODES}")
     batch_size, bn_batch_size = eval_settings(run, batch_size, bn_batch_size)
     ev = PathEvaluator(run.data, batch_size, bn_batches, bn_batch_size, run.device)
-    splits = ev.splits
-    shape = (len(levels), len(methods), len(fractions), nrep)
+    sweep = _Sweep(levels, methods, fractions, nrep, g, ev.splits)
+    _plan_trainings(run, sweep, ev, bn_mode, progress)
+    _retrain(run, sweep, scratch, models_at_once, compile, progress)
+    dense_test = _evaluate(run, sweep, ev, bn_mode, progress)
+    ds = _dataset(run, sweep, dense_test, eps_match, eps_barrier)
+    ds.attrs.update(run_provenance(run, "E6_pruning_ratio", fractions=fractions.tolist(), methods=list(methods),
+                                   random_masks=nrep, eps_match=eps_match, eps_barrier=eps_barrier, gammas=list(g),
+                                   bn_mode=bn_mode, batch_size=batch_size, bn_batches=bn_batches,
+                                   bn_batch_size=bn_batch_size, trainings=len(sweep.jobs)))
+    return ds
 
-    def nan(*extra: int) -> np.ndarray:
-        return np.full(shape + extra, np.nan)
 
-    pruned, curves = nan(2, len(splits)), nan(len(g), 2, len(splits))
-    density, proj, rdist = nan(), nan(), nan()
-    mask_seed = np.full(shape, -1, dtype=np.int64)
-    reused, diverged = np.zeros(shape, dtype=np.int8), np.zeros(shape, dtype=np.int8)
-    level_vals = np.empty((len(levels), 2, len(splits)))
+class _Sweep:
+    """E6's cells (level, method, fraction, replicate) and what the steps learn about each of them."""
 
+    def __init__(self, levels: list[int], methods: tuple[str, ...], fractions: np.ndarray, replicates: int,
+                 gammas: np.ndarray, splits: Sequence[str]):
+        self.levels, self.methods, self.fractions, self.replicates = levels, methods, fractions, replicates
+        self.gammas, self.splits = gammas, tuple(splits)
+        self.shape = (len(levels), len(methods), len(fractions), replicates)
+        self.pruned = self.nan(2, len(self.splits))  # [metric, split] of m' ⊙ w_L (no retraining)
+        self.curves = self.nan(len(gammas), 2, len(self.splits))  # w_L -> the retrained network
+        self.density, self.projection, self.rewind_distance = self.nan(), self.nan(), self.nan()
+        self.mask_seed = np.full(self.shape, -1, dtype=np.int64)
+        self.reused, self.diverged = np.zeros(self.shape, dtype=np.int8), np.zeros(self.shape, dtype=np.int8)
+        self.ran = np.zeros(self.shape, dtype=bool)
+        self.level_values = np.empty((len(levels), 2, len(self.splits)))  # [metric, split] of w_L
+        self.jobs: list[TrainJob] = []  # the retrainings to run ...
+        self.slots: list[tuple[int, int, int, int]] = []  # ... and their cells
+        self.results: dict[tuple[int, int, int, int], nn.Module | None] = {}  # retrained (None: diverged)
+
+    def nan(self, *extra: int) -> np.ndarray:
+        return np.full(self.shape + extra, np.nan)
+
+    def cells(self, i: int):
+        """``(cell, method, fraction, replicate)`` of level index ``i`` (magnitude pruning: replicate 0 only)."""
+        for a, method in enumerate(self.methods):
+            for b, p in enumerate(self.fractions):
+                for r in range(self.replicates if method != "magnitude" else 1):
+                    yield (i, a, b, r), method, p, r
+
+
+def _plan_trainings(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str, progress: bool) -> None:
+    """Prune every level's ``w_L`` into each cell's mask ``m'``, evaluate ``m' ⊙ w_L`` and queue the retraining
+    from ``m' ⊙ w_t`` (or take the run's ``w_{L+1}`` where ``m'`` is the run's own ``m_{L+1}``)."""
     rewind = run.rewind_model()
     rewind_w = dict(rewind.named_parameters())
-    slots, jobs, results = [], [], {}
-    for i, level in enumerate(tqdm(levels, desc="pruning-ratio: prune", disable=not progress)):
+    for i, level in enumerate(tqdm(sweep.levels, desc="pruning-ratio: prune", disable=not progress)):
         wl, ml = run.solution(level).eval(), run.mask(level)
         weights = dict(wl.named_parameters())
-        level_vals[i] = ev.endpoint(wl, bn_mode, ml, key=level)
+        sweep.level_values[i] = ev.endpoint(wl, bn_mode, ml, key=level)
         nxt = run.mask(level + 1) if run.mask_path(level + 1).exists() and run.final_path(level + 1).exists() else None
-        for a, method in enumerate(methods):
-            for b, p in enumerate(fractions):
-                for r in range(nrep if method != "magnitude" else 1):
-                    idx = (i, a, b, r)
-                    seed = derive_seed(run.seed, "pruning-ratio", method, level, f"{p:g}", r)
-                    mask = pruned_mask(weights, ml, float(p), method, seed)
-                    if method != "magnitude":
-                        mask_seed[idx] = seed
-                    removed = M.difference(ml, mask)
-                    density[idx] = M.density(mask)
-                    proj[idx] = M.masked_norm(weights, removed)
-                    rdist[idx] = M.masked_norm(rewind_w, removed)
-                    at_once = copy.deepcopy(wl)
-                    M.apply_mask(at_once, mask)
-                    pruned[idx] = ev.endpoint(at_once, bn_mode, mask)
-                    if method == "magnitude" and nxt is not None and _same_mask(mask, nxt):
-                        results[idx] = run.solution(level + 1)
-                        reused[idx] = 1
-                        continue
-                    start = copy.deepcopy(rewind)
-                    M.apply_mask(start, mask)
-                    slots.append(idx)
-                    jobs.append(TrainJob(f"L{level:02d}_{method}_p{p:g}_r{r}", start, mask, run.seeds))
+        for idx, method, p, r in sweep.cells(i):
+            seed = derive_seed(run.seed, "pruning-ratio", method, level, f"{p:g}", r)
+            mask = pruned_mask(weights, ml, float(p), method, seed)
+            if method != "magnitude":
+                sweep.mask_seed[idx] = seed
+            removed = M.difference(ml, mask)
+            sweep.density[idx] = M.density(mask)
+            sweep.projection[idx] = M.masked_norm(weights, removed)
+            sweep.rewind_distance[idx] = M.masked_norm(rewind_w, removed)
+            at_once = copy.deepcopy(wl)
+            M.apply_mask(at_once, mask)
+            sweep.pruned[idx] = ev.endpoint(at_once, bn_mode, mask)
+            if method == "magnitude" and nxt is not None and _same_mask(mask, nxt):
+                sweep.results[idx] = run.solution(level + 1)
+                sweep.reused[idx] = 1
+                continue
+            start = copy.deepcopy(rewind)
+            M.apply_mask(start, mask)
+            sweep.slots.append(idx)
+            sweep.jobs.append(TrainJob(f"L{level:02d}_{method}_p{p:g}_r{r}", start, mask, run.seeds))
 
+
+def _retrain(run, sweep: _Sweep, scratch: str | Path | None, models_at_once: int, compile: bool,
+             progress: bool) -> None:
+    """Run the queued retrainings (see :func:`~unmasking.analyses.retraining.train_jobs`)."""
     with scratch_folder(scratch) as folder:
-        trained = train_jobs(jobs, run.data, run.recipe.train, run.recipe.prune.rewind_step, folder,
+        trained = train_jobs(sweep.jobs, run.data, run.recipe.train, run.recipe.prune.rewind_step, folder,
                              models_at_once, compile, progress, desc="pruning-ratio: retrain")
-    results.update(zip(slots, trained))
+    sweep.results.update(zip(sweep.slots, trained))
 
-    ran = np.zeros(shape, dtype=bool)
+
+def _evaluate(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str, progress: bool) -> float:
+    """Error and loss along ``w_L → retrained`` for every cell; returns the dense level-0 solution's test error."""
     current: tuple | None = None
-    for idx, model in tqdm(sorted(results.items()), desc="pruning-ratio: evaluate", disable=not progress):
-        ran[idx] = True
+    for idx, model in tqdm(sorted(sweep.results.items()), desc="pruning-ratio: evaluate", disable=not progress):
+        sweep.ran[idx] = True
         if model is None:
-            diverged[idx] = 1
+            sweep.diverged[idx] = 1
             continue
-        level = levels[idx[0]]
+        level = sweep.levels[idx[0]]
         if current is None or current[0] != level:
             current = (level, run.solution(level).eval(), run.mask(level))
-        curves[idx] = ev.curve(current[1], model.eval(), g, (bn_mode,), current[2], key_a=level)[0]
-    dense_test = ev.endpoint(run.solution(0).eval(), bn_mode, run.mask(0), key=0)[0, splits.index("test")]
+        sweep.curves[idx] = ev.curve(current[1], model.eval(), sweep.gammas, (bn_mode,), current[2], key_a=level)[0]
+    return ev.endpoint(run.solution(0).eval(), bn_mode, run.mask(0), key=0)[0, sweep.splits.index("test")]
 
-    t = splits.index("test")
-    after = curves[..., -1, :, :]
-    b_err = barrier(curves[..., 0, :], g, axis=-2)
-    b_loss = barrier(curves[..., 1, :], g, axis=-2)
+
+def _judge(sweep: _Sweep, dense_test: float, eps_match: float, eps_barrier: float) -> dict[str, np.ndarray]:
+    """Barriers, matching, connectedness and success of every cell, and ``p*`` (NaN where a cell did not run)."""
+    t = sweep.splits.index("test")
+    after = sweep.curves[..., -1, :, :]
+    b_err = barrier(sweep.curves[..., 0, :], sweep.gammas, axis=-2)
+    b_loss = barrier(sweep.curves[..., 1, :], sweep.gammas, axis=-2)
     tie = 1e-9  # errors are multiples of 1/n: a value on the threshold counts as within it despite rounding
     with np.errstate(invalid="ignore"):  # a diverged retraining (NaN) is neither matching nor connected
         is_matching = after[..., 0, t] <= dense_test + eps_match + tie
         is_connected = b_err[..., t] <= eps_barrier + tie
-    matching = np.where(ran, is_matching, np.nan)
-    connected = np.where(ran, is_connected, np.nan)
-    success = np.where(ran, is_matching & is_connected, np.nan)
-    p_star = empirical_p_star(fractions, success, axis=2)
+    matching = np.where(sweep.ran, is_matching, np.nan)
+    connected = np.where(sweep.ran, is_connected, np.nan)
+    success = np.where(sweep.ran, is_matching & is_connected, np.nan)
+    return {"after": after, "barrier_error": b_err, "barrier_loss": b_loss, "matching": matching,
+            "connected": connected, "success": success, "p_star": empirical_p_star(sweep.fractions, success, axis=2)}
 
+
+def _dataset(run, sweep: _Sweep, dense_test: float, eps_match: float, eps_barrier: float) -> xr.Dataset:
+    """E6's result dataset (without provenance)."""
+    judged = _judge(sweep, dense_test, eps_match, eps_barrier)
+    after, b_err, b_loss, matching, connected, success, p_star = (
+        judged[k] for k in ("after", "barrier_error", "barrier_loss", "matching", "connected", "success", "p_star"))
+    curves = sweep.curves
     dims = ("seed", "level", "prune_method", "fraction", "replicate")
     sd, cd = dims + ("split",), dims + ("gamma", "split")
     frac_attrs = {"units": "fraction"}
     ds = xr.Dataset(
         {
-            "pruned_error": (sd, pruned[None, ..., 0, :],
+            "pruned_error": (sd, sweep.pruned[None, ..., 0, :],
                              {"description": "error of m' * w_L right after pruning (no retraining)", **frac_attrs}),
-            "pruned_loss": (sd, pruned[None, ..., 1, :],
+            "pruned_loss": (sd, sweep.pruned[None, ..., 1, :],
                             {"description": "loss of m' * w_L right after pruning (no retraining)", "units": "nats"}),
             "error": (sd, after[None, ..., 0, :],
                       {"description": "error after rewinding to m' * w_t and retraining", **frac_attrs}),
@@ -213,66 +290,40 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
             "success": (dims, success[None], {"description": "matching and connected (1/0; NaN: not run)"}),
             "p_star": (("seed", "level", "prune_method", "replicate"), p_star[None],
                        {"description": "largest fraction p on the grid that succeeded (0: none)", **frac_attrs}),
-            "density": (dims, density[None], {"description": "density of the pruned mask m'", **frac_attrs}),
-            "projection_length": (dims, proj[None], {"description": "R(p) = |(m_L - m') * w_L|",
-                                                     "units": "weight-space L2"}),
-            "rewind_distance": (dims, rdist[None], {"description": "|(m_L - m') * w_t|", "units": "weight-space L2"}),
-            "mask_seed": (dims, mask_seed[None], {"description": "seed of the random mask (-1: magnitude)"}),
-            "reused_imp_level": (dims, reused[None],
+            "density": (dims, sweep.density[None], {"description": "density of the pruned mask m'", **frac_attrs}),
+            "projection_length": (dims, sweep.projection[None], {"description": "R(p) = |(m_L - m') * w_L|",
+                                                                 "units": "weight-space L2"}),
+            "rewind_distance": (dims, sweep.rewind_distance[None], {"description": "|(m_L - m') * w_t|",
+                                                                    "units": "weight-space L2"}),
+            "mask_seed": (dims, sweep.mask_seed[None], {"description": "seed of the random mask (-1: magnitude)"}),
+            "reused_imp_level": (dims, sweep.reused[None],
                                  {"description": "1: m' equals the run's m_L+1, so the run's w_L+1 is the result"}),
-            "diverged": (dims, diverged[None], {"description": "1 where retraining diverged (values NaN)"}),
-            "level_error": (("seed", "level", "split"), level_vals[None, :, 0],
+            "diverged": (dims, sweep.diverged[None], {"description": "1 where retraining diverged (values NaN)"}),
+            "level_error": (("seed", "level", "split"), sweep.level_values[None, :, 0],
                             {"description": "error of the IMP solution w_L", **frac_attrs}),
             "dense_test_error": (("seed",), [dense_test],
                                  {"description": "test error of the run's dense level-0 solution", **frac_attrs}),
         },
-        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "fraction": fractions,
-                "replicate": np.arange(nrep), "gamma": g, "split": list(splits)})
+        coords={"seed": [run.seed], "level": sweep.levels, "prune_method": list(sweep.methods),
+                "fraction": sweep.fractions, "replicate": np.arange(sweep.replicates), "gamma": sweep.gammas,
+                "split": list(sweep.splits)})
     ds["fraction"].attrs["description"] = "p: fraction of the surviving weights of w_L pruned at once"
     ds["prune_method"].attrs["description"] = ("pruning rule (not named 'method': that name is a keyword of "
                                                "xarray's .sel)")
     ds["replicate"].attrs["description"] = "random mask index (magnitude pruning: replicate 0 only)"
-    ds.attrs.update(run_provenance(run, "E6_pruning_ratio", fractions=fractions.tolist(), methods=list(methods),
-                                   random_masks=nrep, eps_match=eps_match, eps_barrier=eps_barrier, gammas=list(g),
-                                   bn_mode=bn_mode, batch_size=batch_size, bn_batches=bn_batches,
-                                   bn_batch_size=bn_batch_size, trainings=len(jobs)))
     return ds
 
 
-def _cmd_pruning_ratio(args) -> None:
-    from ..cli import open_run
-
-    run = open_run(args)
-    scratch = scratch_for(args.out)
-    ds = pruning_ratio(run, args.levels, args.fractions, args.methods, args.random_masks, args.eps_match,
-                       args.eps_barrier, args.gammas, args.bn_mode, args.batch_size, args.bn_batches,
-                       args.bn_batch_size, scratch=scratch, models_at_once=args.models_at_once,
-                       compile=args.compile, progress=not args.quiet)
-    out = write_dataset(ds, Path(args.out))
-    shutil.rmtree(scratch, ignore_errors=True)
-    ps = ds.p_star.isel(seed=0).mean("replicate")
-    for level in ds.level.values:
-        row = "  ".join(f"{m}: {float(ps.sel(level=level, prune_method=m)):.2f}" for m in ds.prune_method.values)
-        print(f"level {level:2d}  p*  {row}")
-    print(f"wrote {out}")
+SETTINGS = PruningRatioSettings
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("pruning-ratio", help="E6: prune w_L by a fraction p at once, retrain, and find the "
-                              "largest p that stays matching and connected", description=__doc__.splitlines()[0])
-    add_level_args(p, "prune")
-    p.add_argument("--fractions", type=float, nargs="+", default=list(DEFAULT_FRACTIONS),
-                   help="fractions of the surviving weights to prune")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="pruning methods")
-    p.add_argument("--random-masks", type=int, default=1, help="random masks per (method, fraction)")
-    p.add_argument("--eps-match", type=float, default=DEFAULT_EPS_MATCH,
-                   help="matching tolerance on test error (absolute) over the dense level-0 solution")
-    p.add_argument("--eps-barrier", type=float, default=DEFAULT_EPS_BARRIER, help="zero-barrier threshold")
-    p.add_argument("--gammas", type=int, default=11, help="points on the γ grid, ends included")
-    p.add_argument("--bn-mode", choices=BN_MODES, default="interpolate", help="BatchNorm handling along the path")
-    p.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
-                   help="training batches for the 'reset' mode's statistics")
-    p.add_argument("--bn-batch-size", type=int, default=None,
-                   help="batch size of the 'reset' pass (default: the recipe's train.batch_size)")
-    add_retraining_args(p)
-    p.set_defaults(func=_cmd_pruning_ratio)
+def analyse(run, levels: Sequence[int], settings: PruningRatioSettings = PruningRatioSettings(),
+            scratch: str | Path | None = None, models_at_once: int = 1, compile: bool = False) -> xr.Dataset:
+    """E6 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``pruning_ratio`` command).
+
+    ``scratch``, ``models_at_once`` and ``compile``: see :func:`pruning_ratio`.
+    """
+    return pruning_ratio(run, levels, settings.fractions, settings.methods, settings.random_masks, settings.eps_match,
+                         settings.eps_barrier, settings.gammas, settings.bn_mode, settings.batch_size,
+                         settings.bn_batches, settings.bn_batch_size, scratch=scratch, models_at_once=models_at_once,
+                         compile=compile, progress=run.progress)

@@ -48,7 +48,7 @@ over four decades of ``ε`` are reported with it.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -57,7 +57,6 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..foundations.hparams import ConfigError
-from ..foundations.netcdf import load_dataset, write_dataset
 from .hessian import _check_levels, run_attrs
 
 METHODS = ("magnitude", "random")
@@ -68,7 +67,22 @@ DEFAULT_BAND = 2.0
 SWEEP_FACTORS = tuple(10.0 ** (e / 4) for e in range(-8, 9))  # ε × 10^-2 … 10^2, quarter decades
 
 __all__ = ["DEFAULT_BAND", "DEFAULT_EPSILON", "EPS_BARRIER", "METHODS", "QUADRATURES", "SWEEP_FACTORS",
-           "lanczos_rules", "p_star", "projection_r2", "pruning_theory", "right_side", "spectral_measure"]
+           "PruningTheorySettings", "analyse", "lanczos_rules", "p_star", "projection_r2", "pruning_theory",
+           "right_side", "spectral_measure"]
+
+
+@dataclass(frozen=True)
+class PruningTheorySettings:
+    """Options of E5 (the ``pruning_theory`` command's flags)."""
+
+    epsilon: float = field(default=DEFAULT_EPSILON, metadata={
+        "help": "train-loss increase tolerance of the sublevel set, in nats (default 0.02 ln 2)"})
+    epsilon_band: float = field(default=DEFAULT_BAND, metadata={
+        "help": "sensitivity band: p* is also computed at epsilon / band and epsilon * band"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "pruning methods", "choices": METHODS})
+    quadrature: str = field(default="averaged", metadata={
+        "help": "spectral measure for p*: Laurie's averaged Gauss/anti-Gauss rule, or the plain Gauss rule",
+        "choices": QUADRATURES})
 
 
 def spectral_measure(nodes, weights) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +160,10 @@ def projection_r2(weights: np.ndarray, method: str) -> np.ndarray:
 
 
 def right_side(lam: np.ndarray, mu: np.ndarray, epsilon: float, r2) -> np.ndarray:
-    """``F = Σ_i μ_i · 2ε / (2ε + max(λ_i, 0) · R²)`` for each ``R²`` in ``r2`` (terms with ``λ_i ≤ 0`` or ``R = 0`` are 1)."""
+    """``F = Σ_i μ_i · 2ε / (2ε + max(λ_i, 0) · R²)`` for each ``R²`` in ``r2``.
+
+    Terms with ``λ_i ≤ 0`` or ``R = 0`` are 1.
+    """
     r2 = np.asarray(r2, dtype=np.float64)
     curv = np.maximum(np.asarray(lam, dtype=np.float64), 0.0)[None, :] * r2.reshape(-1, 1)
     two_eps = 2.0 * float(epsilon)
@@ -175,7 +192,10 @@ def _supremum(f_at: Callable[[int], float], d: int) -> float:
 
 
 def p_star(lam: np.ndarray, mu: np.ndarray, r2: np.ndarray, epsilon: float) -> float:
-    """The exact ``sup {p : p ≤ F(p)}`` for the measure ``(lam, mu)`` and ``R²_k = r2[k]`` (``k = ceil(p·D)``, ``D = len(r2) − 1``)."""
+    """The exact ``sup {p : p ≤ F(p)}`` for the measure ``(lam, mu)`` and ``R²_k = r2[k]``.
+
+    ``k = ceil(p·D)`` and ``D = len(r2) − 1``.
+    """
     if not (epsilon >= 0 and math.isfinite(epsilon)):
         raise ConfigError(f"epsilon must be a finite number >= 0, got {epsilon}")
     r2 = np.asarray(r2, dtype=np.float64)
@@ -289,38 +309,12 @@ def pruning_theory(run, hessian: xr.Dataset, levels: Sequence[int] | None = None
     return ds
 
 
-def _cmd_pruning_theory(args) -> None:
-    from ..imp import ImpRun
-
-    run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
-    ds = pruning_theory(run, load_dataset(args.hessian), args.levels, args.epsilon, args.epsilon_band,
-                        args.methods, args.quadrature, progress=not args.quiet)
-    out = write_dataset(ds, Path(args.out))
-    for level in ds.level.values:
-        r = ds.sel(level=level).isel(seed=0)
-        row = "  ".join(f"{m}: {float(r.p_star.sel(prune_method=m)):.3f} "
-                        f"[ε band {float(r.p_star_low.sel(prune_method=m)):.3f}, "
-                        f"{float(r.p_star_high.sel(prune_method=m)):.3f}]" for m in ds.prune_method.values)
-        print(f"level {level:2d}  p*  {row}")
-    print(f"wrote {out}")
+SETTINGS = PruningTheorySettings
 
 
-def register(subparsers) -> None:
-    from ..cli import add_common_args
-
-    p = subparsers.add_parser("pruning-theory", help="E5: the maximal pruning ratio p* predicted from the Hessian "
-                              "spectrum (needs the E4 output)", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="a finished IMP run folder")
-    p.add_argument("--levels", type=int, nargs="+", default=None,
-                   help="levels (default: every level of the --hessian file)")
-    p.add_argument("--out", required=True, help="output netCDF file")
-    p.add_argument("--hessian", required=True, help="E4 output (unmasking hessian) for the same run and levels")
-    p.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON,
-                   help="train-loss increase tolerance of the sublevel set, in nats (default 0.02 ln 2)")
-    p.add_argument("--epsilon-band", type=float, default=DEFAULT_BAND,
-                   help="sensitivity band: p* is also computed at epsilon / band and epsilon * band")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="pruning methods")
-    p.add_argument("--quadrature", choices=QUADRATURES, default="averaged",
-                   help="spectral measure for p*: Laurie's averaged Gauss/anti-Gauss rule, or the plain Gauss rule")
-    add_common_args(p)
-    p.set_defaults(func=_cmd_pruning_theory)
+def analyse(run, levels: Sequence[int] | None, settings: PruningTheorySettings = PruningTheorySettings(), *,
+            hessian: xr.Dataset) -> xr.Dataset:
+    """E5 on an opened :class:`~unmasking.imp.ImpRun` from ``hessian``, its E4 output (the library entry point of
+    the ``pruning_theory`` command); ``levels`` None: every level of ``hessian``."""
+    return pruning_theory(run, hessian, levels, settings.epsilon, settings.epsilon_band, settings.methods,
+                          settings.quadrature, progress=run.progress)

@@ -24,13 +24,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..foundations.checkpoints import CorruptCheckpointError, atomic_torch_save, load_checkpoint
-from ..foundations.hparams import ConfigError, TrainHparams
 from ..data import Data
+from ..foundations.checkpoints import (
+    CorruptCheckpointError,
+    atomic_torch_save,
+    load_checkpoint,
+)
+from ..foundations.hparams import ConfigError, TrainHparams
 from ..multitrain import train_many
 from ..training import Seeds, TrainingDiverged, train
 
-__all__ = ["TrainJob", "add_retraining_args", "scratch_folder", "scratch_for", "train_jobs"]
+__all__ = ["TrainJob", "scratch_folder", "scratch_for", "train_jobs"]
 
 
 @dataclass
@@ -151,10 +155,3 @@ def scratch_for(out: str | Path) -> Path:
     """The scratch folder next to an output file: ``OUT.scratch``."""
     out = Path(out)
     return out.with_name(out.name + ".scratch")
-
-
-def add_retraining_args(p) -> None:
-    """The command-line options of :func:`train_jobs`."""
-    p.add_argument("--models-at-once", type=int, default=1,
-                   help="train this many networks together (unmasking.multitrain; 1: one at a time)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the K-model training step")

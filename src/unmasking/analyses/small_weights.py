@@ -29,7 +29,7 @@ run's saved masks exactly; quantities that need an unavailable solution are NaN.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -40,12 +40,30 @@ from scipy.stats import hypergeom
 from tqdm.auto import tqdm
 
 from .. import masks as M
-from ..foundations.netcdf import provenance, write_dataset
+from ..foundations.hparams import ConfigError
+from ..foundations.netcdf import provenance
 
 Weights = Mapping[str, torch.Tensor]
 
 DEFAULT_BIN_RANGE = (1e-8, 1e1)
 DEFAULT_BINS_PER_DECADE = 10
+
+
+@dataclass(frozen=True)
+class SmallWeightsSettings:
+    """Options of E8 (the ``small_weights`` command's flags): the |w| histogram's bins."""
+
+    bin_range: tuple[float, float] = field(default=DEFAULT_BIN_RANGE, metadata={
+        "help": "range of the log-spaced |w| histogram bins (default: %(default)s)", "metavar": ("LO", "HI")})
+    bins_per_decade: int = field(default=DEFAULT_BINS_PER_DECADE, metadata={
+        "help": "histogram bins per factor of 10 (default: %(default)s)"})
+
+    def bin_edges(self) -> np.ndarray:
+        """The histogram's bin edges (:func:`log_bins`); a bad range is a :class:`ConfigError`."""
+        try:
+            return log_bins(self.bin_range[0], self.bin_range[1], self.bins_per_decade)
+        except ValueError as e:
+            raise ConfigError(f"--bin-range/--bins-per-decade: {e}") from None
 
 
 def log_bins(lo: float = DEFAULT_BIN_RANGE[0], hi: float = DEFAULT_BIN_RANGE[1],
@@ -257,35 +275,9 @@ def small_weights_run(run, levels: Sequence[int], bin_edges: np.ndarray | None =
     return ds
 
 
-def _cmd(args) -> None:
-    from ..cli import open_run
-    from ..foundations.hparams import ConfigError
-
-    try:
-        edges = log_bins(args.bin_range[0], args.bin_range[1], args.bins_per_decade)
-    except ValueError as e:
-        raise ConfigError(f"--bin-range/--bins-per-decade: {e}") from None
-    run = open_run(args)
-    ds = small_weights_run(run, args.levels, edges)
-    for level in ds.level.values:
-        r = ds.sel(level=level).isel(seed=0)
-        print(f"level {level:2d}  threshold {float(r.next_threshold):.3g}  R_L {float(r.projection_length):.3g}  "
-              f"R_L+1 {float(r.next_projection_length):.3g}  one-shot {float(r.oneshot_projection_length):.3g}  "
-              f"overlap {float(r.overlap):.3f} (chance {float(r.chance_overlap):.3f})")
-    print(f"wrote {write_dataset(ds, Path(args.out))}")
+SETTINGS = SmallWeightsSettings
 
 
-def register(subparsers) -> None:
-    from ..cli import add_common_args
-
-    p = subparsers.add_parser("small-weights", help="E8: new small weights after retraining vs one-shot pruning",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="finished IMP run folder")
-    p.add_argument("--levels", type=int, nargs="+", required=True, help="levels L to analyse")
-    p.add_argument("--out", required=True, help="netCDF output file")
-    p.add_argument("--bin-range", type=float, nargs=2, default=list(DEFAULT_BIN_RANGE), metavar=("LO", "HI"),
-                   help="range of the log-spaced |w| histogram bins (default: %(default)s)")
-    p.add_argument("--bins-per-decade", type=int, default=DEFAULT_BINS_PER_DECADE,
-                   help="histogram bins per factor of 10 (default: %(default)s)")
-    add_common_args(p)
-    p.set_defaults(func=_cmd)
+def analyse(run, levels: Sequence[int], settings: SmallWeightsSettings = SmallWeightsSettings()) -> xr.Dataset:
+    """E8 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``small_weights`` command)."""
+    return small_weights_run(run, levels, settings.bin_edges())

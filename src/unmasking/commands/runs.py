@@ -1,37 +1,22 @@
-"""The ``unmasking`` command: thin wrappers around the Python API.
+"""The commands that make and summarize IMP runs: ``recipes``, ``train``, ``pretrain``,
+``train-level``, ``prune``, ``imp``, ``summarize`` and ``combine``.
 
-Every subcommand that trains takes a recipe (``--recipe``), an optional YAML file of
-overrides (``--config``) and ``key=value`` overrides (``--set train.lr=0.05``), and prints
-where its outputs went.  Analysis subcommands are registered by the modules in
-:mod:`unmasking.analyses` (each has a ``register(subparsers)`` function).  ``figure`` and
-``claims`` import neither torch nor the analyses, so the many small plotting jobs of the
-workflow start in a fraction of the time.
+Every command that trains takes a recipe (``--recipe``), an optional YAML file of overrides
+(``--config``) and ``key=value`` overrides (``--set train.lr=0.05``), and prints where its outputs
+went.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
-import sys
+import json
 from pathlib import Path
 
-from .foundations.hparams import ConfigError, Recipe, valid_keys
-from .foundations.recipes import build_recipe
+from ..foundations.hparams import Recipe, valid_keys
+from ..foundations.recipes import build_recipe
+from .flags import add_common_flags
 
-# Subcommands that need no torch: registered from this module alone.
-LIGHT_MODULE, LIGHT_COMMANDS = "figures_cli", ("figure", "claims")
-
-
-def expected_errors(light: bool) -> tuple[type[Exception], ...]:
-    """Errors that are the user's to fix: printed as one line, exit status 2."""
-    if light:
-        return ConfigError, FileNotFoundError
-    from .foundations.checkpoints import CorruptCheckpointError
-    from .data import DataMissingError
-    from .training import TrainingDiverged
-
-    return ConfigError, DataMissingError, CorruptCheckpointError, TrainingDiverged, FileNotFoundError
+__all__ = ["open_run", "register"]
 
 
 def add_recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -40,21 +25,16 @@ def add_recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.lr=0.05")
 
 
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def recipe_from_args(args) -> Recipe:
     return build_recipe(args.recipe, args.config, args.set)
 
 
 def open_run(args):
     """An :class:`ImpRun` from ``--run`` (and the recipe options when creating it)."""
-    from .imp import ImpRun
+    from ..imp import ImpRun
 
-    kw = dict(device=args.device, progress=not args.quiet, compile=getattr(args, "compile_imp", False))
-    if getattr(args, "recipe", None):
+    kw = dict(device=args.device, progress=not args.quiet, compile=args.compile_imp)
+    if args.recipe:
         return ImpRun(recipe_from_args(args), args.seed, Path(args.run), **kw)
     return ImpRun.open(args.run, **kw)
 
@@ -71,12 +51,12 @@ def _run_parser(sub, name: str, help: str, create: bool = False) -> argparse.Arg
     p.add_argument("--compile", dest="compile_imp", action="store_true",
                    help="train through torch.compile (unmasking.multitrain; ~1.6x faster for the mnist1d CNN on "
                         "a CPU core; deterministic, but not bitwise equal to eager training)")
-    add_common_args(p)
+    add_common_flags(p)
     return p
 
 
 def cmd_recipes(args) -> None:
-    from .foundations.recipes import RECIPES
+    from ..foundations.recipes import RECIPES
 
     for name, r in RECIPES.items():
         print(f"{name:20s} data={r.data.name:9s} model={r.model.name:9s} steps={r.train.steps:<7d} "
@@ -86,12 +66,7 @@ def cmd_recipes(args) -> None:
 
 def cmd_train(args) -> None:
     """Train a dense network for the full schedule and report its errors."""
-    import json
-
-    from .imp import ImpRun
-
-    run = ImpRun(recipe_from_args(args), args.seed, Path(args.run), device=args.device, progress=not args.quiet,
-                 compile=args.compile_imp)
+    run = open_run(args)
     run.pretrain()
     metrics = run.train_level(0)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
@@ -111,7 +86,7 @@ def cmd_train_level(args) -> None:
 
 
 def cmd_prune(args) -> None:
-    from . import masks as M
+    from .. import masks as M
 
     run = open_run(args)
     mask = run.prune(args.level)
@@ -119,7 +94,7 @@ def cmd_prune(args) -> None:
 
 
 def cmd_imp(args) -> None:
-    from .foundations.netcdf import write_dataset
+    from ..foundations.netcdf import write_dataset
 
     run = open_run(args)
     ds = run.run(args.levels)
@@ -132,27 +107,20 @@ def cmd_imp(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    from .foundations.netcdf import write_dataset
+    from ..foundations.netcdf import write_dataset
 
     run = open_run(args)
     print(f"wrote {write_dataset(run.summary(args.levels), args.out)}")
 
 
 def cmd_combine(args) -> None:
-    from .foundations.netcdf import combine, write_dataset
+    from ..foundations.netcdf import combine, write_dataset
 
     print(f"wrote {write_dataset(combine(args.inputs), args.out)}")
 
 
-def build_parser(light: bool = False) -> argparse.ArgumentParser:
-    """The full parser, or with ``light`` only the torch-free subcommands."""
-    from . import analyses
-
-    parser = argparse.ArgumentParser(prog="unmasking", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    if light:
-        importlib.import_module(f"{analyses.__name__}.{LIGHT_MODULE}").register(sub)
-        return parser
+def register(sub) -> None:
+    """Add the run commands to the ``unmasking`` subparsers ``sub``."""
     sub.add_parser("recipes", help="list the named recipes and the overridable keys").set_defaults(func=cmd_recipes)
     _run_parser(sub, "train", "train a dense network (pretrain + level 0)", create=True).set_defaults(func=cmd_train)
     _run_parser(sub, "pretrain", "save w_0 and train the dense net to the rewind step").set_defaults(func=cmd_pretrain)
@@ -174,24 +142,3 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_combine)
-    for info in pkgutil.iter_modules(analyses.__path__):
-        module = importlib.import_module(f"{analyses.__name__}.{info.name}")
-        if hasattr(module, "register"):
-            module.register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    light = bool(argv) and argv[0] in LIGHT_COMMANDS
-    args = build_parser(light).parse_args(argv)
-    try:
-        args.func(args)
-    except expected_errors(light) as e:
-        print(f"unmasking {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

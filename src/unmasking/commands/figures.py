@@ -1,4 +1,4 @@
-"""CLI for the figures and the claims report (SPEC §4): ``unmasking figure`` and ``unmasking claims``.
+"""The figures and the claims report (SPEC §4): ``unmasking figure`` and ``unmasking claims``.
 
     unmasking figure fig2_imp_connectivity --inputs results/embedded/cnn/imp.nc \\
         results/embedded/cnn/interpolation.nc --out figures/embedded/cnn/fig2_imp_connectivity [--split train]
@@ -7,54 +7,32 @@
 
 Inputs are aggregated datasets (``results/<config>/<arch>/<experiment>.nc``) or single-run
 outputs; the experiment of each file is read from its attributes.  ``--out`` is a path
-without extension: the figure is written as ``OUT.pdf`` and ``OUT.png``.
+without extension: the figure is written as ``OUT.pdf`` and ``OUT.png``.  Neither command
+imports torch or the science modules, so the workflow's many plotting jobs start quickly.
 """
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
+from ..foundations.hparams import ConfigError
+from ..foundations.registry import FIGURES
 
-FIGURES = ("fig1_landscape", "fig2_imp_connectivity", "fig3_interpolation", "fig4_robustness", "fig5_hessian",
-           "fig6_pruning_ratio", "fig7_flat_directions", "fig8_small_weights")
+__all__ = ["register"]
 
-
-def figure_module(figure_id: str):
-    """The module of a figure id (``fig2_imp_connectivity``)."""
-    if figure_id not in FIGURES:
-        from ..foundations.hparams import ConfigError
-
-        raise ConfigError(f"unknown figure {figure_id!r}; choose from {', '.join(FIGURES)}")
-    return importlib.import_module(f"unmasking.figures.{figure_id}")
+FIGURE_OPTIONS = ("split", "levels", "rewind_step", "seed", "bn_mode", "arch", "eps_barrier", "match_floor")
 
 
-def out_stem(out: str) -> Path:
-    """``--out`` without a .pdf/.png extension."""
-    path = Path(out)
-    return path.with_suffix("") if path.suffix in (".pdf", ".png") else path
+def cmd_figure(args) -> None:
+    from ..figures import figure_module, make_figure
 
-
-def make_figure(figure_id: str, inputs, out, **options) -> list[Path]:
-    """Render one figure from result files (Python entry point of ``unmasking figure``)."""
-    from ..figures.style import load_inputs
-
-    module = figure_module(figure_id)
-    return module.main(load_inputs(inputs), out_stem(str(out)), **options)
-
-
-def _cmd_figure(args) -> None:
-    options = {k: getattr(args, k) for k in ("split", "levels", "rewind_step", "seed", "bn_mode", "arch",
-                                             "eps_barrier", "match_floor")}
     module = figure_module(args.figure)
     if args.split not in module.SPLITS:
-        from ..foundations.hparams import ConfigError
-
         raise ConfigError(f"{args.figure} has no {args.split} variant (it has {', '.join(module.SPLITS)})")
+    options = {k: getattr(args, k) for k in FIGURE_OPTIONS}
     for path in make_figure(args.figure, args.inputs, args.out, **options):
         print(f"wrote {path}")
 
 
-def _cmd_claims(args) -> None:
+def cmd_claims(args) -> None:
     from .. import claims
 
     th = claims.Thresholds(eps_barrier=args.eps_barrier, match_floor=args.match_floor, min_levels=args.min_levels,
@@ -67,13 +45,14 @@ def _cmd_claims(args) -> None:
             print(f"wrote {path}")
 
 
-def register(subparsers) -> None:
+def register(sub) -> None:
+    """Add ``figure`` and ``claims`` to the ``unmasking`` subparsers ``sub``."""
     from ..claims import Thresholds
 
     d = Thresholds()
-    p = subparsers.add_parser("figure", help="render one of the paper's figures (PDF and PNG) from result files",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("figure", choices=FIGURES, help="figure id")
+    p = sub.add_parser("figure", help="render one of the paper's figures (PDF and PNG) from result files",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("figure", choices=list(FIGURES), help="figure id")
     p.add_argument("--inputs", nargs="+", required=True, help="result files (aggregated or single-run netCDF)")
     p.add_argument("--out", required=True, help="output path without extension (writes OUT.pdf and OUT.png)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="error shown (train: the variant)")
@@ -87,10 +66,10 @@ def register(subparsers) -> None:
                    help="BatchNorm mode of the E2 curves (fig3; default: the first in the data)")
     p.add_argument("--eps-barrier", type=float, default=d.eps_barrier, help="zero-barrier threshold")
     p.add_argument("--match-floor", type=float, default=d.match_floor, help="floor of epsilon_match")
-    p.set_defaults(func=_cmd_figure)
+    p.set_defaults(func=cmd_figure)
 
-    p = subparsers.add_parser("claims", help="evaluate the paper's four claims on result files (JSON, Markdown)",
-                              description="The claims report (SPEC §1, §4); prints the Markdown table.")
+    p = sub.add_parser("claims", help="evaluate the paper's four claims on result files (JSON, Markdown)",
+                       description="The claims report (SPEC §1, §4); prints the Markdown table.")
     p.add_argument("--inputs", nargs="+", required=True, help="result files of every architecture")
     p.add_argument("--out-json", required=True, help="machine-readable report")
     p.add_argument("--out-md", default=None, help="Markdown table")
@@ -106,4 +85,4 @@ def register(subparsers) -> None:
     p.add_argument("--strength", type=float, default=d.strength, help="perturbation strength c of claim 2")
     p.add_argument("--p-star-tolerance", type=float, default=d.p_star_tolerance,
                    help="claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)")
-    p.set_defaults(func=_cmd_claims)
+    p.set_defaults(func=cmd_claims)

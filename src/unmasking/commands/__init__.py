@@ -1,0 +1,64 @@
+"""The ``unmasking`` command: thin wrappers around the Python API, one module per group of commands.
+
+- :mod:`.runs`: ``recipes``, ``train``, ``pretrain``, ``train-level``, ``prune``, ``imp``,
+  ``summarize``, ``combine`` (IMP runs and their results);
+- :mod:`.analyses`: one command per analysis of the registry (``interpolation`` ... ``landscape``),
+  its flags generated from the analysis' settings dataclass (:mod:`.flags`);
+- :mod:`.figures`: ``figure`` and ``claims``.  These import neither torch nor the science modules,
+  and :func:`main` builds only their parser for them, so the workflow's many small plotting jobs
+  start in a fraction of the time.
+
+The user's errors (a bad option or config key, a missing or corrupt file, a diverged training)
+are printed as one line, ``unmasking COMMAND: error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..foundations.hparams import ConfigError
+
+__all__ = ["LIGHT_COMMANDS", "build_parser", "main"]
+
+# Commands that need no torch: with these, only their module's parser is built.
+LIGHT_COMMANDS = ("figure", "claims")
+
+
+def expected_errors(light: bool) -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix: printed as one line, exit status 2."""
+    if light:
+        return ConfigError, FileNotFoundError
+    from ..data import DataMissingError
+    from ..foundations.checkpoints import CorruptCheckpointError
+    from ..training import TrainingDiverged
+
+    return ConfigError, DataMissingError, CorruptCheckpointError, TrainingDiverged, FileNotFoundError
+
+
+def build_parser(light: bool = False) -> argparse.ArgumentParser:
+    """The full parser, or with ``light`` only the torch-free commands."""
+    from . import figures
+
+    parser = argparse.ArgumentParser(prog="unmasking", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    if not light:
+        from . import analyses, runs
+
+        runs.register(sub)
+        analyses.register(sub)
+    figures.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command (``argv`` without the program name; default: ``sys.argv[1:]``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    light = bool(argv) and argv[0] in LIGHT_COMMANDS
+    args = build_parser(light).parse_args(argv)
+    try:
+        args.func(args)
+    except expected_errors(light) as e:
+        print(f"unmasking {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
