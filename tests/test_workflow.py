@@ -166,7 +166,8 @@ def test_dry_run_paper_lists_all_jobs_without_data(tmp_path):
     are absent here, which a dry run reports as a warning and proceeds."""
     work = copy_workflow(tmp_path / "work")
     (tmp_path / "empty").mkdir()
-    out = ok(snakemake(work, "-n", "--configfile", "config/paper.yaml", env={"UNMASKING_DATA": str(tmp_path / "empty")}))
+    out = ok(snakemake(work, "-n", "--configfile", "config/paper.yaml",
+                       env={"UNMASKING_DATA": str(tmp_path / "empty")}))
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     archs = paper["architectures"]
     runs = {a["name"]: len(a["rewind_steps"]) * len(paper["seeds"]) for a in archs}
@@ -203,7 +204,8 @@ BAD = {
     "missing_cifar": ({"architectures": [{"name": "r20", "recipe": "resnet20-cifar10", "levels": 2,
                                           "data_root": "{tmp}/no-cifar-here"}],
                        "experiments": {e: {"levels": "all"} for e in EXPERIMENTS if e != "pruning_theory"}},
-                      "architectures[r20].data_root: cifar10 not found: looked for {tmp}/no-cifar-here/cifar-10-batches-py"),
+                      "architectures[r20].data_root: cifar10 not found: looked for "
+                      "{tmp}/no-cifar-here/cifar-10-batches-py"),
 }
 
 
