@@ -3,13 +3,11 @@
     snakemake --workflow-profile workflow/profiles/default                 # embedded default
     snakemake --workflow-profile workflow/profiles/default --configfile config/paper.yaml
 
-See docs/workflow.md for the configuration, the DAG and the results layout.
+See docs/workflow.md for the configuration, the DAG and the results layout. What runs is planned
+by unmasking.workflow (Plan), built in workflow/rules/common.smk.
 """
 
-from glob import glob
-from pathlib import Path
-
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -21,12 +19,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# The config checked, completed with the schema's defaults and planned (PLAN), paths, input
+# functions and command lines: first, the rule files read them.
 include: "workflow/rules/common.smk"
-
-
-check_config(config, "workflow/schemas/config.schema.yaml")
-validate(config, "workflow/schemas/config.schema.yaml")
-PLAN = plan_workflow(config)
 
 
 onstart:
@@ -43,7 +38,7 @@ localrules:
     all,
 
 
-for _rules in sorted(glob(f"{workflow.basedir}/workflow/rules/*.smk")):
-    if Path(_rules).name != "common.smk":
-
-        include: _rules
+include: "workflow/rules/imp.smk"
+include: "workflow/rules/analyses.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"

@@ -22,10 +22,11 @@ import pytest
 import xarray as xr
 import yaml
 
+from unmasking.foundations.registry import ANALYSES
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-EXPERIMENTS = ["interpolation", "perturbation", "hessian", "pruning_theory", "pruning_ratio", "flatness",
-               "small_weights", "landscape"]
+EXPERIMENTS = list(ANALYSES)
 TEST_CONFIG = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
 # The tests build the results (not the figures, which tests/test_figures.py covers).
 TARGETS = [f"results/test/cnn/{exp}.nc" for exp in ["imp", *EXPERIMENTS]]
@@ -137,12 +138,12 @@ def test_dry_run_commands_carry_the_architectures_training_options(tmp_path, dat
     def lines(arch: str, command: str) -> list[str]:
         return [c for c in commands if f" {command} --run results/embedded/{arch}/" in c]
 
-    assert all(lines("cnn", c) for c in ("imp", "perturb", "pruning-ratio", "hessian"))
+    assert all(lines("cnn", c) for c in ("imp", "perturbation", "pruning_ratio", "hessian"))
 
     for arch, entry in config.items():
-        for command in ("imp", "perturb", "pruning-ratio"):
+        for command in ("imp", "perturbation", "pruning_ratio"):
             assert all(("--compile" in c) == entry.get("compile", False) for c in lines(arch, command)), command
-        for command in ("perturb", "pruning-ratio"):
+        for command in ("perturbation", "pruning_ratio"):
             assert all(f"--models-at-once {entry.get('models_at_once', 1)} " in c for c in lines(arch, command))
         assert not any("--compile" in c or "--models-at-once" in c for c in lines(arch, "hessian"))
 
@@ -165,7 +166,8 @@ def test_dry_run_paper_lists_all_jobs_without_data(tmp_path):
     are absent here, which a dry run reports as a warning and proceeds."""
     work = copy_workflow(tmp_path / "work")
     (tmp_path / "empty").mkdir()
-    out = ok(snakemake(work, "-n", "--configfile", "config/paper.yaml", env={"UNMASKING_DATA": str(tmp_path / "empty")}))
+    out = ok(snakemake(work, "-n", "--configfile", "config/paper.yaml",
+                       env={"UNMASKING_DATA": str(tmp_path / "empty")}))
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     archs = paper["architectures"]
     runs = {a["name"]: len(a["rewind_steps"]) * len(paper["seeds"]) for a in archs}
@@ -202,7 +204,8 @@ BAD = {
     "missing_cifar": ({"architectures": [{"name": "r20", "recipe": "resnet20-cifar10", "levels": 2,
                                           "data_root": "{tmp}/no-cifar-here"}],
                        "experiments": {e: {"levels": "all"} for e in EXPERIMENTS if e != "pruning_theory"}},
-                      "architectures[r20].data_root: cifar10 not found: looked for {tmp}/no-cifar-here/cifar-10-batches-py"),
+                      "architectures[r20].data_root: cifar10 not found: looked for "
+                      "{tmp}/no-cifar-here/cifar-10-batches-py"),
 }
 
 

@@ -18,7 +18,7 @@ rule aggregate:
     benchmark:
         f"{BENCHMARKS}/{{arch}}/aggregate_{{exp}}.tsv"
     wildcard_constraints:
-        exp="|".join(["imp", *EXPERIMENTS]),
+        exp="|".join(["imp", *registry.ANALYSES]),
     conda:
         CONDA_ENV
     threads: resource("aggregate", "threads")

@@ -1,45 +1,52 @@
-"""Helpers of the workflow: config checks, the plan of IMP runs, paths, command lines, resources.
+"""The plan, paths, input functions, command lines and resources of the rules.
 
-The root Snakefile includes this file first, checks the config (`check_config`), fills the
-schema's defaults (`validate`), builds `PLAN` (`plan_workflow`) and then includes the rule
-files, which read `PLAN`, the paths below and the helper functions.
+The root Snakefile includes this file first. It checks the config against the schema
+(`check_config`: one line per bad key), fills the schema's defaults (`validate`) and plans the
+workflow (`PLAN`, an `unmasking.workflow.Plan`: architectures, runs, levels, targets; it
+raises `PlanError` for a config that cannot run). Everything that decides what runs lives in
+that importable, unit-tested module (tests/test_plan.py); experiments and figures come from
+`unmasking.foundations.registry`. What stays here is how Snakemake sees the plan: the paths,
+the input functions and the command lines of the rules included after this file.
 """
 
-import dataclasses
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.utils import validate
 
-# Analyses (SPEC section 3): config/results name -> `unmasking` subcommand.
-EXPERIMENTS = {
-    "interpolation": "interpolate",
-    "perturbation": "perturb",
-    "hessian": "hessian",
-    "pruning_theory": "pruning-theory",
-    "pruning_ratio": "pruning-ratio",
-    "flatness": "flatness",
-    "small_weights": "small-weights",
-    "landscape": "landscape",
-}
-# Scheduling: IMP first (every analysis waits for it), then the long analyses, so that no long
-# job starts last and runs alone on an otherwise idle machine.
-PRIORITY = {
-    "imp": 100,
-    "perturbation": 60,  # the longest single job of the embedded default
-    "pruning_ratio": 50,
-    "hessian": 50,
-    "landscape": 20,
-}
-# Experiments that retrain networks (their commands take --models-at-once and --compile).
-RETRAINING = ("perturbation", "pruning_ratio")
-# Experiments that need level L+1 trained at level L (`all` stops one level short).
-NEEDS_NEXT_LEVEL = ("landscape",)
+from unmasking.foundations import registry
+from unmasking.workflow import Plan, PlanError, check_config
+from unmasking.workflow.report import load_claims, report_verdicts, verdict_text
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+try:
+    check_config(config, SCHEMA, workflow.basedir)
+    validate(config, "../schemas/config.schema.yaml")  # fills the defaults
+    PLAN = Plan(config)
+except PlanError as e:
+    raise WorkflowError(str(e)) from None
+
+DATA_MISSING = PLAN.data_missing()
+for _message in DATA_MISSING:
+    logger.warning(
+        f"data check: {_message}\n(a dry run lists the jobs anyway; a real run stops before any job)"
+    )
+
+
+def fail_if_data_missing():
+    """Called by `onstart` (real runs only, before any job): stop when a data set is absent."""
+    if DATA_MISSING:
+        raise WorkflowError(
+            "data missing, no job was run:\n"
+            + "\n".join(f"  - {m}" for m in DATA_MISSING)
+        )
+
+
 # Keys of an experiment's config section that are not command-line options.
 NOT_OPTIONS = (
     "enabled",
@@ -49,9 +56,6 @@ NOT_OPTIONS = (
     "granularity",
     "use_hessian",
 )
-
-# Figure rules (workflow/rules/figures.smk) append their outputs here; `rule all` builds them.
-FIGURE_TARGETS = []
 
 # Resources of a rule that no config sets.
 FALLBACK_RESOURCES = {"threads": 1, "mem_mb": 2000, "runtime": 60, "gpu": 0}
@@ -81,280 +85,20 @@ else:
     PYTHON = shlex.quote(sys.executable)
 
 
-def _key_path(config, path):
-    """`architectures[cnn].set` from a jsonschema error path (names list items by their `name`)."""
-    out, node = "", config
-    for part in path:
-        if isinstance(part, int):
-            name = (
-                node[part].get("name")
-                if isinstance(node, list) and isinstance(node[part], dict)
-                else None
-            )
-            out += f"[{name or part}]"
-        else:
-            out += f".{part}" if out else str(part)
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return out or "(top level)"
-
-
-def _explain(config, error):
-    """One line per schema violation: the key, what is wrong, and the fix."""
-    key = _key_path(config, error.absolute_path)
-    schema = error.schema
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(schema.get("properties", {})))
-        valid = ", ".join(sorted(schema.get("properties", {}))) or "none"
-        where = f"{key}." if error.absolute_path else ""
-        return (
-            f"unknown key {', '.join(where + k for k in extra)}: remove it or fix its spelling "
-            f"(valid keys here: {valid})"
-        )
-    if error.validator == "required":
-        return (
-            f"{key}: {error.message}; add it (see workflow/schemas/config.schema.yaml)"
-        )
-    if error.validator == "propertyNames":
-        return f"{key}: key {error.instance!r} is not a dotted recipe key such as train.steps"
-    wanted = schema.get("description", "")
-    if error.validator in ("oneOf", "anyOf"):
-        options = []
-        for sub in schema[error.validator]:
-            options.append(
-                sub.get("type")
-                or (
-                    "one of " + ", ".join(map(str, sub["enum"]))
-                    if "enum" in sub
-                    else "?"
-                )
-            )
-        wanted = (
-            "expected "
-            + " or ".join(map(str, options))
-            + (f" ({wanted})" if wanted else "")
-        )
-        return f"{key}: {error.instance!r} is not valid; {wanted}"
-    return f"{key}: {error.message}" + (f" ({wanted})" if wanted else "")
-
-
-def check_config(config, schema_file):
-    """Stop with a message per bad key (unknown key, wrong type, out of range) before any job."""
-    import jsonschema
-
-    schema = yaml.safe_load(Path(workflow.basedir, schema_file).read_text())
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(config),
-        key=lambda e: [str(p) for p in e.absolute_path],
-    )
-    if errors:
-        lines = "\n".join(f"  - {_explain(config, e)}" for e in errors)
-        raise WorkflowError(
-            f"invalid workflow configuration:\n{lines}\n"
-            f"Fix the config file (or --config/--configfile); the schema with every key, "
-            f"type and default is {schema_file}."
-        )
-
-
-@dataclasses.dataclass
-class Arch:
-    """One architecture entry of the config, resolved against its recipe."""
-
-    name: str
-    recipe: str
-    overrides: dict
-    data_root: str | None
-    levels: int
-    rewind_steps: list
-    seeds: list
-    resources: dict
-    models_at_once: int  # E3/E6 retrainings trained together
-    compile: bool
-    hashes: dict  # rewind step -> recipe hash (as the run folder's run.json records it)
-    data_missing: str | None = None
-
-    def set_args(self, rewind):
-        """`--set` items: the config's overrides and the rewind step. The last level is not part
-        of the recipe (jobs get `--levels`), so raising `levels` continues the runs."""
-        items = {**self.overrides, "prune.rewind_step": int(rewind)}
-        return [f"{k}={json.dumps(v)}" for k, v in items.items()]
-
-
-def _arch_from_config(entry, seeds):
-    from unmasking.foundations.hparams import ConfigError
-    from unmasking.foundations.recipes import build_recipe
-
-    name = entry["name"]
-    for key in ("prune.levels", "prune.rewind_step"):
-        if key in entry["set"]:
-            field = "levels" if key == "prune.levels" else "rewind_steps"
-            raise WorkflowError(
-                f"architectures[{name}].set: {key} is set by architectures[{name}].{field}; "
-                f"move it there"
-            )
-    base_args = [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()]
-    try:
-        base = build_recipe(entry["recipe"], None, base_args)
-    except ConfigError as e:
-        key = "recipe" if "unknown recipe" in str(e) else "set"
-        raise WorkflowError(f"architectures[{name}].{key}: {e}") from None
-    arch = Arch(
-        name=name,
-        recipe=entry["recipe"],
-        overrides=dict(entry["set"]),
-        data_root=entry["data_root"],
-        levels=base.prune.levels if entry["levels"] is None else entry["levels"],
-        rewind_steps=entry["rewind_steps"] or [base.prune.rewind_step],
-        seeds=entry["seeds"] or seeds,
-        resources=entry.get("resources", {}),
-        models_at_once=entry["models_at_once"],
-        compile=entry["compile"],
-        hashes={},
-    )
-    for t in arch.rewind_steps:
-        try:
-            arch.hashes[t] = build_recipe(arch.recipe, None, arch.set_args(t)).hash()
-        except ConfigError as e:
-            raise WorkflowError(f"architectures[{name}].rewind_steps: {e}") from None
-    arch.data_missing = _data_missing(arch, base)
-    return arch
-
-
-def _data_missing(arch, recipe):
-    """The data check's message when the architecture's data set is not on disk, else None."""
-    from unmasking.data import DataMissingError, check_available
-
-    # as in the jobs: the recipe's data.root, else UNMASKING_DATA (data_root when configured)
-    data = dataclasses.replace(recipe.data, root=recipe.data.root or arch.data_root)
-    try:
-        check_available(data)
-    except DataMissingError as e:
-        return (
-            f"architectures[{arch.name}].data_root: {e} In this workflow, set "
-            f"architectures[{arch.name}].data_root (or $UNMASKING_DATA) to that folder."
-        )
-    return None
-
-
-def _check_experiment(exp, sec, archs):
-    """An experiment's architectures, seeds and levels must exist in the runs it uses."""
-    names = sec["architectures"]
-    unknown = sorted(set(names or []) - set(archs))
-    if unknown:
-        raise WorkflowError(
-            f"experiments.{exp}.architectures: no architecture named {', '.join(unknown)}; "
-            f"the config has {', '.join(archs)}"
-        )
-    for arch in archs.values():
-        if names is not None and arch.name not in names:
-            continue
-        levels, top = sec["levels"], last_level(arch, exp)
-        if isinstance(levels, list) and any(level > top for level in levels):
-            raise WorkflowError(
-                f"experiments.{exp}.levels: {levels} goes past level {top}, the last level "
-                f"{exp} can run at for architecture {arch.name!r} (levels: {arch.levels}); use "
-                f"levels 0 ... {top} or `all`"
-            )
-        extra = sorted(set(sec["seeds"] or []) - set(arch.seeds))
-        if extra:
-            raise WorkflowError(
-                f"experiments.{exp}.seeds: {extra} not among the seeds of architecture "
-                f"{arch.name!r} ({arch.seeds}); use some of those, or list the experiment's "
-                f"architectures in experiments.{exp}.architectures"
-            )
-
-
-def reads_hessian(exp):
-    """Whether an experiment's jobs read E4's output of the same run and level (`--hessian`)."""
-    exps = config["experiments"]
-    if exp == "pruning_theory":
-        return True
-    return (
-        exp == "flatness"
-        and exps["flatness"]["use_hessian"]
-        and exps["hessian"]["enabled"]
-    )
-
-
-def _check_flatness_hessian(archs):
-    """With use_hessian, E4 must have run at every run and level where E7 runs, in files E7 can read."""
-    if not (enabled("flatness") and reads_hessian("flatness")):
-        return
-    if exp_granularity("hessian") == "level" and exp_granularity("flatness") == "run":
-        raise WorkflowError(
-            "experiments.flatness.granularity: E7 reads E4's output, which comes per level "
-            "(experiments.hessian.granularity level); set experiments.flatness.granularity: "
-            "level, or experiments.flatness.use_hessian: false"
-        )
-    for arch in archs.values():
-        missing = [
-            (t, s, level)
-            for t, s in runs(arch, "flatness")
-            for level in experiment_levels(arch, "flatness")
-            if (t, s) not in runs(arch, "hessian")
-            or level not in experiment_levels(arch, "hessian")
-        ]
-        if missing:
-            t, s, level = missing[0]
-            raise WorkflowError(
-                f"experiments.flatness.use_hessian: E7 runs where E4 does not (architecture "
-                f"{arch.name!r}, rewind step {t}, seed {s}, level {level}); widen "
-                f"experiments.hessian (levels, seeds, architectures) or set "
-                f"experiments.flatness.use_hessian: false"
-            )
-
-
-def plan_workflow(config):
-    """Architectures with their recipes resolved; checks names, levels and the data sets."""
-    archs = {}
-    for entry in config["architectures"]:
-        if entry["name"] in archs:
-            raise WorkflowError(
-                f"architectures: the name {entry['name']!r} appears twice; names must be unique"
-            )
-        archs[entry["name"]] = _arch_from_config(entry, config["seeds"])
-    exps = config["experiments"]
-    if exps["pruning_theory"]["enabled"] and not exps["hessian"]["enabled"]:
-        raise WorkflowError(
-            "experiments.pruning_theory needs experiments.hessian (it reads the Hessian "
-            "spectrum): enable hessian or set pruning_theory.enabled: false"
-        )
-    for exp in EXPERIMENTS:
-        if exp != "pruning_theory":
-            _check_experiment(exp, exps[exp], archs)
-    _check_flatness_hessian(archs)
-    define_paths(config["name"])
-    missing = [a.data_missing for a in archs.values() if a.data_missing]
-    for message in missing:
-        logger.warning(
-            f"data check: {message}\n(a dry run lists the jobs anyway; a real run stops before any job)"
-        )
-    return archs
-
-
-def fail_if_data_missing():
-    """Called by `onstart` (real runs only, before any job): stop when a data set is absent."""
-    missing = [a.data_missing for a in PLAN.values() if a.data_missing]
-    if missing:
-        raise WorkflowError(
-            "data missing, no job was run:\n" + "\n".join(f"  - {m}" for m in missing)
-        )
-
-
 # ---------------------------------------------------------------------------------------------
-# Paths. A run is one (architecture, rewind step, seed); its IMP folder is RUN/run.
+# Paths (unmasking.workflow.Paths of the config's name). A run is one (architecture, rewind
+# step, seed); RUN, RUN_LOG and RUN_BENCHMARK are patterns with the wildcards arch, rewind and
+# seed, and a run's IMP folder is RUN/run.
 
-
-def define_paths(name):
-    """RESULTS, LOGS, BENCHMARKS and the run patterns RUN, RUN_LOG, RUN_BENCHMARK (wildcards
-    arch, rewind, seed) of config `name`."""
-    global RESULTS, LOGS, BENCHMARKS, RUN, RUN_LOG, RUN_BENCHMARK
-    RESULTS, LOGS, BENCHMARKS = f"results/{name}", f"logs/{name}", f"benchmarks/{name}"
-    RUN = f"{RESULTS}/{{arch}}/rewind_{{rewind}}/seed_{{seed}}"
-    RUN_LOG = f"{LOGS}/{{arch}}/rewind_{{rewind}}/seed_{{seed}}"
-    RUN_BENCHMARK = f"{BENCHMARKS}/{{arch}}/rewind_{{rewind}}/seed_{{seed}}"
+PATHS = PLAN.paths
+RESULTS, LOGS, BENCHMARKS, FIGURE_DIR = (
+    PATHS.results,
+    PATHS.logs,
+    PATHS.benchmarks,
+    PATHS.figures,
+)
+RUN, RUN_LOG, RUN_BENCHMARK = PATHS.run, PATHS.run_log, PATHS.run_benchmark
+CLAIMS = PATHS.claims
 
 
 def run_file(name):
@@ -372,18 +116,35 @@ def run_benchmark(name):
 
 
 def run_dir(wildcards):
-    return f"{RESULTS}/{wildcards.arch}/rewind_{wildcards.rewind}/seed_{wildcards.seed}/run"
+    return f"{PATHS.run_of(wildcards.arch, wildcards.rewind, wildcards.seed)}/run"
 
 
 def level_file(wildcards, level, name):
     return f"{run_dir(wildcards)}/level_{int(level):02d}/{name}"
 
 
+def analysis_file(exp, root, suffix):
+    """Output, log or benchmark of an analysis job under `root` (RUN, RUN_LOG, RUN_BENCHMARK):
+    one per run, or one per run and level (wildcard level)."""
+    if PLAN.granularity(exp) == "level":
+        return f"{root}/{exp}/level_{{level}}.{suffix}"
+    return f"{root}/{exp}.{suffix}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions.
+
+
+def all_targets(wildcards):
+    """The aggregates, the figures and the claims report of the config."""
+    return PLAN.targets()
+
+
 def imp_level_files(wildcards, first, last, masks_through=None):
     """IMP files a job reads: w_L and its metrics for levels first ... last, and the masks and
     pruning statistics of levels first+1 ... masks_through (default last), within the run's levels.
     """
-    top = PLAN[wildcards.arch].levels
+    top = PLAN.archs[wildcards.arch].levels
     files = []
     for level in range(first, min(last, top) + 1):
         files += [
@@ -409,92 +170,51 @@ def train_level_inputs(wildcards):
     return files
 
 
-def section(exp):
-    """An experiment's config section (E5 runs where E4 runs: its levels, seeds, architectures)."""
-    exps = config["experiments"]
-    if exp == "pruning_theory":
-        return {**exps["hessian"], "enabled": exps["pruning_theory"]["enabled"]}
-    return exps[exp]
+def analysis_inputs(exp):
+    """Inputs of an analysis job: the IMP files of its level and the next when IMP runs per level
+    and the job is per level, else the run's imp.nc (the whole run); E5 (and E7 with
+    use_hessian) also read E4's output for the same run (and level)."""
 
-
-def runs(arch, exp="imp"):
-    """(rewind step, seed) of the IMP runs of an architecture that an experiment runs on."""
-    seeds = arch.seeds if exp == "imp" else (section(exp).get("seeds") or arch.seeds)
-    archs = None if exp == "imp" else section(exp).get("architectures")
-    if archs is not None and arch.name not in archs:
-        return []
-    return [(t, s) for t in arch.rewind_steps for s in seeds]
-
-
-def last_level(arch, exp):
-    return arch.levels - 1 if exp in NEEDS_NEXT_LEVEL else arch.levels
-
-
-def experiment_levels(arch, exp):
-    """Levels an experiment runs at for an architecture."""
-    levels = section(exp)["levels"]
-    if levels == "all":
-        return list(range(last_level(arch, exp) + 1))
-    if levels == "none":
-        return []
-    return sorted(levels)
-
-
-def exp_granularity(exp):
-    """`run` or `level`: whether an analysis has one job per run or one per run and level."""
-    if exp == "imp":
-        return config["granularity"]
-    if exp == "pruning_theory":
-        return exp_granularity("hessian")
-    return section(exp).get("granularity") or config["granularity"]
-
-
-def enabled(exp):
-    return config["experiments"][exp]["enabled"]
-
-
-def per_job_results(arch, exp):
-    """The per-job netCDF files that the aggregate of (architecture, experiment) combines,
-    as (file, rewind step) pairs."""
-    files = []
-    for t, s in runs(arch, exp):
-        base = RUN.format(arch=arch.name, rewind=t, seed=s)
-        if exp == "imp" or exp_granularity(exp) == "run":
-            files.append((f"{base}/{exp}.nc", t))
+    def inputs(wildcards):
+        base = PATHS.run_of(wildcards.arch, wildcards.rewind, wildcards.seed)
+        per_level = "level" in wildcards.keys()
+        if per_level and PLAN.granularity("imp") == "level":
+            level = int(wildcards.level)
+            files = {
+                "rewind": f"{base}/run/rewind.pt",
+                "imp": imp_level_files(wildcards, level, level + 1, level + 2),
+            }
         else:
-            levels = experiment_levels(arch, exp)
-            files += [(f"{base}/{exp}/level_{level:02d}.nc", t) for level in levels]
-    return files
+            files = {"imp": f"{base}/imp.nc"}
+        if PLAN.reads_hessian(exp):
+            if PLAN.granularity("hessian") == "level":
+                files["hessian"] = f"{base}/hessian/level_{int(wildcards.level):02d}.nc"
+            else:
+                files["hessian"] = f"{base}/hessian.nc"
+        return files
+
+    return inputs
 
 
 def aggregate_inputs(wildcards):
-    return [f for f, _ in per_job_results(PLAN[wildcards.arch], wildcards.exp)]
+    return [
+        f for f, _ in PLAN.per_job_results(PLAN.archs[wildcards.arch], wildcards.exp)
+    ]
 
 
 def aggregate_rewind_steps(wildcards):
-    return [t for _, t in per_job_results(PLAN[wildcards.arch], wildcards.exp)]
+    return [
+        t for _, t in PLAN.per_job_results(PLAN.archs[wildcards.arch], wildcards.exp)
+    ]
 
 
-def aggregate_path(arch_name, exp):
-    """Where the combined dataset of an experiment for an architecture goes."""
-    return f"{RESULTS}/{arch_name}/{exp}.nc"
+def figure_inputs(fig_id):
+    """The aggregates a figure of an architecture reads."""
 
+    def inputs(wildcards):
+        return PLAN.figure_inputs(PLAN.archs[wildcards.arch], fig_id)
 
-def result_targets():
-    """Every aggregated dataset of the config: E1 (imp) and each enabled analysis with levels."""
-    out = []
-    for arch in PLAN.values():
-        out.append(aggregate_path(arch.name, "imp"))
-        out += [
-            aggregate_path(arch.name, exp)
-            for exp in EXPERIMENTS
-            if enabled(exp) and experiment_levels(arch, exp) and runs(arch, exp)
-        ]
-    return out
-
-
-def all_targets(wildcards):
-    return result_targets() + list(FIGURE_TARGETS)
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +230,7 @@ def common_flags():
 
 def data_env(wildcards):
     """`UNMASKING_DATA=...` for the job's export line when the architecture has a data_root."""
-    root = PLAN[wildcards.arch].data_root
+    root = PLAN.archs[wildcards.arch].data_root
     return f"UNMASKING_DATA={shlex.quote(root)}" if root else ""
 
 
@@ -527,7 +247,7 @@ def with_exports(command):
 
 def recipe_args(wildcards):
     """`--recipe R --seed S --set ...` of a run (the same arguments give the same recipe hash)."""
-    arch = PLAN[wildcards.arch]
+    arch = PLAN.archs[wildcards.arch]
     sets = " ".join(shlex.quote(s) for s in arch.set_args(wildcards.rewind))
     return (
         f"--recipe {shlex.quote(arch.recipe)} --seed {int(wildcards.seed)} --set {sets}"
@@ -535,7 +255,7 @@ def recipe_args(wildcards):
 
 
 def recipe_hash(wildcards):
-    return PLAN[wildcards.arch].hashes[int(wildcards.rewind)]
+    return PLAN.archs[wildcards.arch].hashes[int(wildcards.rewind)]
 
 
 def fresh_run_cmd(wildcards):
@@ -570,18 +290,27 @@ def experiment_options(exp):
     )
 
 
+def hessian_arg(exp):
+    """`--hessian FILE` for the experiments that read E4's output, else nothing."""
+
+    def arg(wildcards, input):
+        return f"--hessian {input.hessian}" if PLAN.reads_hessian(exp) else ""
+
+    return arg
+
+
 def compile_arg(wildcards):
     """`--compile` for the architecture's training jobs when its config entry asks for it."""
-    return "--compile" if PLAN[wildcards.arch].compile else ""
+    return "--compile" if PLAN.archs[wildcards.arch].compile else ""
 
 
 def retraining_args(exp):
     """`--models-at-once K [--compile]` of the experiments that retrain (E3, E6), per architecture."""
 
     def args(wildcards):
-        if exp not in RETRAINING:
+        if not registry.EXPERIMENTS[exp].retrains:
             return ""
-        arch = PLAN[wildcards.arch]
+        arch = PLAN.archs[wildcards.arch]
         return f"--models-at-once {arch.models_at_once} {compile_arg(wildcards)}"
 
     return args
@@ -594,10 +323,27 @@ def levels_arg(exp):
         if "level" in wildcards.keys():
             return str(int(wildcards.level))
         return " ".join(
-            str(level) for level in experiment_levels(PLAN[wildcards.arch], exp)
+            str(level)
+            for level in PLAN.experiment_levels(PLAN.archs[wildcards.arch], exp)
         )
 
     return levels
+
+
+def claims_options():
+    """Claim thresholds from the config's `thresholds` (the two the schema defines, and any others set)."""
+    th = config["thresholds"]
+    options = {"eps_barrier": th["barrier"], "match_floor": th["match_floor"]}
+    for key in (
+        "min_levels",
+        "min_agreement",
+        "majority",
+        "strength",
+        "p_star_tolerance",
+    ):
+        if key in th:
+            options[key] = th[key]
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
 
 
 def resource(rule_name, key):
@@ -605,7 +351,7 @@ def resource(rule_name, key):
     entry, the top-level default, then FALLBACK_RESOURCES."""
 
     def value(wildcards):
-        arch = PLAN[wildcards.arch] if "arch" in wildcards.keys() else None
+        arch = PLAN.archs[wildcards.arch] if "arch" in wildcards.keys() else None
         for table in ((arch.resources if arch else {}), config["resources"]):
             for entry in (table.get(rule_name, {}), table.get("default", {})):
                 if key in entry:
@@ -613,6 +359,32 @@ def resource(rule_name, key):
         return FALLBACK_RESOURCES[key]
 
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: figure labels and captions show the claims' verdicts from CLAIMS["json"].
+
+
+def figure_labels(fig_id, split):
+    """Report labels, computed when the report is built (so the verdict is the current one)."""
+    claim = registry.FIGURES[fig_id].claim
+
+    def labels(wildcards):
+        return {
+            "architecture": wildcards.arch,
+            "error": split,
+            "claim": str(claim),
+            "verdict": verdict_text(
+                load_claims(CLAIMS["json"]), wildcards.arch, claim, reasons=False
+            ),
+        }
+
+    return labels
+
+
+# The captions (rendered by `snakemake --report`) read the verdicts from the config object, the
+# only workflow state a caption sees; the key is added after the config was validated.
+config["_report_verdicts"] = report_verdicts(load_claims(CLAIMS["json"]), PLAN.archs)
 
 
 wildcard_constraints:

@@ -1,13 +1,14 @@
 """The paper's figures and the claims report (SPEC section 4).
 
 One rule per figure (and per train-error variant, rule name `<id>_train`), with the
-architecture as wildcard: FIGURES/<arch>/<id>.{pdf,png} (FIGURES = figures/<config name>),
+architecture as wildcard: FIGURE_DIR/<arch>/<id>.{pdf,png} (FIGURE_DIR = figures/<config name>),
 rendered by `unmasking figure` from the aggregated datasets RESULTS/<arch>/<experiment>.nc.
-A figure is made for an architecture when the experiments it needs ran for it.  The rule
-`claims` evaluates the four claims on every architecture's results: FIGURES/claims.{json,md,html}
-(the Markdown is printed at the end of the run).  The PNGs and the claims table are marked for
+The figures, their inputs, claims and train variants are those of unmasking.foundations.registry;
+a figure is made for an architecture when the experiments it needs ran for it (PLAN.figure_made,
+the targets of `rule all`).  The rule `claims` evaluates the four claims on every architecture's
+results: FIGURE_DIR/claims.{json,md,html} (the Markdown is printed at the end of the run).  The PNGs and the claims table are marked for
 `snakemake --report report.html`, captioned from workflow/report/*.rst; the captions show the
-claims' verdicts, read from FIGURES/claims.json when the report is built.
+claims' verdicts, read from FIGURE_DIR/claims.json when the report is built.
 """
 
 
@@ -15,8 +16,8 @@ localrules:
     claims,
 
 
-for _fig_id in FIGURE_SPECS:
-    for _split in figure_splits(_fig_id):
+for _fig_id, _figure in registry.FIGURES.items():
+    for _split in PLAN.figure_splits(_fig_id):
         _name = f"{_fig_id}_train" if _split == "train" else _fig_id
 
         rule:
@@ -25,11 +26,11 @@ for _fig_id in FIGURE_SPECS:
             input:
                 figure_inputs(_fig_id),
             output:
-                pdf=f"{figure_stem(_fig_id, _split)}.pdf",
+                pdf=f"{PATHS.figure_stem(_fig_id, _split)}.pdf",
                 png=report(
-                    f"{figure_stem(_fig_id, _split)}.png",
+                    f"{PATHS.figure_stem(_fig_id, _split)}.png",
                     caption=f"../report/{_fig_id}.rst",
-                    category=FIGURE_SPECS[_fig_id][0],
+                    category=_figure.title,
                     subcategory="{arch}",
                     labels=figure_labels(_fig_id, _split),
                 ),
@@ -49,12 +50,14 @@ for _fig_id in FIGURE_SPECS:
                 stem=lambda wildcards, output: output.pdf[: -len(".pdf")],
                 eps_barrier=config["thresholds"]["barrier"],
                 match_floor=config["thresholds"]["match_floor"],
-                claim=FIGURE_SPECS[_fig_id][3],
+                claim=_figure.claim,
                 rewind_steps=lambda wildcards: ", ".join(
-                    map(str, PLAN[wildcards.arch].rewind_steps)
+                    map(str, PLAN.archs[wildcards.arch].rewind_steps)
                 ),
-                seeds=lambda wildcards: ", ".join(map(str, PLAN[wildcards.arch].seeds)),
-                levels=lambda wildcards: PLAN[wildcards.arch].levels,
+                seeds=lambda wildcards: ", ".join(
+                    map(str, PLAN.archs[wildcards.arch].seeds)
+                ),
+                levels=lambda wildcards: PLAN.archs[wildcards.arch].levels,
             shell:
                 "{params.exe} figure {params.figure} --inputs {input} --out {params.stem} "
                 "--split {params.split} --arch {wildcards.arch} --eps-barrier {params.eps_barrier} "
@@ -63,22 +66,16 @@ for _fig_id in FIGURE_SPECS:
         workflow.localrules(
             _name
         )  # a few seconds of plotting: never worth a cluster job
-        FIGURE_TARGETS.extend(
-            f"{figure_stem(_fig_id, _split).format(arch=arch.name)}{ext}"
-            for arch in PLAN.values()
-            if figure_made(arch, _fig_id, _split)
-            for ext in (".pdf", ".png")
-        )
 
 
 rule claims:
     input:
-        lambda wildcards: result_targets(),
+        lambda wildcards: PLAN.result_targets(),
     output:
-        json=CLAIMS_JSON,
-        md=f"{FIGURES}/claims.md",
+        json=CLAIMS["json"],
+        md=CLAIMS["md"],
         html=report(
-            f"{FIGURES}/claims.html",
+            CLAIMS["html"],
             caption="../report/claims.rst",
             category="Claims",
             labels={"table": "claims"},
@@ -102,9 +99,6 @@ rule claims:
         "cat {output.md}"
 
 
-FIGURE_TARGETS.extend([CLAIMS_JSON, f"{FIGURES}/claims.md", f"{FIGURES}/claims.html"])
-
-
 onsuccess:
-    if Path(f"{FIGURES}/claims.md").exists():
-        print(f"\n{Path(f'{FIGURES}/claims.md').read_text()}")
+    if Path(CLAIMS["md"]).exists():
+        print(f"\n{Path(CLAIMS['md']).read_text()}")

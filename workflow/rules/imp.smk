@@ -15,7 +15,7 @@ if config["granularity"] == "run":
             run_log("imp.log"),
         benchmark:
             run_benchmark("imp.tsv")
-        priority: PRIORITY["imp"]
+        priority: registry.EXPERIMENTS["imp"].priority
         conda:
             CONDA_ENV
         threads: resource("imp", "threads")
@@ -28,7 +28,7 @@ if config["granularity"] == "run":
             run=run_dir,
             recipe=recipe_args,
             hash=recipe_hash,
-            levels=lambda wildcards: PLAN[wildcards.arch].levels,
+            levels=lambda wildcards: PLAN.archs[wildcards.arch].levels,
             fresh=fresh_run_cmd,
             data_env=data_env,
             common=common_flags(),
@@ -49,7 +49,7 @@ else:
             run_log("pretrain.log"),
         benchmark:
             run_benchmark("pretrain.tsv")
-        priority: PRIORITY["imp"]
+        priority: registry.EXPERIMENTS["imp"].priority
         conda:
             CONDA_ENV
         threads: resource("pretrain", "threads")
@@ -83,7 +83,7 @@ else:
             run_log("train_level_{level}.log"),
         benchmark:
             run_benchmark("train_level_{level}.tsv")
-        priority: PRIORITY["imp"]
+        priority: registry.EXPERIMENTS["imp"].priority
         conda:
             CONDA_ENV
         threads: resource("train_level", "threads")
@@ -116,7 +116,7 @@ else:
             run_log("prune_{level}.log"),
         benchmark:
             run_benchmark("prune_{level}.tsv")
-        priority: PRIORITY["imp"]
+        priority: registry.EXPERIMENTS["imp"].priority
         conda:
             CONDA_ENV
         threads: resource("prune", "threads")
@@ -138,7 +138,9 @@ else:
 
     rule summarize:
         input:
-            lambda wildcards: imp_level_files(wildcards, 0, PLAN[wildcards.arch].levels),
+            lambda wildcards: imp_level_files(
+                wildcards, 0, PLAN.archs[wildcards.arch].levels
+            ),
         output:
             run_file("imp.nc"),
         log:
@@ -155,7 +157,7 @@ else:
         params:
             exe=UNMASKING,
             run=run_dir,
-            levels=lambda wildcards: PLAN[wildcards.arch].levels,
+            levels=lambda wildcards: PLAN.archs[wildcards.arch].levels,
             data_env=data_env,
             common=common_flags(),
         shell:
