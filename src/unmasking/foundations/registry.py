@@ -25,6 +25,7 @@ class Experiment:
     retrains: bool = False  # retrains networks: its jobs take --models-at-once and --compile
     needs_next_level: bool = False  # level L needs level L+1 trained (runs to the last level but one)
     section: str | None = None  # config section it takes its levels/seeds/architectures from (None: its own)
+    has_errors: bool = True  # its results hold test/train errors (a train-error figure can show them)
 
     @property
     def label(self) -> str:
@@ -57,7 +58,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "unmasking.analyses.perturbation", priority=60, retrains=True),
     Experiment("hessian", "E4", "Hessian eigenspectrum at each level", "unmasking.analyses.hessian", priority=50),
     Experiment("pruning_theory", "E5", "maximal pruning ratio predicted from the Hessian spectrum",
-               "unmasking.analyses.pruning_theory", section="hessian"),
+               "unmasking.analyses.pruning_theory", section="hessian", has_errors=False),
     Experiment("pruning_ratio", "E6", "maximal pruning ratio measured by one-shot pruning and retraining",
                "unmasking.analyses.pruning_ratio", priority=50, retrains=True),
     Experiment("flatness", "E7", "flatness of the directions that pruning removes", "unmasking.analyses.flatness"),

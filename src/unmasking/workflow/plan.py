@@ -20,10 +20,6 @@ from ..foundations.recipes import build_recipe
 from ..foundations.registry import ANALYSES, EXPERIMENTS, FIGURES
 from .paths import Paths
 
-# Experiments whose results hold no error to draw a train-error figure from (E5 predicts p*).
-NO_ERRORS = ("pruning_theory",)
-
-
 class PlanError(ConfigError):
     """A workflow config that passes the schema but cannot be run; the message names the key and the fix."""
 
@@ -260,7 +256,7 @@ class Plan:
         if not all(self.available(arch, exp) for exp in fig.needs):
             return False
         if fig.needs_any_use:
-            shown = [e for e in fig.uses if split == "test" or e not in NO_ERRORS]
+            shown = [e for e in fig.uses if split == "test" or EXPERIMENTS[e].has_errors]
             return any(self.available(arch, exp) for exp in shown)
         return True
 
