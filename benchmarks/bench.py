@@ -81,12 +81,15 @@ def _cpu_name() -> str:
 def _header(device: torch.device) -> str:
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({_cpu_name()})"
     load = ", load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
-    return (f"device {device} = {dev}; torch {torch.__version__}; torch threads {torch.get_num_threads()}; "
-            f"{os.cpu_count()} CPU cores{load}")
+    return (
+        f"device {device} = {dev}; torch {torch.__version__}; torch threads {torch.get_num_threads()}; "
+        f"{os.cpu_count()} CPU cores{load}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Synthetic CIFAR-shaped data, in the standard (PIL) and fast (tensor) forms.
+
 
 def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random uint8 images (N, 3, 32, 32) and labels: the CIFAR-10 shapes, for timing only."""
@@ -113,16 +116,23 @@ class PILImages(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.data[i])), self.targets[i]
 
 
-def standard_pipeline_rate(x: torch.Tensor, y: torch.Tensor, hp: TrainHparams, device: torch.device,
-                           warmup: int, steps: int, workers: int) -> float:
+def standard_pipeline_rate(
+    x: torch.Tensor, y: torch.Tensor, hp: TrainHparams, device: torch.device, warmup: int, steps: int, workers: int
+) -> float:
     """Steps per second of the textbook loop: DataLoader + torchvision transforms, one eager fp32 model."""
     from torchvision import transforms as T
 
     mean, std = STATS["cifar10"]
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    loader = torch.utils.data.DataLoader(PILImages(x, y, tf), batch_size=hp.batch_size, shuffle=True,
-                                         drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        PILImages(x, y, tf),
+        batch_size=hp.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     model = build_model("resnet20", 10, seed=0).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
@@ -147,8 +157,18 @@ def standard_pipeline_rate(x: torch.Tensor, y: torch.Tensor, hp: TrainHparams, d
     return steps / c.wall
 
 
-def fast_path_rate(data: TensorData, k: int, hp: TrainHparams, device: torch.device, warmup: int, steps: int,
-                   backend: str, bf16: bool, channels_last: bool, compile: bool) -> tuple[float, float]:
+def fast_path_rate(
+    data: TensorData,
+    k: int,
+    hp: TrainHparams,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    backend: str,
+    bf16: bool,
+    channels_last: bool,
+    compile: bool,
+) -> tuple[float, float]:
     """Steps per second of :func:`train_many` with K ResNet-20s, and the warm-up seconds (compilation)."""
     models = [build_model("resnet20", 10, seed=i).to(device) for i in range(k)]
     seeds = [Seeds.from_seed(i) for i in range(k)]
@@ -162,6 +182,7 @@ def fast_path_rate(data: TensorData, k: int, hp: TrainHparams, device: torch.dev
 
 # --------------------------------------------------------------------------------------------
 # Analysis kernels: Hessian-vector products and barrier curves.
+
 
 def hvp_rate(data: TensorData, device: torch.device, batch: int, reps: int) -> float:
     """Hessian-vector products per second of the mean cross-entropy of ResNet-20 (eval-mode BN, fp32)."""
@@ -198,24 +219,26 @@ def barrier_curve_seconds(data: TensorData, device: torch.device, eval_batch: in
     evaluate(net, data, "test", eval_batch)
     with _Clock(device) as c:
         for gamma in torch.linspace(0, 1, GAMMAS).tolist():
-            net.load_state_dict({n: torch.lerp(t, sb[n], gamma) if t.is_floating_point() else t
-                                 for n, t in sa.items()})
+            net.load_state_dict({n: torch.lerp(t, sb[n], gamma) if t.is_floating_point() else t for n, t in sa.items()})
             evaluate(net, data, "test", eval_batch)
     return c.wall
 
 
 # --------------------------------------------------------------------------------------------
 
+
 def _assumed_trainings(args, total_steps: int) -> tuple[int, int, str]:
     e1 = args.seeds * args.rewinds * args.levels
     e3 = args.seeds * args.rewinds * args.strengths * args.replicates * args.levels
     e6 = args.seeds * args.rewinds * args.fractions * args.methods * args.e6_levels
     n = e1 + e3 + e6
-    note = (f"assumed (--seeds/--rewinds/...): {args.seeds} seeds x {args.rewinds} rewind steps; "
-            f"E1 IMP x {args.levels} "
-            f"levels = {e1}; E3 x {args.strengths} strengths x {args.replicates} replicates x {args.levels} levels = "
-            f"{e3}; E6 x {args.fractions} fractions x {args.methods} methods x {args.e6_levels} levels = {e6}; "
-            f"total {n} trainings of {total_steps:,} steps")
+    note = (
+        f"assumed (--seeds/--rewinds/...): {args.seeds} seeds x {args.rewinds} rewind steps; "
+        f"E1 IMP x {args.levels} "
+        f"levels = {e1}; E3 x {args.strengths} strengths x {args.replicates} replicates x {args.levels} levels = "
+        f"{e3}; E6 x {args.fractions} fractions x {args.methods} methods x {args.e6_levels} levels = {e6}; "
+        f"total {n} trainings of {total_steps:,} steps"
+    )
     return n, n * total_steps, note
 
 
@@ -243,8 +266,10 @@ def paper_trainings(args, total_steps: int, config: Path = PAPER_CONFIG) -> tupl
         per_level = {"E1 IMP": (1, levels + 1)}
         pert = exps.get("perturbation")
         if pert and "resnet20" in pert.get("architectures", ["resnet20"]):
-            per_level["E3 perturbation"] = (len(pert["strengths"]) * int(pert["replicates"]),
-                                            _levels(pert["levels"], levels))
+            per_level["E3 perturbation"] = (
+                len(pert["strengths"]) * int(pert["replicates"]),
+                _levels(pert["levels"], levels),
+            )
         ratio = exps.get("pruning_ratio")
         if ratio and "resnet20" in ratio.get("architectures", ["resnet20"]):
             methods = ratio["methods"]
@@ -257,8 +282,10 @@ def paper_trainings(args, total_steps: int, config: Path = PAPER_CONFIG) -> tupl
     n = seeds * len(rewinds) * per_run
     steps = seeds * per_run * sum(total_steps - t for t in rewinds)
     parts = "; ".join(f"{k} {a} x {b} levels" for k, (a, b) in per_level.items())
-    note = (f"from {config}: resnet20, {seeds} seeds x {len(rewinds)} rewind steps {rewinds}, per run: {parts} = "
-            f"{per_run} trainings; total {n} trainings, {steps:,} optimizer steps (T - t each)")
+    note = (
+        f"from {config}: resnet20, {seeds} seeds x {len(rewinds)} rewind steps {rewinds}, per run: {parts} = "
+        f"{per_run} trainings; total {n} trainings, {steps:,} optimizer steps (T - t each)"
+    )
     return n, steps, note
 
 
@@ -298,40 +325,56 @@ def run_resnet20(args) -> None:
         workers = args.workers if args.workers is not None else min(8, max(1, (os.cpu_count() or 2) // 2))
         rate = standard_pipeline_rate(x_train, y_train, hp, device, args.warmup, args.steps, workers)
         rows.append((f"(a) standard: DataLoader({workers} workers)+PIL transforms, eager fp32, 1 model", 1, rate))
-    data = TensorData("cifar10", x_train, y_train, x_test, y_test, 10, augment=random_crop_flip,
-                      normalize=normalizer("cifar10")).to(device)
+    data = TensorData(
+        "cifar10", x_train, y_train, x_test, y_test, 10, augment=random_crop_flip, normalize=normalizer("cifar10")
+    ).to(device)
     opts = "+".join(o for o, on in (("bf16", bf16), ("channels_last", channels_last), ("compile", args.compile)) if on)
     for k in args.ks:
-        rate, warm = fast_path_rate(data, k, hp, device, args.warmup, args.steps, args.backend, bf16, channels_last,
-                                    args.compile)
-        rows.append((f"(b) fast: on-device data, train_many backend={args.backend} {opts or 'fp32'}, K={k} "
-                     f"(warm-up {warm:.1f} s)", k, rate))
+        rate, warm = fast_path_rate(
+            data, k, hp, device, args.warmup, args.steps, args.backend, bf16, channels_last, args.compile
+        )
+        rows.append(
+            (
+                f"(b) fast: on-device data, train_many backend={args.backend} {opts or 'fp32'}, K={k} "
+                f"(warm-up {warm:.1f} s)",
+                k,
+                rate,
+            )
+        )
 
     base = rows[0][2] if not args.skip_standard else None
-    print(f"\n{'pipeline':<96} {'steps/s':>8} {'model-steps/s':>14} {'vs (a)':>7} {'1 training':>11} "
-          f"{'paper config':>13}")
+    print(
+        f"\n{'pipeline':<96} {'steps/s':>8} {'model-steps/s':>14} {'vs (a)':>7} {'1 training':>11} {'paper config':>13}"
+    )
     for name, k, rate in rows:
         model_rate = k * rate
         one = total_steps / rate
         paper = paper_steps / model_rate
         ratio = f"{model_rate / base:.2f}x" if base else "-"
         print(f"{name:<96} {rate:>8.2f} {model_rate:>14.2f} {ratio:>7} {_fmt_time(one):>11} {_fmt_time(paper):>13}")
-    print("  '1 training': wall time of one 62,400-step run (K models finish together in that time); "
-          "'paper config': all trainings, K at a time, one device")
+    print(
+        "  '1 training': wall time of one 62,400-step run (K models finish together in that time); "
+        "'paper config': all trainings, K at a time, one device"
+    )
 
     if not args.skip_hvp:
         rate = hvp_rate(data, device, args.hvp_batch, args.hvp_reps)
-        print(f"\nHessian-vector products/s (ResNet-20, batch {args.hvp_batch}, fp32, jvp over grad): {rate:.3f} "
-              f"[{label}]")
+        print(
+            f"\nHessian-vector products/s (ResNet-20, batch {args.hvp_batch}, fp32, jvp over grad): {rate:.3f} "
+            f"[{label}]"
+        )
     if not args.skip_barrier:
         eval_batch = args.eval_batch or (5000 if cuda else 1000)
         seconds = barrier_curve_seconds(data, device, eval_batch)
         per_10k = seconds * 10_000 / args.eval_images
-        print(f"barrier curve ({GAMMAS} gamma points x {args.eval_images} test images, eval batch {eval_batch}, "
-              f"fp32): {seconds:.2f} s measured = {per_10k:.2f} s per curve on 10,000 images [{label}]")
+        print(
+            f"barrier curve ({GAMMAS} gamma points x {args.eval_images} test images, eval batch {eval_batch}, "
+            f"fp32): {seconds:.2f} s measured = {per_10k:.2f} s per curve on 10,000 images [{label}]"
+        )
 
 
 # --------------------------------------------------------------------------------------------
+
 
 def run_embedded(args) -> None:
     device = torch.device("cpu")
@@ -347,8 +390,7 @@ def run_embedded(args) -> None:
 
             def report(label: str, k: int, clock: _Clock) -> None:
                 rate = k * args.steps / clock.wall
-                print(f"  {label:<34} {rate:>14.0f} {k * args.steps / clock.cpu:>15.0f} "
-                      f"{hp.steps / rate:>26.2f}")
+                print(f"  {label:<34} {rate:>14.0f} {k * args.steps / clock.cpu:>15.0f} {hp.steps / rate:>26.2f}")
 
             model = build_model(recipe.model.name, 10, recipe.model.width, seed=0)
             seeds = Seeds.from_seed(0)
@@ -357,7 +399,7 @@ def run_embedded(args) -> None:
                 train(model, None, data, hp, seeds, args.warmup, args.warmup + args.steps, progress=False)
             report("training.train (K=1)", 1, c)
             for backend in args.backends:
-                for compile in ([False, True] if args.compile and backend == "stacked" else [False]):
+                for compile in [False, True] if args.compile and backend == "stacked" else [False]:
                     for k in args.ks:
                         models = [build_model(recipe.model.name, 10, recipe.model.width, seed=i) for i in range(k)]
                         sl = [Seeds.from_seed(i) for i in range(k)]
@@ -380,8 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 200 for resnet20, 300 embedded)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first (oneDNN/cuDNN set-up, compilation)")
     p.add_argument("--ks", type=_ints, default=[1, 4, 8, 16], help="numbers of models trained at once, e.g. 1,4,8,16")
-    p.add_argument("--backend", default="auto", choices=["auto", "stacked", "vmap"],
-                   help="train_many backend (resnet20)")
+    p.add_argument(
+        "--backend", default="auto", choices=["auto", "stacked", "vmap"], help="train_many backend (resnet20)"
+    )
     p.add_argument("--compile", action="store_true", help="use torch.compile (embedded: extra rows, stacked backend)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (resnet20; default: torch's)")
@@ -397,8 +440,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-hvp", action="store_true")
     p.add_argument("--skip-barrier", action="store_true")
     g = p.add_argument_group("paper configuration count (resnet20), used when config/paper.yaml is absent")
-    g.add_argument("--config", default=str(PAPER_CONFIG),
-                   help="workflow config to count the trainings in (default: this repository's config/paper.yaml)")
+    g.add_argument(
+        "--config",
+        default=str(PAPER_CONFIG),
+        help="workflow config to count the trainings in (default: this repository's config/paper.yaml)",
+    )
     g.add_argument("--trainings", type=int, default=None, help="number of trainings (overrides config and assumption)")
     g.add_argument("--seeds", type=int, default=4)
     g.add_argument("--rewinds", type=int, default=2, help="rewind steps of E1")

@@ -45,12 +45,23 @@ def teacher_data(n_train: int = 200, n_test: int = 100, classes: int = 3, seed: 
     return TensorData("tiny", x_train, (x_train @ teacher).argmax(1), x_test, (x_test @ teacher).argmax(1), classes)
 
 
-def tiny_imp_run(root, recipe: str = "mnist1d-cnn", width: int = 4, levels: int = 2,
-                 data: TensorData | None = None) -> ImpRun:
+def tiny_imp_run(
+    root, recipe: str = "mnist1d-cnn", width: int = 4, levels: int = 2, data: TensorData | None = None
+) -> ImpRun:
     """A finished IMP run (seed 0, 30 steps of batch 20, rewind step 5) of a tiny mnist1d recipe on
     ``data`` (default: :func:`teacher_data`)."""
-    hp = build_recipe(recipe, None, [f"model.width={width}", "train.steps=30", "train.milestones=[20]",
-                                     "train.batch_size=20", "prune.rewind_step=5", f"prune.levels={levels}"])
+    hp = build_recipe(
+        recipe,
+        None,
+        [
+            f"model.width={width}",
+            "train.steps=30",
+            "train.milestones=[20]",
+            "train.batch_size=20",
+            "prune.rewind_step=5",
+            f"prune.levels={levels}",
+        ],
+    )
     run = ImpRun(hp, 0, root, device="cpu", progress=False)
     run.data = data if data is not None else teacher_data()
     run.run(levels)
@@ -62,7 +73,16 @@ def tiny_recipe(model: str = "mlp", steps: int = 30, levels: int = 3, rewind: in
         name=f"tiny-{model}",
         data=DataHparams(name="mnist1d", augment=False),
         model=ModelHparams(name=model, width=16),
-        train=TrainHparams(batch_size=20, lr=0.05, momentum=0.9, weight_decay=5e-4, steps=steps,
-                           milestones=[steps // 2], gamma=0.1, checkpoint_every=7, eval_batch_size=500),
+        train=TrainHparams(
+            batch_size=20,
+            lr=0.05,
+            momentum=0.9,
+            weight_decay=5e-4,
+            steps=steps,
+            milestones=[steps // 2],
+            gamma=0.1,
+            checkpoint_every=7,
+            eval_batch_size=500,
+        ),
         prune=PruneHparams(fraction=0.2, levels=levels, rewind_step=rewind),
     ).validate()

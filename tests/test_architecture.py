@@ -22,11 +22,20 @@ PACKAGE = "unmasking"
 # Top-level modules and packages of unmasking, by layer. A new one must be placed here.
 LAYER_OF_TOP = {
     "foundations": "foundations",
-    "models": "science", "data": "science", "masks": "science", "training": "science",
-    "multitrain": "science", "imp": "science", "analyses": "science", "spectral": "science",
+    "models": "science",
+    "data": "science",
+    "masks": "science",
+    "training": "science",
+    "multitrain": "science",
+    "imp": "science",
+    "analyses": "science",
+    "spectral": "science",
     "metrics": "metrics",
-    "figures": "presentation", "claims": "presentation",
-    "commands": "top", "workflow": "top", "__main__": "top",
+    "figures": "presentation",
+    "claims": "presentation",
+    "commands": "top",
+    "workflow": "top",
+    "__main__": "top",
 }
 MAY_IMPORT = {
     "foundations": {"foundations"},
@@ -101,8 +110,12 @@ def test_every_module_has_a_layer():
 
 
 def test_layers_only_point_down():
-    bad = [f"{m} ({layer(m)}) imports {t} ({layer(t)})"
-           for m, targets in graph().items() for t in sorted(targets) if layer(t) not in MAY_IMPORT[layer(m)]]
+    bad = [
+        f"{m} ({layer(m)}) imports {t} ({layer(t)})"
+        for m, targets in graph().items()
+        for t in sorted(targets)
+        if layer(t) not in MAY_IMPORT[layer(m)]
+    ]
     assert not bad, "imports across layers the wrong way:\n" + "\n".join(bad)
 
 
@@ -120,7 +133,7 @@ def _cycle(g: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(g.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -145,10 +158,14 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 
 def test_resolution_of_relative_imports(tmp_path):
-    known = {"unmasking": Path("__init__.py"), "unmasking.analyses": Path("analyses/__init__.py"),
-             "unmasking.analyses.hessian": Path("h.py"), "unmasking.masks": Path("m.py")}
+    known = {
+        "unmasking": Path("__init__.py"),
+        "unmasking.analyses": Path("analyses/__init__.py"),
+        "unmasking.analyses.hessian": Path("h.py"),
+        "unmasking.masks": Path("m.py"),
+    }
     f = tmp_path / "x.py"
-    f.write_text("from .. import masks as M\nfrom .hessian import MaskedHessian\n"
-                 "def f():\n    from ..foundations import io\n")
-    assert imports("unmasking.analyses.x", f, known) == {"unmasking.masks", "unmasking.analyses.hessian",
-                                                          "unmasking"}
+    f.write_text(
+        "from .. import masks as M\nfrom .hessian import MaskedHessian\ndef f():\n    from ..foundations import io\n"
+    )
+    assert imports("unmasking.analyses.x", f, known) == {"unmasking.masks", "unmasking.analyses.hessian", "unmasking"}

@@ -28,7 +28,22 @@ def test_paper_count_from_the_repository_config_wherever_run(bench, tmp_path, mo
 
 
 def test_embedded_benchmark_runs(bench, capsys):
-    bench.main(["embedded", "--steps", "2", "--warmup", "1", "--ks", "2", "--threads-list", "1",
-                "--recipes", "mnist1d-mlp", "--backends", "stacked"])
+    bench.main(
+        [
+            "embedded",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--ks",
+            "2",
+            "--threads-list",
+            "1",
+            "--recipes",
+            "mnist1d-mlp",
+            "--backends",
+            "stacked",
+        ]
+    )
     out = capsys.readouterr().out
     assert "training.train (K=1)" in out and "train_many stacked K=2" in out

@@ -39,9 +39,14 @@ def imp_ds(errors=None, **kw) -> xr.Dataset:
     errors = np.asarray(errors, dtype=float)
     levels = list(range(errors.shape[1]))
     dims = ("seed", "level")
-    ds = xr.Dataset({"test_error": (dims, errors), "train_error": (dims, errors / 2),
-                     "density": (dims, np.tile(0.8 ** np.arange(len(levels)), (errors.shape[0], 1)))},
-                    coords={"seed": SEEDS[:errors.shape[0]], "level": levels})
+    ds = xr.Dataset(
+        {
+            "test_error": (dims, errors),
+            "train_error": (dims, errors / 2),
+            "density": (dims, np.tile(0.8 ** np.arange(len(levels)), (errors.shape[0], 1))),
+        },
+        coords={"seed": SEEDS[: errors.shape[0]], "level": levels},
+    )
     return aggregate(ds, "imp", **kw)
 
 
@@ -50,9 +55,16 @@ def interp_ds(barriers, **kw) -> xr.Dataset:
     b = np.asarray(barriers, dtype=float)
     arr = np.zeros(b.shape + (2, 1, 2))
     arr[:, :, 0, 0, :] = b[..., None]
-    ds = xr.Dataset({"barrier_error": (("seed", "level", "pair", "bn_mode", "split"), arr)},
-                    coords={"seed": SEEDS[:b.shape[0]], "level": list(range(b.shape[1])),
-                            "pair": ["successive", "dense"], "bn_mode": ["interpolate"], "split": ["test", "train"]})
+    ds = xr.Dataset(
+        {"barrier_error": (("seed", "level", "pair", "bn_mode", "split"), arr)},
+        coords={
+            "seed": SEEDS[: b.shape[0]],
+            "level": list(range(b.shape[1])),
+            "pair": ["successive", "dense"],
+            "bn_mode": ["interpolate"],
+            "split": ["test", "train"],
+        },
+    )
     return aggregate(ds, "interpolation", **kw)
 
 
@@ -66,42 +78,69 @@ def pert_ds(barrier_by_strength: dict[float, np.ndarray], levels: list[int], **k
     strengths = sorted(barrier_by_strength)
     arr = np.stack([np.asarray(barrier_by_strength[c], dtype=float) for c in strengths], axis=-1)  # seed, level, c
     full = np.repeat(arr[..., None, None], 2, axis=-1)  # replicate 1, split 2
-    ds = xr.Dataset({"barrier_error": (("seed", "level", "strength", "replicate", "split"), full)},
-                    coords={"seed": SEEDS[:arr.shape[0]], "level": levels, "strength": strengths, "replicate": [0],
-                            "split": ["test", "train"]})
+    ds = xr.Dataset(
+        {"barrier_error": (("seed", "level", "strength", "replicate", "split"), full)},
+        coords={
+            "seed": SEEDS[: arr.shape[0]],
+            "level": levels,
+            "strength": strengths,
+            "replicate": [0],
+            "split": ["test", "train"],
+        },
+    )
     return aggregate(ds, "perturbation", **kw)
 
 
 def theory_ds(random, magnitude, levels, **kw) -> xr.Dataset:
     p = np.stack([magnitude, random], axis=-1)[None].repeat(len(SEEDS), 0)
-    ds = xr.Dataset({"p_star": (("seed", "level", "prune_method"), p)},
-                    coords={"seed": SEEDS, "level": levels, "prune_method": ["magnitude", "random"]})
+    ds = xr.Dataset(
+        {"p_star": (("seed", "level", "prune_method"), p)},
+        coords={"seed": SEEDS, "level": levels, "prune_method": ["magnitude", "random"]},
+    )
     return aggregate(ds, "pruning_theory", **kw)
 
 
 def ratio_ds(random, magnitude, levels, **kw) -> xr.Dataset:
     p = np.stack([magnitude, random], axis=-1)[None, ..., None].repeat(len(SEEDS), 0)
-    ds = xr.Dataset({"p_star": (("seed", "level", "prune_method", "replicate"), p)},
-                    coords={"seed": SEEDS, "level": levels, "prune_method": ["magnitude", "random"],
-                            "replicate": [0], "fraction": np.round(np.arange(1, 10) * 0.1, 10)})
+    ds = xr.Dataset(
+        {"p_star": (("seed", "level", "prune_method", "replicate"), p)},
+        coords={
+            "seed": SEEDS,
+            "level": levels,
+            "prune_method": ["magnitude", "random"],
+            "replicate": [0],
+            "fraction": np.round(np.arange(1, 10) * 0.1, 10),
+        },
+    )
     return aggregate(ds, "pruning_ratio", **kw)
 
 
 def flat_ds(magnitude, random, **kw) -> xr.Dataset:
     n = len(magnitude)
-    ds = xr.Dataset({"curvature_magnitude": (("seed", "level"), np.tile(magnitude, (3, 1))),
-                     "curvature_random_mean": (("seed", "level", "prune_method"), np.tile(random, (3, 1))[..., None])},
-                    coords={"seed": SEEDS, "level": list(range(n)), "prune_method": ["random"]})
+    ds = xr.Dataset(
+        {
+            "curvature_magnitude": (("seed", "level"), np.tile(magnitude, (3, 1))),
+            "curvature_random_mean": (("seed", "level", "prune_method"), np.tile(random, (3, 1))[..., None]),
+        },
+        coords={"seed": SEEDS, "level": list(range(n)), "prune_method": ["random"]},
+    )
     return aggregate(ds, "flatness", **kw)
 
 
 def sw_ds(next_length, unretrained, **kw) -> xr.Dataset:
     n = len(next_length)
-    v = {"next_projection_length": next_length, "unretrained_step_length": unretrained,
-         "projection_length": np.full(n, 3.0), "oneshot_projection_length": np.full(n, 5.0),
-         "overlap": np.full(n, 0.4), "chance_overlap": np.full(n, 0.2)}
-    ds = xr.Dataset({k: (("seed", "level"), np.tile(np.asarray(x, dtype=float), (3, 1))) for k, x in v.items()},
-                    coords={"seed": SEEDS, "level": list(range(n))})
+    v = {
+        "next_projection_length": next_length,
+        "unretrained_step_length": unretrained,
+        "projection_length": np.full(n, 3.0),
+        "oneshot_projection_length": np.full(n, 5.0),
+        "overlap": np.full(n, 0.4),
+        "chance_overlap": np.full(n, 0.2),
+    }
+    ds = xr.Dataset(
+        {k: (("seed", "level"), np.tile(np.asarray(x, dtype=float), (3, 1))) for k, x in v.items()},
+        coords={"seed": SEEDS, "level": list(range(n))},
+    )
     return aggregate(ds, "small_weights", **kw)
 
 
@@ -113,6 +152,7 @@ TH = C.Thresholds()
 
 
 # --- shared definitions -----------------------------------------------------------------------------------------
+
 
 def test_epsilon_match_is_the_dense_std_floored():
     imp = run(imp_ds())
@@ -128,6 +168,7 @@ def test_epsilon_match_is_the_dense_std_floored():
 
 
 # --- claim 1 ------------------------------------------------------------------------------------------------------
+
 
 def test_claim1_holds_when_barriers_appear_where_matching_ends():
     r = C.claim_mask_information(run(imp_ds()), run(interp_ds(step_barriers(MATCHING_UNTIL - 1))), TH)
@@ -170,8 +211,10 @@ def connected_where(flags, seeds=3):
 
 def test_claim2_holds_when_c1_runs_stay_connected_exactly_where_imp_matches():
     pair_match = [True, True, True, False, False]  # pairs (0,1), (2,3), (4,5) match; (6,7), (8,9) do not
-    ds = pert_ds({0.0: connected_where([True] * 5), 1.0: connected_where(pair_match),
-                  4.0: connected_where([False] * 5)}, PERT_LEVELS)
+    ds = pert_ds(
+        {0.0: connected_where([True] * 5), 1.0: connected_where(pair_match), 4.0: connected_where([False] * 5)},
+        PERT_LEVELS,
+    )
     r = C.claim_sgd_robustness(run(imp_ds()), run(ds), TH)
     assert r.verdict == C.HOLDS and r.numbers["strength_used"] == 1.0
     s = r.numbers["strengths"]
@@ -232,13 +275,15 @@ def test_claim3_inconclusive_with_too_few_common_levels():
 
 # --- claim 4 ------------------------------------------------------------------------------------------------------
 
+
 def test_claim4_holds_fails_and_is_inconclusive():
     flat = flat_ds(magnitude=[0.1, 0.2, 0.3, 0.5], random=[0.2, 0.3, 0.4, 0.4])
     short = sw_ds(next_length=[1.0, 1.0, 1.0, np.nan], unretrained=[2.0, 2.0, 0.5, np.nan])
     r = C.claim_small_weights(run(flat), run(short), TH)
     assert r.verdict == C.HOLDS
     assert r.numbers["fraction_flatter"] == 0.75 and r.numbers["median_ratio_magnitude_to_random"] == pytest.approx(
-        np.median([0.5, 2 / 3, 0.75, 1.25]))
+        np.median([0.5, 2 / 3, 0.75, 1.25])
+    )
     assert r.numbers["small_weights_levels"] == [0, 1, 2]
     assert r.numbers["fraction_shorter"] == pytest.approx(2 / 3)
     assert r.numbers["imp_two_step_length"] == pytest.approx([math.hypot(3, 1)] * 3)
@@ -253,13 +298,17 @@ def test_claim4_holds_fails_and_is_inconclusive():
 
 # --- the report ---------------------------------------------------------------------------------------------------
 
+
 def full_results(arch: str, rewind: int) -> dict[str, xr.Dataset]:
     kw = dict(arch=arch, rewind=rewind)
     return {
         "imp": imp_ds(**kw),
         "interpolation": interp_ds(step_barriers(MATCHING_UNTIL - 1), **kw),
-        "perturbation": pert_ds({0.0: connected_where([True] * 5),
-                                 1.0: connected_where([True, True, True, False, False])}, PERT_LEVELS, **kw),
+        "perturbation": pert_ds(
+            {0.0: connected_where([True] * 5), 1.0: connected_where([True, True, True, False, False])},
+            PERT_LEVELS,
+            **kw,
+        ),
         "pruning_theory": theory_ds([0.5, 0.4, 0.3, 0.2], [0.6, 0.5, 0.4, 0.3], RATIO_LEVELS, **kw),
         "pruning_ratio": ratio_ds([0.5, 0.4, 0.3, 0.2], [0.6, 0.5, 0.4, 0.3], RATIO_LEVELS, **kw),
         "flatness": flat_ds([0.1, 0.2, 0.3], [0.2, 0.3, 0.4], **kw),
@@ -272,7 +321,8 @@ def test_evaluate_every_architecture_and_rewind_step():
     combined = {exp: combine([p[exp] for p in parts], data_vars="minimal") for exp in parts[0]}
     results = C.evaluate(combined)
     assert [(r.arch, r.rewind_step, r.claim) for r in results] == [
-        (a, t, n) for a, t in (("cnn", 0), ("cnn", 40), ("mlp", 40)) for n in (1, 2, 3, 4)]
+        (a, t, n) for a, t in (("cnn", 0), ("cnn", 40), ("mlp", 40)) for n in (1, 2, 3, 4)
+    ]
     assert all(r.verdict == C.HOLDS for r in results), [(r.claim, r.reason) for r in results]
     rep = C.report(results, TH, "embedded", ["a.nc"])
     assert rep["schema"] == C.SCHEMA and rep["summary"]["mlp"]["40"] == {str(n): C.HOLDS for n in (1, 2, 3, 4)}
@@ -295,9 +345,25 @@ def test_cli_writes_json_markdown_html(tmp_path, capsys):
     for exp, ds in full_results("cnn", 40).items():
         paths.append(str(write_dataset(ds, tmp_path / "results" / f"{exp}.nc")))
     out = tmp_path / "claims"
-    code = cli_main(["claims", "--inputs", *paths, "--out-json", str(out / "claims.json"), "--out-md",
-                     str(out / "claims.md"), "--out-html", str(out / "claims.html"), "--config-name", "toy",
-                     "--eps-barrier", "0.03", "--min-agreement", "0.9"])
+    code = cli_main(
+        [
+            "claims",
+            "--inputs",
+            *paths,
+            "--out-json",
+            str(out / "claims.json"),
+            "--out-md",
+            str(out / "claims.md"),
+            "--out-html",
+            str(out / "claims.html"),
+            "--config-name",
+            "toy",
+            "--eps-barrier",
+            "0.03",
+            "--min-agreement",
+            "0.9",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "## Claims — configuration `toy`" in printed and "wrote" in printed
@@ -314,13 +380,15 @@ def test_claims_and_metrics_import_neither_torch_nor_matplotlib():
     import subprocess
     import sys
 
-    code = ("import importlib, pkgutil, sys\n"
-            "import unmasking.claims, unmasking.metrics\n"
-            "for info in pkgutil.iter_modules(unmasking.metrics.__path__):\n"
-            "    importlib.import_module('unmasking.metrics.' + info.name)\n"
-            "assert 'unmasking.metrics.matching' in sys.modules\n"
-            "for heavy in ('torch', 'matplotlib'):\n"
-            "    assert heavy not in sys.modules, heavy + ' was imported'\n")
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import unmasking.claims, unmasking.metrics\n"
+        "for info in pkgutil.iter_modules(unmasking.metrics.__path__):\n"
+        "    importlib.import_module('unmasking.metrics.' + info.name)\n"
+        "assert 'unmasking.metrics.matching' in sys.modules\n"
+        "for heavy in ('torch', 'matplotlib'):\n"
+        "    assert heavy not in sys.modules, heavy + ' was imported'\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
 

@@ -55,10 +55,27 @@ def test_flags_follow_the_fields():
 def test_args_round_trip_to_settings():
     p = toy_parser()
     assert settings_from_args(Toy, p.parse_args([])) == Toy()
-    args = p.parse_args(["--count", "5", "--rate", "0.5", "--mode", "b", "--modes", "b", "a", "--span", "3", "4",
-                         "--loud", "--no-smooth"])
-    assert settings_from_args(Toy, args) == Toy(count=5, rate=0.5, mode="b", modes=("b", "a"), span=(3.0, 4.0),
-                                                loud=True, smooth=False)
+    args = p.parse_args(
+        [
+            "--count",
+            "5",
+            "--rate",
+            "0.5",
+            "--mode",
+            "b",
+            "--modes",
+            "b",
+            "a",
+            "--span",
+            "3",
+            "4",
+            "--loud",
+            "--no-smooth",
+        ]
+    )
+    assert settings_from_args(Toy, args) == Toy(
+        count=5, rate=0.5, mode="b", modes=("b", "a"), span=(3.0, 4.0), loud=True, smooth=False
+    )
     with pytest.raises(SystemExit):
         p.parse_args(["--mode", "c"])
 
@@ -76,8 +93,18 @@ def test_hessian_flags_keep_their_spelling():
     from unmasking.analyses.hessian import HessianSettings
 
     flags = [flag_name(f) for f in flag_fields(HessianSettings)]
-    assert flags == ["--topk", "--lanczos-steps", "--probes", "--hutchinson-probes", "--subset-size", "--chunk-size",
-                     "--dtype", "--no-deflate", "--broadening", "--seed"]
+    assert flags == [
+        "--topk",
+        "--lanczos-steps",
+        "--probes",
+        "--hutchinson-probes",
+        "--subset-size",
+        "--chunk-size",
+        "--dtype",
+        "--no-deflate",
+        "--broadening",
+        "--seed",
+    ]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -92,20 +119,24 @@ def test_every_analysis_of_the_registry_has_its_subcommand():
         flags = set(actions(sub[name]))
         assert {"--run", "--levels", "--out", "--device", "--quiet"} <= flags, name
         assert ({"--models-at-once", "--compile"} <= flags) == experiment.retrains, name
-        args = sub[name].parse_args(["--run", "r", "--levels", "1", "--out", "o.nc"]
-                                    + (["--hessian", "h.nc"] if name == "pruning_theory" else []))
+        args = sub[name].parse_args(
+            ["--run", "r", "--levels", "1", "--out", "o.nc"]
+            + (["--hessian", "h.nc"] if name == "pruning_theory" else [])
+        )
         assert settings_from_args(settings_cls, args) == settings_cls(), name  # flag defaults = settings defaults
     assert {"figure", "claims", "imp", "recipes"} <= set(sub)
     assert not {"interpolate", "perturb", "pruning-ratio", "pruning-theory", "small-weights"} & set(sub)
 
 
 def test_figure_and_claims_import_neither_torch_nor_the_science():
-    code = ("import sys\nfrom unmasking.commands import main\n"
-            "for cmd in ('figure', 'claims'):\n"
-            "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
-            "science = {'analyses', 'data', 'imp', 'masks', 'models', 'multitrain', 'spectral', 'training'}\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'\n"
-            "             or m.split('.')[0] == 'unmasking' and m.split('.')[1:2] and m.split('.')[1] in science))\n")
+    code = (
+        "import sys\nfrom unmasking.commands import main\n"
+        "for cmd in ('figure', 'claims'):\n"
+        "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
+        "science = {'analyses', 'data', 'imp', 'masks', 'models', 'multitrain', 'spectral', 'training'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'\n"
+        "             or m.split('.')[0] == 'unmasking' and m.split('.')[1:2] and m.split('.')[1] in science))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -46,8 +46,11 @@ def _fabricate_cifar10(root, n_per_batch=20):
     files = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         # The real files are Python-2 pickles (protocol 2) whose str keys load as "data", "labels".
-        batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n_per_batch).tolist(), "batch_label": name}
+        batch = {
+            "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, n_per_batch).tolist(),
+            "batch_label": name,
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
         files[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
     meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": n_per_batch}

@@ -51,15 +51,15 @@ def run_experiments(run: ImpRun) -> dict[str, xr.Dataset]:
     return {
         "imp": run.summary(LEVELS),
         "interpolation": successive_levels(run, levels, gammas=5, progress=False),
-        "perturbation": perturbation_robustness(run, [1, 2], strengths=[0, 1], replicates=1, gammas=3,
-                                                progress=False),
+        "perturbation": perturbation_robustness(run, [1, 2], strengths=[0, 1], replicates=1, gammas=3, progress=False),
         "hessian": hessian,
         "pruning_theory": pruning_theory(run, hessian, progress=False),
-        "pruning_ratio": pruning_ratio(run, [1, 2], fractions=[0.2, 0.6], methods=("magnitude", "random"),
-                                       gammas=3, progress=False),
-        "flatness": flatness(run, levels, random_masks=2, settings=HessianSettings(lanczos_steps=4,
-                                                                                   hutchinson_probes=2),
-                             progress=False),
+        "pruning_ratio": pruning_ratio(
+            run, [1, 2], fractions=[0.2, 0.6], methods=("magnitude", "random"), gammas=3, progress=False
+        ),
+        "flatness": flatness(
+            run, levels, random_masks=2, settings=HessianSettings(lanczos_steps=4, hutchinson_probes=2), progress=False
+        ),
         "small_weights": small_weights_run(run, levels),
         "landscape": landscape_run(run, [0, 2], grid=5, splits=("test", "train")),
     }
@@ -76,9 +76,18 @@ def load_aggregate_script():
 def results(tmp_path_factory) -> dict[str, Path]:
     """Aggregated results of two tiny runs: {experiment: results/toy/cnn/<experiment>.nc}."""
     root = tmp_path_factory.mktemp("results") / "toy" / "cnn"
-    recipe = build_recipe("mnist1d-cnn", None, ["model.width=4", "train.steps=30", "train.milestones=[20]",
-                                                "train.batch_size=20", f"prune.rewind_step={REWIND}",
-                                                f"prune.levels={LEVELS}"])
+    recipe = build_recipe(
+        "mnist1d-cnn",
+        None,
+        [
+            "model.width=4",
+            "train.steps=30",
+            "train.milestones=[20]",
+            "train.batch_size=20",
+            f"prune.rewind_step={REWIND}",
+            f"prune.levels={LEVELS}",
+        ],
+    )
     per_run: dict[str, list[Path]] = {}
     for seed in (0, 1):
         base = root / f"rewind_{REWIND}" / f"seed_{seed}"
@@ -149,8 +158,9 @@ def test_fig2_plots_seed_means_at_imp_densities(datasets):
 
 
 def test_fig4_pools_seeds_and_replicates(datasets):
-    fig = figure_module("fig4_robustness").plot(perturbation=datasets["perturbation"], imp=datasets["imp"],
-                                                split="train")
+    fig = figure_module("fig4_robustness").plot(
+        perturbation=datasets["perturbation"], imp=datasets["imp"], split="train"
+    )
     e3 = datasets["perturbation"].isel(arch=0, rewind_step=0)
     line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "c = 0 (SGD noise)")
     expected = e3.barrier_error.sel(strength=0.0, split="train").mean(("seed", "replicate"))
@@ -163,18 +173,19 @@ def test_fig8_overlap_and_threshold_lines(datasets):
     e8 = datasets["small_weights"].isel(arch=0, rewind_step=0)
     overlap = next(ln for ln in fig.axes[2].get_lines() if ln.get_label().startswith("pruned at L+1"))
     np.testing.assert_allclose(overlap.get_ydata(), e8.overlap.mean("seed").values, equal_nan=True)
-    thresholds = sorted(ln.get_xdata()[0] for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"
-                        and len(ln.get_xdata()) == 2)
+    thresholds = sorted(
+        ln.get_xdata()[0] for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--" and len(ln.get_xdata()) == 2
+    )
     np.testing.assert_allclose(thresholds, sorted(e8.next_threshold.mean("seed").values))
     S.plt.close(fig)
 
 
 def test_several_rewind_steps(datasets, tmp_path):
     """fig2 gets a column per rewind step; the others show the largest unless told otherwise."""
+
     def with_second_step(ds):
         other = ds.assign_coords(rewind_step=[0])
-        return xr.concat([other, ds], dim="rewind_step", data_vars="minimal", coords="minimal",
-                         compat="override")
+        return xr.concat([other, ds], dim="rewind_step", data_vars="minimal", coords="minimal", compat="override")
 
     two = {k: with_second_step(v) for k, v in datasets.items()}
     fig = figure_module("fig2_imp_connectivity").plot(imp=two["imp"], interpolation=two["interpolation"])
@@ -215,21 +226,40 @@ def test_missing_inputs_and_bad_options_are_clean_errors(results, tmp_path, caps
     out = str(tmp_path / "f")
     assert cli_main(["figure", "fig2_imp_connectivity", "--inputs", str(results["imp"]), "--out", out]) == 2
     assert "needs the interpolation results" in capsys.readouterr().err
-    assert cli_main(["figure", "fig5_hessian", "--split", "train", "--inputs", *map(str, results.values()),
-                     "--out", out]) == 2
+    assert (
+        cli_main(["figure", "fig5_hessian", "--split", "train", "--inputs", *map(str, results.values()), "--out", out])
+        == 2
+    )
     assert "no train variant" in capsys.readouterr().err
-    assert cli_main(["figure", "fig8_small_weights", "--arch", "vgg", "--inputs", str(results["small_weights"]),
-                     "--out", out]) == 2
+    assert (
+        cli_main(
+            ["figure", "fig8_small_weights", "--arch", "vgg", "--inputs", str(results["small_weights"]), "--out", out]
+        )
+        == 2
+    )
     assert "'vgg' is not in the inputs" in capsys.readouterr().err
-    assert cli_main(["figure", "fig1_landscape", "--seed", "5", "--inputs", str(results["landscape"]),
-                     "--out", out]) == 2
+    assert (
+        cli_main(["figure", "fig1_landscape", "--seed", "5", "--inputs", str(results["landscape"]), "--out", out]) == 2
+    )
     assert "seed 5 has no landscape results" in capsys.readouterr().err
 
 
 def test_cli_writes_pdf_and_png(results, tmp_path, capsys):
     out = tmp_path / "figs" / "fig7_flat_directions.pdf"  # an extension is dropped
-    assert cli_main(["figure", "fig7_flat_directions", "--inputs", str(results["flatness"]), str(results["imp"]),
-                     "--out", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "figure",
+                "fig7_flat_directions",
+                "--inputs",
+                str(results["flatness"]),
+                str(results["imp"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "fig7_flat_directions.pdf" in printed and "fig7_flat_directions.png" in printed
     check_outputs([out, out.with_suffix(".png")])
@@ -252,16 +282,34 @@ def test_workflow_plans_the_figures_and_the_claims(tmp_path):
         shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
     overlay = {"experiments": {"landscape": {"splits": ["test", "train"]}, "perturbation": {"enabled": False}}}
     (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
-    out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--workflow-profile",
-                          "workflow/profiles/default", "--cores", "1", "-n", "--configfile", "config/test.yaml",
-                          "overlay.yaml"], cwd=work, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "UNMASKING_DATA": str(tmp_path / "data")})
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "snakemake"),
+            "--workflow-profile",
+            "workflow/profiles/default",
+            "--cores",
+            "1",
+            "-n",
+            "--configfile",
+            "config/test.yaml",
+            "overlay.yaml",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "UNMASKING_DATA": str(tmp_path / "data")},
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     table = out.stdout.split("Job stats:")[1].split("\n\n")[0]
     counts = dict(line.split() for line in table.splitlines()[3:] if len(line.split()) == 2)
     expected = {f for f in FIGURES if f != "fig4_robustness"} | {
-        "fig1_landscape_train", "fig2_imp_connectivity_train", "fig3_interpolation_train", "fig6_pruning_ratio_train",
-        "claims"}
+        "fig1_landscape_train",
+        "fig2_imp_connectivity_train",
+        "fig3_interpolation_train",
+        "fig6_pruning_ratio_train",
+        "claims",
+    }
     assert {k for k in counts if k.startswith("fig") or k == "claims"} == expected
     assert all(counts[k] == "1" for k in expected)
     assert "figures/test/cnn/fig1_landscape_train.png" in out.stdout and "figures/test/claims.md" in out.stdout
@@ -272,11 +320,13 @@ def test_figure_and_claims_commands_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom unmasking.commands import main\n"
-            "for cmd in ('figure', 'claims'):\n"
-            "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "main(['recipes'])\nassert 'torch' in sys.modules\n")
+    code = (
+        "import sys\nfrom unmasking.commands import main\n"
+        "for cmd in ('figure', 'claims'):\n"
+        "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "main(['recipes'])\nassert 'torch' in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
@@ -288,7 +338,7 @@ def test_log_spaced_ticks_keep_labels_apart():
     ticks = log_spaced_ticks(uneven, max_ticks=8)
     assert ticks.tolist() == [100, 41, 16.8, 6.86, 2.79, 1.14]
     assert np.all(np.diff(np.log10(ticks)) <= -np.log10(100 / 1.14) / 7 * 0.999)
-    even = [100 * 0.8 ** level for level in range(21)]
+    even = [100 * 0.8**level for level in range(21)]
     np.testing.assert_allclose(log_spaced_ticks(even, max_ticks=8), even[::3])
 
 
@@ -311,10 +361,12 @@ def test_figure_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import importlib, sys\n"
-            f"for name in {list(FIGURES)!r}:\n"
-            "    importlib.import_module('unmasking.figures.' + name)\n"
-            "assert 'matplotlib' in sys.modules\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {list(FIGURES)!r}:\n"
+        "    importlib.import_module('unmasking.figures.' + name)\n"
+        "assert 'matplotlib' in sys.modules\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -52,8 +52,9 @@ SETTINGS = H.HessianSettings(lanczos_steps=6, hutchinson_probes=3, dtype="float6
 
 @pytest.fixture(scope="module")
 def result(run):
-    return F.flatness(run, [1, 2], random_masks=3, methods=("random", "random_layerwise"), settings=SETTINGS,
-                      progress=False)
+    return F.flatness(
+        run, [1, 2], random_masks=3, methods=("random", "random_layerwise"), settings=SETTINGS, progress=False
+    )
 
 
 def test_curvature_matches_dense_hessian(run, result):
@@ -77,8 +78,9 @@ def test_curvature_matches_dense_hessian(run, result):
             other = M.random_prune(mask, 0.2, gen, like=nxt if method == "random_layerwise" else None)
             d = flat_direction(weights, mask, M.difference(mask, other))
             qr = d / np.linalg.norm(d)
-            assert float(r.curvature_random.sel(prune_method=method, replicate=rep)) == pytest.approx(qr @ hd @ qr,
-                                                                                                    rel=1e-9)
+            assert float(r.curvature_random.sel(prune_method=method, replicate=rep)) == pytest.approx(
+                qr @ hd @ qr, rel=1e-9
+            )
             if method == "random_layerwise":
                 assert all(int(other[n].sum()) == int(nxt[n].sum()) for n in nxt)
         vals = r.curvature_random.sel(prune_method=method).values
@@ -95,12 +97,14 @@ def test_direction_helpers():
     x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 2, (10,))
     op = MH.MaskedHessian(model, mask, x, y, dtype=torch.float64)
     hd = dense_hessian(model, mask, x, y)
-    removed = {"0.weight": mask["0.weight"] & (torch.arange(12).view(3, 4) % 2 == 0),
-               "2.weight": torch.zeros(2, 3, dtype=torch.bool)}
+    removed = {
+        "0.weight": mask["0.weight"] & (torch.arange(12).view(3, 4) % 2 == 0),
+        "2.weight": torch.zeros(2, 3, dtype=torch.bool),
+    }
     delta = F.pruning_direction(op, removed)
     np.testing.assert_array_equal(delta.numpy(), flat_direction(dict(model.named_parameters()), mask, removed))
     curv, norm = F.direction_curvature(op, delta)
-    assert curv == pytest.approx(delta.numpy() @ hd @ delta.numpy() / norm ** 2, rel=1e-10)
+    assert curv == pytest.approx(delta.numpy() @ hd @ delta.numpy() / norm**2, rel=1e-10)
     assert math.isnan(F.direction_curvature(op, torch.zeros(op.dim, dtype=torch.float64))[0])
     outside = {"0.weight": ~mask["0.weight"], "2.weight": torch.zeros(2, 3, dtype=torch.bool)}
     if outside["0.weight"].any():
@@ -109,18 +113,30 @@ def test_direction_helpers():
 
 
 def test_trace_from_hessian_file_and_determinism(run, result):
-    e4 = H.hessian_study(run, [1, 2], H.HessianSettings(topk=2, lanczos_steps=6, probes=1, hutchinson_probes=3,
-                                                        dtype="float64"), progress=False)
+    e4 = H.hessian_study(
+        run,
+        [1, 2],
+        H.HessianSettings(topk=2, lanczos_steps=6, probes=1, hutchinson_probes=3, dtype="float64"),
+        progress=False,
+    )
     # the stand-alone trace uses E4's deflation basis and probes, so the numbers agree
     np.testing.assert_allclose(result.trace.values, e4.trace.values, rtol=1e-12)
-    reused = F.flatness(run, [1, 2], random_masks=3, methods=("random", "random_layerwise"), settings=SETTINGS,
-                        hessian=e4, progress=False)
+    reused = F.flatness(
+        run,
+        [1, 2],
+        random_masks=3,
+        methods=("random", "random_layerwise"),
+        settings=SETTINGS,
+        hessian=e4,
+        progress=False,
+    )
     np.testing.assert_array_equal(reused.curvature_random.values, result.curvature_random.values)
     np.testing.assert_array_equal(reused.trace.values, e4.trace.values)
     assert reused.attrs["trace_source"] == "hessian file"
     assert (reused.matvecs.values == 1 + 2 * 3).all()
-    again = F.flatness(run, [1, 2], random_masks=3, methods=("random", "random_layerwise"), settings=SETTINGS,
-                       progress=False)
+    again = F.flatness(
+        run, [1, 2], random_masks=3, methods=("random", "random_layerwise"), settings=SETTINGS, progress=False
+    )
     assert again.equals(result)
     assert result.attrs["experiment"] == "E7_flatness" and result.attrs["fraction"] == 0.2
     with pytest.raises(ConfigError, match="no level"):
@@ -141,28 +157,146 @@ def test_bad_parameters(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     e4 = tmp_path / "e4.nc"
-    assert main(["hessian", "--run", str(run.root), "--levels", "2", "--out", str(e4), "--lanczos-steps", "5",
-                 "--probes", "1", "--hutchinson-probes", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "hessian",
+                "--run",
+                str(run.root),
+                "--levels",
+                "2",
+                "--out",
+                str(e4),
+                "--lanczos-steps",
+                "5",
+                "--probes",
+                "1",
+                "--hutchinson-probes",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "e7.nc"
-    assert main(["flatness", "--run", str(run.root), "--levels", "2", "--out", str(out), "--random-masks", "2",
-                 "--hessian", str(e4), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "flatness",
+                "--run",
+                str(run.root),
+                "--levels",
+                "2",
+                "--out",
+                str(out),
+                "--random-masks",
+                "2",
+                "--hessian",
+                str(e4),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert ds.sizes["replicate"] == 2 and list(ds.prune_method.values) == ["random"]
     assert float(ds.trace.squeeze()) == float(load_dataset(e4).trace.squeeze())
     # an E4 file on a data subset: E7 takes the same subset
     e4_sub = tmp_path / "e4_sub.nc"
-    assert main(["hessian", "--run", str(run.root), "--levels", "2", "--out", str(e4_sub), "--lanczos-steps", "5",
-                 "--probes", "1", "--hutchinson-probes", "2", "--subset-size", "50", "--seed", "3", "--quiet"]) == 0
-    assert main(["flatness", "--run", str(run.root), "--levels", "2", "--out", str(out), "--random-masks", "2",
-                 "--hessian", str(e4_sub), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "hessian",
+                "--run",
+                str(run.root),
+                "--levels",
+                "2",
+                "--out",
+                str(e4_sub),
+                "--lanczos-steps",
+                "5",
+                "--probes",
+                "1",
+                "--hutchinson-probes",
+                "2",
+                "--subset-size",
+                "50",
+                "--seed",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "flatness",
+                "--run",
+                str(run.root),
+                "--levels",
+                "2",
+                "--out",
+                str(out),
+                "--random-masks",
+                "2",
+                "--hessian",
+                str(e4_sub),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     sub = load_dataset(out)
     assert sub.attrs["subset_examples"] == 50 and sub.attrs["hessian_seed"] == 3
     assert float(sub.curvature_magnitude.squeeze()) != float(ds.curvature_magnitude.squeeze())
-    assert main(["flatness", "--run", str(run.root), "--levels", "2", "--out", str(out), "--random-masks", "2",
-                 "--hessian", str(e4_sub), "--subset-size", "60", "--quiet"]) == 2
-    assert main(["flatness", "--run", str(run.root), "--levels", "1", "--out", str(out), "--random-masks", "2",
-                 "--lanczos-steps", "0", "--hutchinson-probes", "2", "--methods", "random", "random_layerwise",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "flatness",
+                "--run",
+                str(run.root),
+                "--levels",
+                "2",
+                "--out",
+                str(out),
+                "--random-masks",
+                "2",
+                "--hessian",
+                str(e4_sub),
+                "--subset-size",
+                "60",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "flatness",
+                "--run",
+                str(run.root),
+                "--levels",
+                "1",
+                "--out",
+                str(out),
+                "--random-masks",
+                "2",
+                "--lanczos-steps",
+                "0",
+                "--hutchinson-probes",
+                "2",
+                "--methods",
+                "random",
+                "random_layerwise",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert load_dataset(out).attrs["trace_source"] == "hutchinson"
-    assert main(["flatness", "--run", str(run.root), "--levels", "2", "--out", str(out), "--fraction", "2",
-                 "--quiet"]) == 2
+    assert (
+        main(["flatness", "--run", str(run.root), "--levels", "2", "--out", str(out), "--fraction", "2", "--quiet"])
+        == 2
+    )

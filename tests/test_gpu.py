@@ -14,21 +14,30 @@ from unmasking.models import build_model, prunable_names
 from unmasking.multitrain import BatchFeeder, train_many
 from unmasking.training import Seeds, train
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
+)
 CUDA = torch.device("cuda")
 
 
 @pytest.fixture(autouse=True)
 def exact_kernels():
     """No TF32 and deterministic cuDNN algorithms while comparing, restored afterwards."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     yield
-    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
+    (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    ) = saved
 
 
 def _hp(**kw):
@@ -38,11 +47,15 @@ def _hp(**kw):
 
 def _images(n=64, size=32, dtype=torch.uint8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    x = (torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g) if dtype == torch.uint8
-         else torch.rand(n, 3, size, size, generator=g, dtype=dtype))
+    x = (
+        torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        if dtype == torch.uint8
+        else torch.rand(n, 3, size, size, generator=g, dtype=dtype)
+    )
     y = torch.randint(0, 10, (n,), generator=g)
-    return TensorData("cifar10", x[:48], y[:48], x[48:], y[48:], 10, augment=random_crop_flip,
-                      normalize=normalizer("cifar10"))
+    return TensorData(
+        "cifar10", x[:48], y[:48], x[48:], y[48:], 10, augment=random_crop_flip, normalize=normalizer("cifar10")
+    )
 
 
 def _signals(n=240, dtype=torch.float32, seed=0):
@@ -55,8 +68,10 @@ def _signals(n=240, dtype=torch.float32, seed=0):
 
 def _setup(name, k=2, width=8, dtype=torch.float32):
     models = [build_model(name, 10, width=width, seed=i).to(CUDA, dtype) for i in range(k)]
-    masks = [None] + [M.magnitude_prune(dict(m.named_parameters()), M.dense_mask(m, prunable_names(m)), 0.3 * i)
-                      for i, m in enumerate(models[1:], 1)]
+    masks = [None] + [
+        M.magnitude_prune(dict(m.named_parameters()), M.dense_mask(m, prunable_names(m)), 0.3 * i)
+        for i, m in enumerate(models[1:], 1)
+    ]
     return models, masks, [Seeds.from_seed(20 + i) for i in range(k)]
 
 

@@ -94,8 +94,7 @@ def test_operator_matches_dense_hessian(problem):
     for retain in (False, True):  # chunked, recomputing or keeping every chunk's graph; twice to reuse it
         chunked = MH.MaskedHessian(model, mask, x, y, chunk_size=7, dtype=torch.float64, retain=retain)
         for _ in range(2):
-            np.testing.assert_allclose(chunked.matvec(v).numpy(), hd @ v.numpy(), rtol=0,
-                                       atol=1e-12 * np.abs(hd).max())
+            np.testing.assert_allclose(chunked.matvec(v).numpy(), hd @ v.numpy(), rtol=0, atol=1e-12 * np.abs(hd).max())
     with torch.no_grad():
         assert op.loss() == pytest.approx(float(nn.functional.cross_entropy(model(x), y)), rel=1e-12)
     # P w: the surviving weights in mask order
@@ -108,9 +107,9 @@ def test_full_lanczos_is_exact(problem):
     *_, op, hd = problem
     evals, evecs = np.linalg.eigh(hd)
     nodes, weights, runs = LZ.slq(op, 2, op.dim + 5, seed=4)
-    assert nodes.shape == (2, op.dim + 5) and np.isnan(nodes[:, op.dim:]).all() and (weights[:, op.dim:] == 0).all()
+    assert nodes.shape == (2, op.dim + 5) and np.isnan(nodes[:, op.dim :]).all() and (weights[:, op.dim :] == 0).all()
     for p in range(2):
-        np.testing.assert_allclose(np.sort(nodes[p, :op.dim]), evals, atol=1e-10 * np.abs(evals).max())
+        np.testing.assert_allclose(np.sort(nodes[p, : op.dim]), evals, atol=1e-10 * np.abs(evals).max())
         np.testing.assert_allclose(weights[p].sum(), 1.0, rtol=1e-12)
         z = LZ.probe_vector(op.dim, 4, "hessian", "slq", p, dtype=torch.float64).numpy()
         assert set(np.unique(z)) == {-1.0, 1.0}
@@ -149,7 +148,7 @@ def test_slq_moments_average_to_traces(problem):
     *_, op, hd = problem
     nodes, weights, _ = LZ.slq(op, 200, 2, seed=5)  # 2 steps: exact for degree <= 3
     for k in (1, 2):
-        est = op.dim * np.sum(weights * nodes ** k, axis=1)
+        est = op.dim * np.sum(weights * nodes**k, axis=1)
         exact = np.trace(np.linalg.matrix_power(hd, k))
         assert abs(est.mean() - exact) < 4 * est.std(ddof=1) / math.sqrt(len(est))
 
@@ -228,8 +227,7 @@ def test_study_schema_and_determinism(run):
     a = H.hessian_study(run, [0, 2], SMALL, progress=False)
     b = H.hessian_study(run, [0, 2], SMALL, progress=False)
     assert a.equals(b)
-    assert dict(a.sizes) == {"seed": 1, "level": 2, "k": 4, "probe": 2, "node": 8, "grid": 50,
-                             "hutchinson_probe": 3}
+    assert dict(a.sizes) == {"seed": 1, "level": 2, "k": 4, "probe": 2, "node": 8, "grid": 50, "hutchinson_probe": 3}
     for level in (0, 2):
         r = a.sel(level=level).isel(seed=0)
         assert int(r.num_weights) == M.count(run.mask(level))
@@ -240,8 +238,10 @@ def test_study_schema_and_determinism(run):
             al, be = r.lanczos_alpha.values[p], r.lanczos_beta.values[p]
             nodes = np.sort(np.linalg.eigvalsh(np.diag(al) + np.diag(be[:-1], 1) + np.diag(be[:-1], -1)))
             np.testing.assert_allclose(nodes, np.sort(r.slq_nodes.values[p]), rtol=1e-4, atol=1e-6)
-        assert float(r.trace) == pytest.approx(np.sum(r.lanczos_alpha.values[0]) + np.mean(
-            r.trace_samples.values - np.sum(r.lanczos_alpha.values[0])), rel=1e-6)
+        assert float(r.trace) == pytest.approx(
+            np.sum(r.lanczos_alpha.values[0]) + np.mean(r.trace_samples.values - np.sum(r.lanczos_alpha.values[0])),
+            rel=1e-6,
+        )
         assert int(r.matvecs) == 2 * 8 + 3
     assert a.attrs["experiment"] == "E4_hessian" and a.attrs["hessian_seed"] == 0
     assert a.attrs["seed_run"] == 0 and a.attrs["subset_examples"] == 120
@@ -280,8 +280,30 @@ def test_bad_input(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     out = tmp_path / "e4.nc"
-    assert main(["hessian", "--run", str(run.root), "--levels", "1", "2", "--out", str(out), "--topk", "3",
-                 "--lanczos-steps", "6", "--probes", "2", "--hutchinson-probes", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "hessian",
+                "--run",
+                str(run.root),
+                "--levels",
+                "1",
+                "2",
+                "--out",
+                str(out),
+                "--topk",
+                "3",
+                "--lanczos-steps",
+                "6",
+                "--probes",
+                "2",
+                "--hutchinson-probes",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert list(ds.level.values) == [1, 2] and ds.sizes["k"] == 3 and ds.sizes["node"] == 6
     assert ds.attrs["hessian_dtype"] == "float32" and ds.top_eigenvalues.attrs["units"]

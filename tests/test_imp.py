@@ -26,7 +26,7 @@ def test_imp_artifacts_and_invariants(tmp_path):
     for a, b in zip(counts, counts[1:]):
         assert b == a - math.ceil(0.2 * a)
     assert ds.density.values[0].tolist() == pytest.approx([c / counts[0] for c in counts])
-    assert ds.density.values[0].tolist() == pytest.approx([0.8 ** L for L in range(4)], rel=2e-3)
+    assert ds.density.values[0].tolist() == pytest.approx([0.8**L for L in range(4)], rel=2e-3)
     for level in range(3):
         assert M.is_nested(run.mask(level + 1), run.mask(level))
         w, m, nxt = dict(run.solution(level).named_parameters()), run.mask(level), run.mask(level + 1)
@@ -56,8 +56,10 @@ def test_compiled_imp_keeps_the_invariants_and_is_deterministic(tmp_path):
     """ImpRun(compile=True) trains through multitrain's compiled step: pruned weights stay exactly
     zero, masks nest, a second run gives the same numbers bitwise, and the networks are those of a
     one-model train_many with compile (the path E3 and E6 take)."""
-    runs = [ImpRun(tiny_recipe("cnn1d", levels=1), seed=0, root=tmp_path / name, device="cpu", progress=False,
-                   compile=True) for name in "ab"]
+    runs = [
+        ImpRun(tiny_recipe("cnn1d", levels=1), seed=0, root=tmp_path / name, device="cpu", progress=False, compile=True)
+        for name in "ab"
+    ]
     a, b = (run.run() for run in runs)
     for name in ("test_error", "train_loss", "projection_length"):
         np.testing.assert_array_equal(a[name].values, b[name].values)
@@ -65,8 +67,10 @@ def test_compiled_imp_keeps_the_invariants_and_is_deterministic(tmp_path):
     assert M.is_nested(run.mask(1), run.mask(0))
     w = dict(run.solution(1).named_parameters())
     assert all(torch.count_nonzero(w[n][~m]) == 0 for n, m in run.mask(1).items())
-    assert all(torch.equal(x, y) for x, y in zip(run.solution(1).state_dict().values(),
-                                                 runs[1].solution(1).state_dict().values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(run.solution(1).state_dict().values(), runs[1].solution(1).state_dict().values())
+    )
     eager = ImpRun(tiny_recipe("cnn1d", levels=1), seed=0, root=tmp_path / "eager", device="cpu", progress=False)
     eager.run()
     assert not torch.equal(eager.solution(0).conv1.weight, run.solution(0).conv1.weight)  # not the eager path
@@ -91,9 +95,29 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 def test_cli_imp_on_mnist1d(tmp_path):
     """The console script end to end on the real embedded data (2 levels, shortened schedule)."""
     out = subprocess.run(
-        [sys.executable, "-m", "unmasking", "imp", "--recipe", "mnist1d-cnn", "--run", str(tmp_path / "r"),
-         "--seed", "1", "--levels", "2", "--quiet", "--set", "train.steps=200", "train.milestones=[100]",
-         "prune.rewind_step=10"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "unmasking",
+            "imp",
+            "--recipe",
+            "mnist1d-cnn",
+            "--run",
+            str(tmp_path / "r"),
+            "--seed",
+            "1",
+            "--levels",
+            "2",
+            "--quiet",
+            "--set",
+            "train.steps=200",
+            "train.milestones=[100]",
+            "prune.rewind_step=10",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"wrote {tmp_path / 'r' / 'imp.nc'}" in out.stdout
     ds = load_dataset(tmp_path / "r" / "imp.nc")
     assert ds.seed.values.tolist() == [1] and ds.level.values.tolist() == [0, 1, 2]

@@ -36,6 +36,7 @@ def run(tmp_path_factory):
 
 # --- the barrier, by hand -----------------------------------------------------------------------------------------
 
+
 def test_barrier_of_hand_built_curves():
     assert barrier([0.0, 0.5, 0.2], [0.0, 0.5, 1.0]) == pytest.approx(0.4)  # line at γ=.5 is 0.1
     assert barrier([0.3, 0.2, 0.1], 3) == pytest.approx(0.0)  # on or below the line: 0
@@ -81,7 +82,7 @@ def test_known_path_error_and_loss():
     gammas = gamma_grid(11)
     ds = interpolation_curve(a, b, data, gammas, batch_size=7)
 
-    q = (1 - gammas) ** 2 + gammas ** 2
+    q = (1 - gammas) ** 2 + gammas**2
     err = np.where(2 * q < beta, n_pos / (n_pos + n_neg), 0.0)
     loss_pos = np.log1p(np.exp(beta - 2 * q))
     loss = (n_pos * loss_pos + n_neg * np.log1p(np.exp(-beta))) / (n_pos + n_neg)
@@ -95,6 +96,7 @@ def test_known_path_error_and_loss():
 
 
 # --- masks ----------------------------------------------------------------------------------------------------------
+
 
 def _masked_pair():
     torch.manual_seed(0)
@@ -137,6 +139,7 @@ def test_interpolation_zeroes_weights_outside_the_union():
 
 
 # --- BatchNorm ------------------------------------------------------------------------------------------------------
+
 
 class BNNet(nn.Module):
     def __init__(self):
@@ -198,6 +201,7 @@ def test_both_batchnorm_modes_along_a_path():
 
 # --- the experiment on an IMP run -----------------------------------------------------------------------------------
 
+
 def test_successive_levels(run):
     ds = successive_levels(run, [0, 1, 2], gammas=5, bn_modes=("interpolate", "reset"), progress=False)
     assert dict(ds.error.sizes) == {"seed": 1, "level": 3, "pair": 2, "bn_mode": 2, "gamma": 5, "split": 2}
@@ -207,11 +211,15 @@ def test_successive_levels(run):
     assert list(c.partner_level.sel(pair="successive").values) == [1, 2, -1]
     for level in (0, 1, 2):
         ref = evaluate(run.solution(level), run.data, "test")
-        assert float(c.error.sel(level=level, pair="dense", bn_mode="interpolate", split="test", gamma=1.0)) \
+        assert (
+            float(c.error.sel(level=level, pair="dense", bn_mode="interpolate", split="test", gamma=1.0))
             == ref["error"]
+        )
         if level < 2:
-            assert float(c.error.sel(level=level, pair="successive", bn_mode="interpolate", split="test",
-                                     gamma=0.0)) == ref["error"]
+            assert (
+                float(c.error.sel(level=level, pair="successive", bn_mode="interpolate", split="test", gamma=0.0))
+                == ref["error"]
+            )
     dense0 = c.error.sel(level=0, pair="dense")
     assert np.all(dense0 == dense0.isel(gamma=0)) and np.all(c.barrier_error.sel(level=0, pair="dense") == 0)
     np.testing.assert_array_equal(c.barrier_error.values, barrier(c.error.values, 5, axis=3))
@@ -233,8 +241,27 @@ def test_bad_levels_are_clear_errors(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e2.nc"
-    assert main(["interpolation", "--run", str(run.root), "--levels", "1", "2", "--out", str(out), "--gammas", "3",
-                 "--bn-modes", "interpolate", "reset", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "interpolation",
+                "--run",
+                str(run.root),
+                "--levels",
+                "1",
+                "2",
+                "--out",
+                str(out),
+                "--gammas",
+                "3",
+                "--bn-modes",
+                "interpolate",
+                "reset",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert list(ds.level.values) == [1, 2] and list(ds.bn_mode.values) == ["interpolate", "reset"]
     assert ds.error.attrs["units"] == "fraction" and len(ds.gamma) == 3

@@ -28,8 +28,14 @@ from unmasking.training import evaluate
 
 def _data(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return TensorData("tiny", torch.randn(200, 40, generator=g), torch.randint(0, 10, (200,), generator=g),
-                      torch.randn(100, 40, generator=g), torch.randint(0, 10, (100,), generator=g), 10)
+    return TensorData(
+        "tiny",
+        torch.randn(200, 40, generator=g),
+        torch.randint(0, 10, (200,), generator=g),
+        torch.randn(100, 40, generator=g),
+        torch.randint(0, 10, (100,), generator=g),
+        10,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +54,16 @@ def setup():
     mask = {n: torch.ones_like(sol[n], dtype=torch.bool) for n in names}
     next_mask = M.magnitude_prune(sol, mask, 0.2)
     g = torch.Generator().manual_seed(2)
-    nxt = {n: (t + 0.05 * torch.randn(t.shape, generator=g) if t.is_floating_point() else t.clone())
-           for n, t in sol.items()}
+    nxt = {
+        n: (t + 0.05 * torch.randn(t.shape, generator=g) if t.is_floating_point() else t.clone())
+        for n, t in sol.items()
+    }
     for n in names:
         nxt[n] = nxt[n] * next_mask[n]
     nxt["bn1.running_var"] = sol["bn1.running_var"] * 1.5
-    rewind = {n: (t + 0.3 * torch.randn(t.shape, generator=g) if t.is_floating_point() else t.clone())
-              for n, t in sol.items()}
+    rewind = {
+        n: (t + 0.3 * torch.randn(t.shape, generator=g) if t.is_floating_point() else t.clone()) for n, t in sol.items()
+    }
     return model, data, sol, mask, next_mask, nxt, rewind
 
 
@@ -114,10 +123,8 @@ def test_grid_values_equal_direct_evaluation(setup):
     plane, _ = _plane(setup)
     xs, ys = grid_axes(plane, 4, 0.5)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
-    vals = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, bn_mode="interpolate",
-                          chunk=3)
-    plain = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, bn_mode="interpolate",
-                           chunk=1)
+    vals = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, bn_mode="interpolate", chunk=3)
+    plain = evaluate_plane(model, plane, gx, gy, data, ("test", "train"), batch_size=64, bn_mode="interpolate", chunk=1)
     for key, v in plain.items():  # vmap-ed chunks and one-point calls agree
         assert np.array_equal(v, vals[key]) if "error" in key else np.allclose(v, vals[key], rtol=1e-5)
     net = copy.deepcopy(model)
@@ -135,8 +142,19 @@ def test_reset_mode_recomputes_statistics(setup):
     model, data, *_ = setup
     plane, _ = _plane(setup)
     x, y = 0.3 * plane.anchors[2, 0], 0.4 * plane.anchors[2, 1]
-    vals = evaluate_plane(model, plane, [x, -x], [y, 2 * y], data, ("test",), batch_size=100, bn_mode="reset",
-                          bn_batches=3, bn_batch_size=50, chunk=2)
+    vals = evaluate_plane(
+        model,
+        plane,
+        [x, -x],
+        [y, 2 * y],
+        data,
+        ("test",),
+        batch_size=100,
+        bn_mode="reset",
+        bn_batches=3,
+        bn_batch_size=50,
+        chunk=2,
+    )
     for i, (px, py) in enumerate([(x, y), (-x, 2 * y)]):
         net = copy.deepcopy(model)  # reference: the module-level recipe E2 uses
         net.load_state_dict(plane.state_at(px, py))
@@ -200,13 +218,41 @@ def test_bad_inputs(setup):
 def test_run_wrapper_and_cli(tmp_path, monkeypatch):
     data = _data(1)
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: data)
-    recipe = build_recipe("mnist1d-cnn", None, ["model.width=4", "train.steps=20", "train.milestones=[10]",
-                                                "train.batch_size=50", "prune.rewind_step=2", "prune.levels=2"])
+    recipe = build_recipe(
+        "mnist1d-cnn",
+        None,
+        [
+            "model.width=4",
+            "train.steps=20",
+            "train.milestones=[10]",
+            "train.batch_size=50",
+            "prune.rewind_step=2",
+            "prune.levels=2",
+        ],
+    )
     run = ImpRun(recipe, 0, tmp_path / "run", device="cpu", progress=False)
     run.run(2)
     out = tmp_path / "e9.nc"
-    assert main(["landscape", "--run", str(run.root), "--levels", "0", "1", "--grid", "3", "--out", str(out),
-                 "--bn-mode", "interpolate", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "landscape",
+                "--run",
+                str(run.root),
+                "--levels",
+                "0",
+                "1",
+                "--grid",
+                "3",
+                "--out",
+                str(out),
+                "--bn-mode",
+                "interpolate",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert ds.test_error.dims == ("seed", "level", "x", "y") and ds.test_error.shape == (1, 2, 3, 3)
     assert ds.point_x.dims == ("seed", "level", "point") and ds.attrs["experiment"] == "E9_landscape"
@@ -215,7 +261,24 @@ def test_run_wrapper_and_cli(tmp_path, monkeypatch):
     assert float(err.sel(level=1, point="solution")) == float(err.sel(level=0, point="next_solution"))
     assert float(err.sel(level=1, point="solution")) == read_json(run.metrics_path(1))["test_error"]
     assert main(["landscape", "--run", str(run.root), "--levels", "2", "--out", str(out)]) == 2
-    assert main(["landscape", "--run", str(run.root), "--levels", "1", "--grid", "2", "--bn-batches", "2",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "landscape",
+                "--run",
+                str(run.root),
+                "--levels",
+                "1",
+                "--grid",
+                "2",
+                "--bn-batches",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert ds.attrs["bn_mode"] == "reset" and ds.attrs["bn_batch_size"] == 50 and ds.test_error.shape == (1, 1, 2, 2)

@@ -24,7 +24,7 @@ def numpy_global_magnitude(weights: dict, mask: dict, fraction: float) -> dict:
     out, i = {}, 0
     for n in names:
         size = mask[n].numel()
-        out[n] = torch.from_numpy(m[i:i + size].reshape(mask[n].shape))
+        out[n] = torch.from_numpy(m[i : i + size].reshape(mask[n].shape))
         i += size
     return out
 

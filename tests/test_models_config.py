@@ -20,14 +20,17 @@ def _resnet20_count(classes=10, w=16):
     return conv + cin * classes + classes
 
 
-@pytest.mark.parametrize("name,classes,expected", [
-    ("resnet20", 10, _resnet20_count()),
-    ("vgg16", 10, 14_728_266),  # VGG-16-BN for CIFAR with one 512->10 linear layer (OpenLTH)
-    ("resnet18", 100, 11_220_132),  # CIFAR stem ResNet-18 (Kuang Liu's pytorch-cifar count)
-    ("resnet50", 1000, 25_557_032),  # torchvision ResNet-50
-    ("mlp", 10, 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10),
-    ("cnn1d", 10, 5 * 32 + 2 * 3 * 32 * 32 + 3 * 64 + 320 * 10 + 10),
-])
+@pytest.mark.parametrize(
+    "name,classes,expected",
+    [
+        ("resnet20", 10, _resnet20_count()),
+        ("vgg16", 10, 14_728_266),  # VGG-16-BN for CIFAR with one 512->10 linear layer (OpenLTH)
+        ("resnet18", 100, 11_220_132),  # CIFAR stem ResNet-18 (Kuang Liu's pytorch-cifar count)
+        ("resnet50", 1000, 25_557_032),  # torchvision ResNet-50
+        ("mlp", 10, 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10),
+        ("cnn1d", 10, 5 * 32 + 2 * 3 * 32 * 32 + 3 * 64 + 320 * 10 + 10),
+    ],
+)
 def test_parameter_counts(name, classes, expected):
     model = build_model(name, classes)
     assert sum(p.numel() for p in model.parameters()) == expected
@@ -69,8 +72,13 @@ def test_overrides_from_file_and_command_line(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  lr: 0.02\n  milestones: [10, 20]\nprune.levels: 4\n")
     r = build_recipe("mnist1d-mlp", f, ["train.lr=0.03", "data.root=null", "train.nesterov=true"])
-    assert (r.train.lr, r.train.milestones, r.prune.levels, r.data.root, r.train.nesterov) == (0.03, [10, 20], 4, None,
-                                                                                                True)
+    assert (r.train.lr, r.train.milestones, r.prune.levels, r.data.root, r.train.nesterov) == (
+        0.03,
+        [10, 20],
+        4,
+        None,
+        True,
+    )
     assert RECIPES["mnist1d-mlp"].train.lr == 0.1  # presets are not mutated
     assert parse_overrides(["train.milestones=[1, 2]"]) == {"train.milestones": [1, 2]}
     assert "train.lr" in valid_keys() and "prune.ignore" in valid_keys()

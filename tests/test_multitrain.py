@@ -36,8 +36,10 @@ def _hp(**kw):
 def _setup(name, k=3, width=8, dtype=torch.float32):
     """K models with different inits; model 0 dense (mask None), the others pruned by different fractions."""
     models = [build_model(name, 10, width=width, seed=i).to(dtype) for i in range(k)]
-    masks = [None] + [M.magnitude_prune(dict(m.named_parameters()), M.dense_mask(m, prunable_names(m)), 0.25 * i)
-                      for i, m in enumerate(models[1:], 1)]
+    masks = [None] + [
+        M.magnitude_prune(dict(m.named_parameters()), M.dense_mask(m, prunable_names(m)), 0.25 * i)
+        for i, m in enumerate(models[1:], 1)
+    ]
     seeds = [Seeds.from_seed(10 + i) for i in range(k)]
     return models, masks, seeds
 
@@ -72,11 +74,20 @@ def _cifar_like(n_train=40, n_test=10, size=32, dtype=torch.uint8, seed=0):
     else:
         x = torch.rand(n_train + n_test, 3, size, size, generator=g, dtype=dtype)
     y = torch.randint(0, 10, (n_train + n_test,), generator=g)
-    return TensorData("cifar10", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10, augment=random_crop_flip,
-                      normalize=normalizer("cifar10"))
+    return TensorData(
+        "cifar10",
+        x[:n_train],
+        y[:n_train],
+        x[n_train:],
+        y[n_train:],
+        10,
+        augment=random_crop_flip,
+        normalize=normalizer("cifar10"),
+    )
 
 
 # -- K at once == K separate runs ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", ["stacked", "vmap"])
 @pytest.mark.parametrize("name", ["mlp", "cnn1d"])
@@ -161,6 +172,7 @@ def test_generic_architecture_uses_vmap_and_matches():
 
 # -- batches and augmentation ----------------------------------------------------------------
 
+
 def test_feeder_gives_each_model_its_own_train_batches():
     data = _cifar_like(n_train=50)
     seeds = [Seeds.from_seed(i) for i in range(3)]
@@ -222,6 +234,7 @@ def test_crop_flip_matches_torchvision_random_transforms():
 
 # -- checkpoints, resume, divergence, bad input ----------------------------------------------
 
+
 class _Interrupt(Exception):
     pass
 
@@ -282,7 +295,8 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="one Seeds per model"):
         train_many(models, masks, data, _hp(), seeds[:2], progress=False)
     with pytest.raises(ValueError, match="shape"):
-        train_many(models[:1], [{"fc1.weight": torch.ones(3, 3, dtype=torch.bool)}], data, _hp(), seeds[:1],
-                   progress=False)
+        train_many(
+            models[:1], [{"fc1.weight": torch.ones(3, 3, dtype=torch.bool)}], data, _hp(), seeds[:1], progress=False
+        )
     with pytest.raises(ValueError, match="CUDA options"):
         train_many(models, masks, data, _hp(), seeds, bf16=True, progress=False)

@@ -62,8 +62,13 @@ def test_rewind_distance(run):
     mask = run.mask(2)
     nxt = M.magnitude_prune(dict(run.solution(2).named_parameters()), mask, 0.2)
     removed = M.difference(mask, nxt)
-    expect = math.sqrt(sum(float((p.detach().double()[removed[n]]).pow(2).sum())
-                           for n, p in run.rewind_model().named_parameters() if n in removed))
+    expect = math.sqrt(
+        sum(
+            float((p.detach().double()[removed[n]]).pow(2).sum())
+            for n, p in run.rewind_model().named_parameters()
+            if n in removed
+        )
+    )
     assert computed2 and d2 == pytest.approx(expect, rel=1e-12)
     assert M.count(removed) == math.ceil(0.2 * M.count(mask))
 
@@ -83,10 +88,13 @@ def test_experiment(run, tmp_path, monkeypatch):
     np.testing.assert_array_equal(c.barrier_error.values, barrier(c.error_curve.values, 3, axis=3))
     np.testing.assert_array_equal(c.error.values, c.error_curve.isel(gamma=-1).values)
     for level in (1, 2):  # γ=0 is w_L
-        assert float(c.level_error.sel(level=level, split="test")) == evaluate(run.solution(level), run.data,
-                                                                               "test")["error"]
-        assert np.all(c.error_curve.sel(level=level, gamma=0.0, split="test") == c.level_error.sel(level=level,
-                                                                                                   split="test"))
+        assert (
+            float(c.level_error.sel(level=level, split="test"))
+            == evaluate(run.solution(level), run.data, "test")["error"]
+        )
+        assert np.all(
+            c.error_curve.sel(level=level, gamma=0.0, split="test") == c.level_error.sel(level=level, split="test")
+        )
     assert np.all(c.diverged == 0) and ds.attrs["trainings"] == 12
 
     def no_training(*args, **kwargs):
@@ -118,8 +126,28 @@ def test_bad_parameters(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e3.nc"
-    assert main(["perturbation", "--run", str(run.root), "--levels", "2", "--out", str(out), "--strengths", "0", "1",
-                 "--replicates", "1", "--gammas", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "perturbation",
+                "--run",
+                str(run.root),
+                "--levels",
+                "2",
+                "--out",
+                str(out),
+                "--strengths",
+                "0",
+                "1",
+                "--replicates",
+                "1",
+                "--gammas",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert list(ds.strength.values) == [0.0, 1.0] and list(ds.level.values) == [2] and len(ds.replicate) == 1
     assert not R.scratch_for(out).exists()

@@ -81,19 +81,24 @@ def test_schema_unknown_key_names_the_key_and_the_valid_ones():
         "architectures, batch_size, bn_batch_size, bn_batches, bn_mode, enabled, gammas, granularity, levels, "
         "replicates, seeds, strengths)\n"
         "Fix the config file (or --config/--configfile); the schema with every key, type and default is "
-        "workflow/schemas/config.schema.yaml.")
+        "workflow/schemas/config.schema.yaml."
+    )
 
 
 def test_schema_wrong_type_names_the_architecture_by_its_name():
-    message = schema_message(overlay(config_file("test"), architectures=[
-        {"name": "cnn", "recipe": "mnist1d-cnn", "levels": "three"}]))
-    assert ("  - architectures[cnn].levels: 'three' is not of type 'integer', 'null' (Last IMP level (density "
-            "0.8^levels at 20% per level); null - the recipe's prune.levels.)\n") in message
+    message = schema_message(
+        overlay(config_file("test"), architectures=[{"name": "cnn", "recipe": "mnist1d-cnn", "levels": "three"}])
+    )
+    assert (
+        "  - architectures[cnn].levels: 'three' is not of type 'integer', 'null' (Last IMP level (density "
+        "0.8^levels at 20% per level); null - the recipe's prune.levels.)\n"
+    ) in message
 
 
 def test_schema_one_of_lists_the_alternatives():
-    message = schema_message(overlay(config_file("test"), experiments={"interpolation": {"levels": "some"}},
-                                     device="gpu"))
+    message = schema_message(
+        overlay(config_file("test"), experiments={"interpolation": {"levels": "some"}}, device="gpu")
+    )
     lines = message.splitlines()[1:-1]
     assert lines == [
         "  - device: 'gpu' is not valid; expected null or string (--device of every command: cpu, cuda, cuda:N, "
@@ -136,17 +141,20 @@ EIGHT = [0, 4, 8, 10, 12, 14, 16, 20]
 ALL = list(range(21))
 
 
-@pytest.mark.parametrize("exp, cnn_runs, mlp_runs, levels, granularity", [
-    ("imp", [0, 1, 2], [0, 1, 2], None, "run"),
-    ("interpolation", [0, 1, 2], [0, 1, 2], ALL, "run"),
-    ("perturbation", [0], [], EIGHT, "run"),
-    ("hessian", [0], [0], EIGHT, "run"),
-    ("pruning_theory", [0], [0], EIGHT, "run"),
-    ("pruning_ratio", [0], [], [4, 10, 16], "level"),
-    ("flatness", [0], [0], EIGHT, "run"),
-    ("small_weights", [0, 1, 2], [0, 1, 2], ALL, "run"),
-    ("landscape", [0], [], [4, 10, 14], "run"),
-])
+@pytest.mark.parametrize(
+    "exp, cnn_runs, mlp_runs, levels, granularity",
+    [
+        ("imp", [0, 1, 2], [0, 1, 2], None, "run"),
+        ("interpolation", [0, 1, 2], [0, 1, 2], ALL, "run"),
+        ("perturbation", [0], [], EIGHT, "run"),
+        ("hessian", [0], [0], EIGHT, "run"),
+        ("pruning_theory", [0], [0], EIGHT, "run"),
+        ("pruning_ratio", [0], [], [4, 10, 16], "level"),
+        ("flatness", [0], [0], EIGHT, "run"),
+        ("small_weights", [0, 1, 2], [0, 1, 2], ALL, "run"),
+        ("landscape", [0], [], [4, 10, 14], "run"),
+    ],
+)
 def test_embedded_default_runs_and_levels(embedded, exp, cnn_runs, mlp_runs, levels, granularity):
     cnn, mlp = embedded.archs.values()
     assert embedded.runs(cnn, exp) == [(40, s) for s in cnn_runs]
@@ -161,37 +169,68 @@ def test_embedded_default_per_job_results(embedded):
     run = "results/embedded/cnn/rewind_40/seed_{}"
     assert embedded.per_job_results(cnn, "imp") == [(f"{run.format(s)}/imp.nc", 40) for s in (0, 1, 2)]
     assert embedded.per_job_results(cnn, "pruning_ratio") == [
-        (f"{run.format(0)}/pruning_ratio/level_{level:02d}.nc", 40) for level in (4, 10, 16)]
+        (f"{run.format(0)}/pruning_ratio/level_{level:02d}.nc", 40) for level in (4, 10, 16)
+    ]
     assert embedded.per_job_results(cnn, "hessian") == [(f"{run.format(0)}/hessian.nc", 40)]
     assert embedded.per_job_results(mlp, "landscape") == []
-    counts = {exp: (len(embedded.per_job_results(cnn, exp)), len(embedded.per_job_results(mlp, exp)))
-              for exp in ALL_EXPERIMENTS}
-    assert counts == {"imp": (3, 3), "interpolation": (3, 3), "perturbation": (1, 0), "hessian": (1, 1),
-                      "pruning_theory": (1, 1), "pruning_ratio": (3, 0), "flatness": (1, 1),
-                      "small_weights": (3, 3), "landscape": (1, 0)}
+    counts = {
+        exp: (len(embedded.per_job_results(cnn, exp)), len(embedded.per_job_results(mlp, exp)))
+        for exp in ALL_EXPERIMENTS
+    }
+    assert counts == {
+        "imp": (3, 3),
+        "interpolation": (3, 3),
+        "perturbation": (1, 0),
+        "hessian": (1, 1),
+        "pruning_theory": (1, 1),
+        "pruning_ratio": (3, 0),
+        "flatness": (1, 1),
+        "small_weights": (3, 3),
+        "landscape": (1, 0),
+    }
 
 
 def test_embedded_default_result_targets(embedded):
     assert embedded.result_targets() == (
         [f"results/embedded/cnn/{exp}.nc" for exp in ALL_EXPERIMENTS]
-        + [f"results/embedded/mlp/{exp}.nc"
-           for exp in ("imp", "interpolation", "hessian", "pruning_theory", "flatness", "small_weights")])
+        + [
+            f"results/embedded/mlp/{exp}.nc"
+            for exp in ("imp", "interpolation", "hessian", "pruning_theory", "flatness", "small_weights")
+        ]
+    )
 
 
 def test_embedded_default_figure_targets(embedded):
     both, cnn = ("cnn", "mlp"), ("cnn",)
-    expected = [("fig1_landscape", cnn), ("fig2_imp_connectivity", both), ("fig2_imp_connectivity_train", both),
-                ("fig3_interpolation", both), ("fig3_interpolation_train", both), ("fig4_robustness", cnn),
-                ("fig4_robustness_train", cnn), ("fig5_hessian", both), ("fig6_pruning_ratio", both),
-                ("fig6_pruning_ratio_train", cnn), ("fig7_flat_directions", both), ("fig8_small_weights", both)]
+    expected = [
+        ("fig1_landscape", cnn),
+        ("fig2_imp_connectivity", both),
+        ("fig2_imp_connectivity_train", both),
+        ("fig3_interpolation", both),
+        ("fig3_interpolation_train", both),
+        ("fig4_robustness", cnn),
+        ("fig4_robustness_train", cnn),
+        ("fig5_hessian", both),
+        ("fig6_pruning_ratio", both),
+        ("fig6_pruning_ratio_train", cnn),
+        ("fig7_flat_directions", both),
+        ("fig8_small_weights", both),
+    ]
     assert embedded.figure_targets() == (
-        [f"figures/embedded/{arch}/{stem}.{ext}"
-         for stem, archs in expected for arch in archs for ext in ("pdf", "png")]
-        + [f"figures/embedded/claims.{ext}" for ext in ("json", "md", "html")])
+        [
+            f"figures/embedded/{arch}/{stem}.{ext}"
+            for stem, archs in expected
+            for arch in archs
+            for ext in ("pdf", "png")
+        ]
+        + [f"figures/embedded/claims.{ext}" for ext in ("json", "md", "html")]
+    )
     assert embedded.targets() == embedded.result_targets() + embedded.figure_targets()
     mlp = embedded.archs["mlp"]
-    assert embedded.figure_inputs(mlp, "fig6_pruning_ratio") == ["results/embedded/mlp/imp.nc",
-                                                                 "results/embedded/mlp/pruning_theory.nc"]
+    assert embedded.figure_inputs(mlp, "fig6_pruning_ratio") == [
+        "results/embedded/mlp/imp.nc",
+        "results/embedded/mlp/pruning_theory.nc",
+    ]
 
 
 def test_paper_plan(paper):
@@ -207,16 +246,34 @@ def test_paper_plan(paper):
     assert paper.experiment_levels(resnet50, "hessian") == list(range(19))
     # per-job results: the analysis jobs of `snakemake -n --configfile config/paper.yaml`
     jobs = {exp: sum(len(paper.per_job_results(a, exp)) for a in paper.archs.values()) for exp in ALL_EXPERIMENTS}
-    assert jobs == {"imp": 32, "interpolation": 656, "perturbation": 504, "hessian": 656, "pruning_theory": 656,
-                    "pruning_ratio": 168, "flatness": 656, "small_weights": 656, "landscape": 96}
+    assert jobs == {
+        "imp": 32,
+        "interpolation": 656,
+        "perturbation": 504,
+        "hessian": 656,
+        "pruning_theory": 656,
+        "pruning_ratio": 168,
+        "flatness": 656,
+        "small_weights": 656,
+        "landscape": 96,
+    }
     assert paper.per_job_results(resnet50, "hessian")[-1] == (
-        "results/paper/resnet50/rewind_6255/seed_3/hessian/level_18.nc", 6255)
+        "results/paper/resnet50/rewind_6255/seed_3/hessian/level_18.nc",
+        6255,
+    )
     assert len(paper.result_targets()) == 33  # 4 x (imp + 5 analyses) + 3 CIFAR nets x (E3, E6, E9)
     figures = [t for t in paper.figure_targets() if t.endswith(".pdf")]
     per_figure = {f: sum(t.endswith(f"/{f}.pdf") for t in figures) for f in FIGURES}
-    assert per_figure == {"fig1_landscape": 3, "fig2_imp_connectivity": 4, "fig3_interpolation": 4,
-                          "fig4_robustness": 3, "fig5_hessian": 4, "fig6_pruning_ratio": 4,
-                          "fig7_flat_directions": 4, "fig8_small_weights": 4}
+    assert per_figure == {
+        "fig1_landscape": 3,
+        "fig2_imp_connectivity": 4,
+        "fig3_interpolation": 4,
+        "fig4_robustness": 3,
+        "fig5_hessian": 4,
+        "fig6_pruning_ratio": 4,
+        "fig7_flat_directions": 4,
+        "fig8_small_weights": 4,
+    }
     assert len(figures) == 44 and len(paper.figure_targets()) == 2 * 44 + 3
 
 
@@ -225,8 +282,9 @@ def test_paper_data_check_names_each_missing_data_set(paper, tmp_path, monkeypat
     messages = paper.data_missing()
     assert [m.split(":")[0] for m in messages] == [f"architectures[{a}].data_root" for a in paper.archs]
     assert messages[0].startswith(f"architectures[resnet20].data_root: cifar10 not found: looked for {tmp_path}")
-    assert messages[0].endswith("In this workflow, set architectures[resnet20].data_root (or $UNMASKING_DATA) "
-                                "to that folder.")
+    assert messages[0].endswith(
+        "In this workflow, set architectures[resnet20].data_root (or $UNMASKING_DATA) to that folder."
+    )
     assert "ImageNet not found" in messages[3]
 
 
@@ -234,7 +292,8 @@ def test_tiny_config_plan(tiny):
     cnn = tiny.archs["cnn"]
     assert tiny.experiment_levels(cnn, "landscape") == [0, 1]  # E9 needs level L+1: `all` would end at 1
     assert tiny.per_job_results(cnn, "pruning_ratio") == [
-        ("results/test/cnn/rewind_5/seed_0/pruning_ratio/level_01.nc", 5)]
+        ("results/test/cnn/rewind_5/seed_0/pruning_ratio/level_01.nc", 5)
+    ]
     assert tiny.result_targets() == [f"results/test/cnn/{exp}.nc" for exp in ALL_EXPERIMENTS]
     assert len(tiny.figure_targets()) == 2 * 12 + 3
 
@@ -246,40 +305,50 @@ CROSS_KEY = {
     "level_past_the_last": (
         {"experiments": {"landscape": {"levels": [2]}}},
         "experiments.landscape.levels: [2] goes past level 1, the last level landscape can run at for architecture "
-        "'cnn' (levels: 2); use levels 0 ... 1 or `all`"),
+        "'cnn' (levels: 2); use levels 0 ... 1 or `all`",
+    ),
     "seeds_not_of_the_architecture": (
         {"experiments": {"perturbation": {"seeds": [5]}}},
         "experiments.perturbation.seeds: [5] not among the seeds of architecture 'cnn' ([0, 1]); use some of "
-        "those, or list the experiment's architectures in experiments.perturbation.architectures"),
+        "those, or list the experiment's architectures in experiments.perturbation.architectures",
+    ),
     "unknown_architecture": (
         {"experiments": {"perturbation": {"architectures": ["cnn", "vgg"]}}},
-        "experiments.perturbation.architectures: no architecture named vgg; the config has cnn"),
+        "experiments.perturbation.architectures: no architecture named vgg; the config has cnn",
+    ),
     "pruning_theory_without_hessian": (
         {"experiments": {"hessian": {"enabled": False}}},
         "experiments.pruning_theory needs experiments.hessian (it reads the Hessian spectrum): enable hessian or set "
-        "pruning_theory.enabled: false"),
+        "pruning_theory.enabled: false",
+    ),
     "flatness_per_run_hessian_per_level": (
         {"experiments": {"hessian": {"granularity": "level"}}},
         "experiments.flatness.granularity: E7 reads E4's output, which comes per level "
         "(experiments.hessian.granularity level); set experiments.flatness.granularity: level, or "
-        "experiments.flatness.use_hessian: false"),
+        "experiments.flatness.use_hessian: false",
+    ),
     "flatness_where_hessian_does_not_run": (
         {"experiments": {"hessian": {"levels": [0, 1]}}},
         "experiments.flatness.use_hessian: E7 runs where E4 does not (architecture 'cnn', rewind step 5, seed 0, "
         "level 2); widen experiments.hessian (levels, seeds, architectures) or set "
-        "experiments.flatness.use_hessian: false"),
+        "experiments.flatness.use_hessian: false",
+    ),
     "duplicate_architecture_names": (
         {"architectures": [CNN, CNN]},
-        "architectures: the name 'cnn' appears twice; names must be unique"),
+        "architectures: the name 'cnn' appears twice; names must be unique",
+    ),
     "levels_in_set": (
         {"architectures": [{**CNN, "set": {"prune.levels": 3}}]},
-        "architectures[cnn].set: prune.levels is set by architectures[cnn].levels; move it there"),
+        "architectures[cnn].set: prune.levels is set by architectures[cnn].levels; move it there",
+    ),
     "unknown_recipe_key": (
         {"architectures": [{**CNN, "set": {"train.stpes": 5}}]},
-        "architectures[cnn].set: unknown config key 'train.stpes'. Did you mean 'train.steps'?"),
+        "architectures[cnn].set: unknown config key 'train.stpes'. Did you mean 'train.steps'?",
+    ),
     "unknown_recipe": (
         {"architectures": [{**CNN, "recipe": "no-such"}]},
-        "architectures[cnn].recipe: unknown recipe 'no-such'"),
+        "architectures[cnn].recipe: unknown recipe 'no-such'",
+    ),
 }
 
 
@@ -293,11 +362,13 @@ def test_cross_key_errors(case):
 
 def test_flatness_without_hessian_needs_no_hessian_runs():
     """use_hessian false (or E4 off with E5 off): E7 estimates tr(H) itself and may run where E4 does not."""
-    plan = planned(overlay(config_file("test"), experiments={"hessian": {"levels": [0]},
-                                                             "flatness": {"use_hessian": False}}))
+    plan = planned(
+        overlay(config_file("test"), experiments={"hessian": {"levels": [0]}, "flatness": {"use_hessian": False}})
+    )
     assert not plan.reads_hessian("flatness") and plan.reads_hessian("pruning_theory")
-    plan = planned(overlay(config_file("test"), experiments={"hessian": {"enabled": False},
-                                                             "pruning_theory": {"enabled": False}}))
+    plan = planned(
+        overlay(config_file("test"), experiments={"hessian": {"enabled": False}, "pruning_theory": {"enabled": False}})
+    )
     assert not plan.reads_hessian("flatness") and not plan.available(plan.archs["cnn"], "pruning_theory")
 
 
@@ -307,30 +378,42 @@ def test_flatness_without_hessian_needs_no_hessian_runs():
 def test_priorities_and_retraining_come_from_the_registry():
     """The scheduling and the retraining flags the rules read (formerly PRIORITY and RETRAINING in common.smk)."""
     assert {name: e.priority for name, e in EXPERIMENTS.items() if e.priority} == {
-        "imp": 100, "perturbation": 60, "pruning_ratio": 50, "hessian": 50, "landscape": 20}
+        "imp": 100,
+        "perturbation": 60,
+        "pruning_ratio": 50,
+        "hessian": 50,
+        "landscape": 20,
+    }
     assert [name for name, e in EXPERIMENTS.items() if e.retrains] == ["perturbation", "pruning_ratio"]
     assert [name for name, e in EXPERIMENTS.items() if e.needs_next_level] == ["landscape"]
 
 
 def test_needs_next_level_and_shared_section(tiny):
     cnn = tiny.archs["cnn"]
-    assert {exp: tiny.last_level(cnn, exp) for exp in ANALYSES} == {exp: 1 if exp == "landscape" else 2
-                                                                    for exp in ANALYSES}
-    plan = planned(overlay(config_file("test"), experiments={"hessian": {"seeds": [1], "levels": [0, 2],
-                                                                         "granularity": "level"},
-                                                             "flatness": {"use_hessian": False},
-                                                             "pruning_theory": {"enabled": False}}))
+    assert {exp: tiny.last_level(cnn, exp) for exp in ANALYSES} == {
+        exp: 1 if exp == "landscape" else 2 for exp in ANALYSES
+    }
+    plan = planned(
+        overlay(
+            config_file("test"),
+            experiments={
+                "hessian": {"seeds": [1], "levels": [0, 2], "granularity": "level"},
+                "flatness": {"use_hessian": False},
+                "pruning_theory": {"enabled": False},
+            },
+        )
+    )
     cnn = plan.archs["cnn"]
     assert plan.runs(cnn, "pruning_theory") == [(5, 1)] and plan.experiment_levels(cnn, "pruning_theory") == [0, 2]
     assert plan.granularity("pruning_theory") == "level" and not plan.enabled("pruning_theory")
-    assert plan.result_targets() == [f"results/test/cnn/{exp}.nc" for exp in ALL_EXPERIMENTS
-                                     if exp != "pruning_theory"]
+    assert plan.result_targets() == [f"results/test/cnn/{exp}.nc" for exp in ALL_EXPERIMENTS if exp != "pruning_theory"]
 
 
 def test_figure_variants_follow_the_registry_and_the_config(tiny):
     assert tiny.figure_splits("fig1_landscape") == ["test"]
     assert {f for f in FIGURES if tiny.figure_splits(f) == ["test", "train"]} == {
-        f.id for f in FIGURES.values() if f.train_variant}
+        f.id for f in FIGURES.values() if f.train_variant
+    }
     plan = planned(overlay(config_file("test"), experiments={"landscape": {"splits": ["test", "train"]}}))
     assert plan.figure_splits("fig1_landscape") == ["test", "train"]
     assert "figures/test/cnn/fig1_landscape_train.png" in plan.figure_targets()
@@ -339,8 +422,12 @@ def test_figure_variants_follow_the_registry_and_the_config(tiny):
     cnn = plan.archs["cnn"]
     assert plan.figure_made(cnn, "fig6_pruning_ratio") and not plan.figure_made(cnn, "fig6_pruning_ratio", "train")
     # neither E5 nor E6: no Fig. 6; no E2: no Fig. 2 and 3
-    plan = planned(overlay(config_file("test"), experiments={e: {"enabled": False} for e in
-                                                             ("pruning_ratio", "pruning_theory", "interpolation")}))
+    plan = planned(
+        overlay(
+            config_file("test"),
+            experiments={e: {"enabled": False} for e in ("pruning_ratio", "pruning_theory", "interpolation")},
+        )
+    )
     made = {f for f in FIGURES if plan.figure_made(plan.archs["cnn"], f)}
     assert made == set(FIGURES) - {"fig2_imp_connectivity", "fig3_interpolation", "fig6_pruning_ratio"}
 
@@ -359,17 +446,24 @@ def test_schema_experiments_are_the_registry_analyses():
 
 
 def test_verdict_texts():
-    report = {"claims": [{"arch": "cnn", "claim": 1, "rewind_step": 40, "verdict": "holds", "reason": "r"},
-                         {"arch": "cnn", "claim": 1, "rewind_step": 0, "verdict": "inconclusive", "reason": "q"}]}
+    report = {
+        "claims": [
+            {"arch": "cnn", "claim": 1, "rewind_step": 40, "verdict": "holds", "reason": "r"},
+            {"arch": "cnn", "claim": 1, "rewind_step": 0, "verdict": "inconclusive", "reason": "q"},
+        ]
+    }
     assert verdict_text(report, "cnn", 1) == "rewind step 40: holds (r); rewind step 0: inconclusive (q)"
     assert verdict_text(report, "cnn", 1, reasons=False) == "rewind step 40: holds; rewind step 0: inconclusive"
     assert verdict_text(report, "mlp", 1) == "not evaluated for this architecture"
-    assert report_verdicts(None, ["cnn"]) == {"cnn": {str(n): "not evaluated yet (the claims rule has not run)"
-                                                      for n in (1, 2, 3, 4)}}
+    assert report_verdicts(None, ["cnn"]) == {
+        "cnn": {str(n): "not evaluated yet (the claims rule has not run)" for n in (1, 2, 3, 4)}
+    }
 
 
 def test_import_needs_neither_torch_nor_snakemake():
-    code = ("import sys, unmasking.workflow; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'snakemake', 'jsonschema'}))")
+    code = (
+        "import sys, unmasking.workflow; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'snakemake', 'jsonschema'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -78,11 +78,15 @@ def test_experiment(run, tmp_path, monkeypatch):
     w1 = run.solution(1)
     pruned = copy.deepcopy(w1)
     M.apply_mask(pruned, R.pruned_mask(dict(w1.named_parameters()), run.mask(1), 0.6, "magnitude"))
-    assert float(mag.pruned_error.sel(fraction=0.6, replicate=0, split="test")) == evaluate(pruned, run.data,
-                                                                                            "test")["error"]
+    assert (
+        float(mag.pruned_error.sel(fraction=0.6, replicate=0, split="test"))
+        == evaluate(pruned, run.data, "test")["error"]
+    )
     n1 = M.count(run.mask(1))
-    np.testing.assert_allclose(c.density.sel(prune_method="random", replicate=0),
-                               [(n1 - math.ceil(p * n1)) / M.size(run.mask(1)) for p in (0.2, 0.6)])
+    np.testing.assert_allclose(
+        c.density.sel(prune_method="random", replicate=0),
+        [(n1 - math.ceil(p * n1)) / M.size(run.mask(1)) for p in (0.2, 0.6)],
+    )
     # success = matching and connected, recomputed from the stored raw values
     dense = float(ds.dense_test_error.isel(seed=0))
     assert dense == read_json(run.metrics_path(0))["test_error"]
@@ -118,8 +122,28 @@ def test_bad_parameters(run):
 def test_cli(run, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data())
     out = tmp_path / "e6.nc"
-    assert main(["pruning_ratio", "--run", str(run.root), "--levels", "2", "--out", str(out), "--fractions", "0.5",
-                 "--methods", "magnitude", "random", "--gammas", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "pruning_ratio",
+                "--run",
+                str(run.root),
+                "--levels",
+                "2",
+                "--out",
+                str(out),
+                "--fractions",
+                "0.5",
+                "--methods",
+                "magnitude",
+                "random",
+                "--gammas",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert list(ds.prune_method.values) == ["magnitude", "random"] and list(ds.fraction.values) == [0.5]
     assert not T.scratch_for(out).exists()

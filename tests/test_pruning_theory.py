@@ -33,7 +33,7 @@ def test_single_eigenvalue_closed_form():
     lam, c, d = 3.0, 40.0, 100_000
     r2 = c * np.arange(d + 1) / d
     for eps in (1e-3, 0.05, 2.0):
-        exact = (-2 * eps + math.sqrt(4 * eps ** 2 + 8 * eps * lam * c)) / (2 * lam * c)
+        exact = (-2 * eps + math.sqrt(4 * eps**2 + 8 * eps * lam * c)) / (2 * lam * c)
         got = T.p_star(np.array([lam]), np.array([1.0]), r2, eps)
         assert abs(got - exact) <= 1.0 / d
         # the random method's R² is exactly this linear form
@@ -107,12 +107,12 @@ def test_projection_r2_matches_the_masks():
         assert math.sqrt(mag[k]) == pytest.approx(M.masked_norm(weights, removed), rel=1e-12)
         # the random method is the exact expectation over uniformly random masks
         r2 = [M.masked_norm(weights, M.difference(mask, M.random_prune(mask, p, g))) ** 2 for _ in range(1000)]
-        assert rnd[k] == pytest.approx(k / d * np.sum(w ** 2), rel=1e-12)
+        assert rnd[k] == pytest.approx(k / d * np.sum(w**2), rel=1e-12)
         assert abs(np.mean(r2) - rnd[k]) < 4 * np.std(r2) / math.sqrt(len(r2))
 
 
 def moments(nodes, weights, k):
-    return float(np.sum(weights * nodes ** k))
+    return float(np.sum(weights * nodes**k))
 
 
 def test_lanczos_rules_exactness():
@@ -147,15 +147,18 @@ def test_averaged_rule_beats_gauss_on_a_hessian_like_spectrum():
     """A bulk of tiny eigenvalues of both signs, a tail and outliers: the regime where the Gauss rule's p* jumps."""
     rng = np.random.default_rng(4)
     d = 3000
-    evals = np.concatenate([rng.normal(0, 3e-4, 1200), 10 ** rng.uniform(-4, -1, d - 1210), 10 ** rng.uniform(0, 0.5, 10)])
+    evals = np.concatenate(
+        [rng.normal(0, 3e-4, 1200), 10 ** rng.uniform(-4, -1, d - 1210), 10 ** rng.uniform(0, 0.5, 10)]
+    )
     diag, w = torch.tensor(evals), rng.normal(size=d) * 0.2
     r2 = T.projection_r2(w, "random")
     truth = T.p_star(evals, np.full(d, 1 / d), r2, T.DEFAULT_EPSILON)
     errors = {"gauss": [], "averaged": []}
     for m in (30, 40, 50, 60):
         runs = [LZ.lanczos(lambda v: diag * v, LZ.probe_vector(d, 0, "bulk", i).double(), m) for i in range(2)]
-        measures = T._measures(np.stack([r.alpha for r in runs]), np.stack([np.append(r.beta, r.residual)
-                                                                             for r in runs]), d)
+        measures = T._measures(
+            np.stack([r.alpha for r in runs]), np.stack([np.append(r.beta, r.residual) for r in runs]), d
+        )
         for name in errors:
             errors[name].append(abs(T.p_star(*measures[name], r2, T.DEFAULT_EPSILON) - truth))
     assert max(errors["averaged"]) < 0.04 and max(errors["averaged"]) < max(errors["gauss"])
@@ -168,8 +171,12 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def e4(run):
-    return H.hessian_study(run, [0, 1, 2], H.HessianSettings(topk=3, lanczos_steps=10, probes=2, hutchinson_probes=2,
-                                                             grid_points=20), progress=False)
+    return H.hessian_study(
+        run,
+        [0, 1, 2],
+        H.HessianSettings(topk=3, lanczos_steps=10, probes=2, hutchinson_probes=2, grid_points=20),
+        progress=False,
+    )
 
 
 def test_on_a_run(run, e4):
@@ -192,8 +199,9 @@ def test_on_a_run(run, e4):
     gauss = T.spectral_measure(h.slq_nodes.values, h.slq_weights.values)  # E4's nodes/weights, used directly
     assert ds.p_star_gauss.sel(level=2, prune_method="magnitude").item() == T.p_star(*gauss, r2, T.DEFAULT_EPSILON)
     rules = [T.lanczos_rules(a, b, len(w)) for a, b in zip(h.lanczos_alpha.values, h.lanczos_beta.values)]
-    averaged = T.spectral_measure(np.concatenate([r["averaged"][0] for r in rules]),
-                                  np.concatenate([r["averaged"][1] for r in rules]))
+    averaged = T.spectral_measure(
+        np.concatenate([r["averaged"][0] for r in rules]), np.concatenate([r["averaged"][1] for r in rules])
+    )
     assert ds.p_star.sel(level=2, prune_method="magnitude").item() == T.p_star(*averaged, r2, T.DEFAULT_EPSILON)
     r = ds.projection_length.sel(level=2, prune_method="magnitude").isel(seed=0)
     removed = M.difference(mask, M.magnitude_prune(params, mask, 0.2))
@@ -224,10 +232,45 @@ def test_cli(run, e4, tmp_path, monkeypatch):
     monkeypatch.setattr("unmasking.imp.load_data", lambda hp: teacher_data(120, 60))
     hfile = write_dataset(e4, tmp_path / "e4.nc")
     out = tmp_path / "e5.nc"
-    assert main(["pruning_theory", "--run", str(run.root), "--hessian", str(hfile), "--levels", "0", "2",
-                 "--out", str(out), "--epsilon", "0.05", "--epsilon-band", "3", "--quadrature", "gauss", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "pruning_theory",
+                "--run",
+                str(run.root),
+                "--hessian",
+                str(hfile),
+                "--levels",
+                "0",
+                "2",
+                "--out",
+                str(out),
+                "--epsilon",
+                "0.05",
+                "--epsilon-band",
+                "3",
+                "--quadrature",
+                "gauss",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds = load_dataset(out)
     assert list(ds.level.values) == [0, 2] and ds.attrs["epsilon"] == 0.05 and ds.attrs["epsilon_band"] == 3
     np.testing.assert_array_equal(ds.p_star.values, ds.p_star_gauss.values)  # --quadrature gauss
-    assert main(["pruning_theory", "--run", str(run.root), "--hessian", str(tmp_path / "missing.nc"),
-                 "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "pruning_theory",
+                "--run",
+                str(run.root),
+                "--hessian",
+                str(tmp_path / "missing.nc"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 2
+    )

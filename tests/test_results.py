@@ -8,14 +8,21 @@ from unmasking.foundations.netcdf import combine, load_dataset, provenance, sani
 
 
 def _ds(arch, seed, values):
-    return xr.Dataset({"err": (("arch", "seed", "level"), np.array(values, dtype=float)[None, None])},
-                      coords={"arch": [arch], "seed": [seed], "level": np.arange(len(values))})
+    return xr.Dataset(
+        {"err": (("arch", "seed", "level"), np.array(values, dtype=float)[None, None])},
+        coords={"arch": [arch], "seed": [seed], "level": np.arange(len(values))},
+    )
 
 
 def test_attrs_that_netcdf_rejects_are_sanitized(tmp_path):
     ds = _ds("cnn", 0, [0.1, 0.2])
-    attrs = {"recipe": {"train": {"lr": 0.1}}, "flag": True, "missing": None, "grid": [0.0, 0.5, 1.0],
-             "names": ["a", "b"]}
+    attrs = {
+        "recipe": {"train": {"lr": 0.1}},
+        "flag": True,
+        "missing": None,
+        "grid": [0.0, 0.5, 1.0],
+        "names": ["a", "b"],
+    }
     path = write_dataset(ds, tmp_path / "x.nc", attrs)
     back = load_dataset(path)
     assert back.attrs["recipe"] == '{"train": {"lr": 0.1}}'
@@ -68,14 +75,20 @@ def test_missing_results_file(tmp_path):
 
 def _level_file(seed, level, err, dense, created):
     """One per-level job's output: an error at its level and the run's dense error (no level dim)."""
-    return xr.Dataset({"err": (("seed", "level"), [[err]]), "dense": ("seed", [dense])},
-                      coords={"seed": [seed], "level": [level]}, attrs={"experiment": "E1_imp", "created": created})
+    return xr.Dataset(
+        {"err": (("seed", "level"), [[err]]), "dense": ("seed", [dense])},
+        coords={"seed": [seed], "level": [level]},
+        attrs={"experiment": "E1_imp", "created": created},
+    )
 
 
 def test_combine_pads_missing_runs(tmp_path):
     """join="outer": the union of the coordinates, NaN where a run has no value; files or datasets alike."""
-    parts = [_level_file(0, 0, 0.10, 0.10, "t0"), _level_file(0, 1, 0.20, 0.10, "t1"),
-             _level_file(1, 1, 0.40, 0.30, "t2")]
+    parts = [
+        _level_file(0, 0, 0.10, 0.10, "t0"),
+        _level_file(0, 1, 0.20, 0.10, "t1"),
+        _level_file(1, 1, 0.40, 0.30, "t2"),
+    ]
     out = combine(parts, data_vars="minimal")
     assert out.seed.values.tolist() == [0, 1] and out.level.values.tolist() == [0, 1]
     np.testing.assert_array_equal(out.err.values, [[0.10, 0.20], [np.nan, 0.40]])

@@ -48,7 +48,8 @@ def test_known_answers():
     # one-shot from m_L to |m_L+2| = 4: the 5 smallest of w_L.
     assert r["oneshot_pruned"] == 5
     assert r["oneshot_projection_length"] == pytest.approx(
-        math.sqrt(0.02**2 + 0.05**2 + 0.10**2 + 0.30**2 + 0.40**2), rel=1e-6)
+        math.sqrt(0.02**2 + 0.05**2 + 0.10**2 + 0.30**2 + 0.40**2), rel=1e-6
+    )
     assert r["oneshot_threshold"] == pytest.approx(0.40)
     # S = the 2 smallest |w_L| in m_L+1 = {b00 (0.3), b10 (0.4)}; P = {b02, b10}: one in common.
     assert r["unretrained_step_length"] == pytest.approx(0.5, rel=1e-6)
@@ -59,7 +60,8 @@ def test_known_answers():
     assert r["chance_overlap"] == pytest.approx(1 / 3)
     assert r["chance_overlap_jaccard"] == pytest.approx(11 / 45)
     assert r["oneshot_projection_length"] ** 2 == pytest.approx(
-        r["projection_length"] ** 2 + r["unretrained_step_length"] ** 2, rel=1e-9)
+        r["projection_length"] ** 2 + r["unretrained_step_length"] ** 2, rel=1e-9
+    )
 
 
 def test_under_overflow_and_missing_masks_derived():
@@ -111,10 +113,26 @@ def test_dataset_layout():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
-    data = TensorData("tiny", torch.randn(200, 40, generator=g), torch.randint(0, 10, (200,), generator=g),
-                      torch.randn(100, 40, generator=g), torch.randint(0, 10, (100,), generator=g), 10)
-    recipe = build_recipe("mnist1d-mlp", None, ["model.width=8", "train.steps=20", "train.milestones=[10]",
-                                                "train.batch_size=50", "prune.rewind_step=2", "prune.levels=3"])
+    data = TensorData(
+        "tiny",
+        torch.randn(200, 40, generator=g),
+        torch.randint(0, 10, (200,), generator=g),
+        torch.randn(100, 40, generator=g),
+        torch.randint(0, 10, (100,), generator=g),
+        10,
+    )
+    recipe = build_recipe(
+        "mnist1d-mlp",
+        None,
+        [
+            "model.width=8",
+            "train.steps=20",
+            "train.milestones=[10]",
+            "train.batch_size=50",
+            "prune.rewind_step=2",
+            "prune.levels=3",
+        ],
+    )
     root = tmp_path_factory.mktemp("sw") / "run"
     run = ImpRun(recipe, 0, root, device="cpu", progress=False)
     run.data = data
@@ -133,12 +151,12 @@ def test_run_wrapper_matches_imp_records_and_cli(tiny_run, tmp_path):
         assert float(ds.projection_length.sel(level=level)) == pytest.approx(rec["projection_length"], rel=1e-6)
     for level in range(2):
         assert float(ds.next_projection_length.sel(level=level)) == pytest.approx(
-            float(ds.projection_length.sel(level=level + 1)), rel=1e-9)
+            float(ds.projection_length.sel(level=level + 1)), rel=1e-9
+        )
     assert np.isnan(float(ds.overlap.sel(level=3))) and not np.isnan(float(ds.overlap.sel(level=1)))
     assert ds.attrs["experiment"] == "E8_small_weights" and "seed_init" in ds.attrs
     out = tmp_path / "e8.nc"
-    assert main(["small_weights", "--run", str(tiny_run.root), "--levels", "0", "1", "--out", str(out),
-                 "--quiet"]) == 0
+    assert main(["small_weights", "--run", str(tiny_run.root), "--levels", "0", "1", "--out", str(out), "--quiet"]) == 0
     loaded = load_dataset(out)
     assert np.array_equal(loaded.histogram.isel(seed=0).values, ds.histogram.sel(level=[0, 1]).values)
     assert main(["small_weights", "--run", str(tiny_run.root), "--levels", "9", "--out", str(out)]) == 2

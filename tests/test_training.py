@@ -82,7 +82,9 @@ def test_training_from_step_t_continues_the_schedule(tiny_data):
     finally:
         torch.optim.SGD.step = original
     assert seen == pytest.approx([lr_at(s, hp) for s in range(8, 22)])
-    assert seen[:2] == pytest.approx([0.05, 0.05]) and seen[2] == pytest.approx(0.005) and seen[-1] == pytest.approx(5e-4)
+    assert (
+        seen[:2] == pytest.approx([0.05, 0.05]) and seen[2] == pytest.approx(0.005) and seen[-1] == pytest.approx(5e-4)
+    )
 
 
 class _Interrupt(Exception):
@@ -118,8 +120,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_data, tmp_path):
     resumed = build_model("cnn1d", 10, width=8)
     resumed.load_state_dict(state)
     with pytest.raises(_Interrupt):
-        train(resumed, mask, _InterruptingData(tiny_data, 13), hp, seeds, start_step=2, checkpoint=ckpt,
-              progress=False)
+        train(resumed, mask, _InterruptingData(tiny_data, 13), hp, seeds, start_step=2, checkpoint=ckpt, progress=False)
     assert ckpt.exists()
     restarted = build_model("cnn1d", 10, width=8)
     restarted.load_state_dict(state)

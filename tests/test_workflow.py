@@ -44,13 +44,26 @@ def snakemake_cmd(*args: str) -> list[str]:
     """Targets go first: `--configfile` takes every following positional argument as another config file."""
     targets = [a for a in args if str(a).startswith("results/")]
     options = [a for a in args if a not in targets]
-    return [str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default", "--cores", "2", *targets,
-            *options]
+    return [
+        str(BIN / "snakemake"),
+        "--workflow-profile",
+        "workflow/profiles/default",
+        "--cores",
+        "2",
+        *targets,
+        *options,
+    ]
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_cmd(*args), cwd=workdir, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        snakemake_cmd(*args),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
@@ -118,8 +131,9 @@ def test_dry_run_embedded_default(tmp_path, data_env):
         section = exps["hessian" if exp == "pruning_theory" else exp]
         names = section.get("architectures") or [a["name"] for a in archs]
         aggregates += len(names)
-        runs = sum(len(a["rewind_steps"]) * len(section.get("seeds") or config["seeds"])
-                   for a in archs if a["name"] in names)
+        runs = sum(
+            len(a["rewind_steps"]) * len(section.get("seeds") or config["seeds"]) for a in archs if a["name"] in names
+        )
         levels = section["levels"]
         per_level = section.get("granularity", config["granularity"]) == "level"
         expected = runs * (len(levels) if per_level else 1)
@@ -153,8 +167,9 @@ def test_a_config_file_replaces_the_embedded_default(tmp_path, data_env):
     defaults, not the embedded default's values (whose level lists would not even fit here)."""
     work = copy_workflow(tmp_path)
     bare = {k: v for k, v in TEST_CONFIG.items() if k != "experiments"}
-    counts = job_counts(ok(snakemake(work, "-n", "--configfile", write_yaml(tmp_path / "bare.yaml", bare),
-                                     env=data_env)))
+    counts = job_counts(
+        ok(snakemake(work, "-n", "--configfile", write_yaml(tmp_path / "bare.yaml", bare), env=data_env))
+    )
     runs = len(bare["seeds"])  # every experiment on every seed, one job per run (schema defaults)
     for exp in EXPERIMENTS:
         assert counts[exp] == runs, exp
@@ -166,8 +181,9 @@ def test_dry_run_paper_lists_all_jobs_without_data(tmp_path):
     are absent here, which a dry run reports as a warning and proceeds."""
     work = copy_workflow(tmp_path / "work")
     (tmp_path / "empty").mkdir()
-    out = ok(snakemake(work, "-n", "--configfile", "config/paper.yaml",
-                       env={"UNMASKING_DATA": str(tmp_path / "empty")}))
+    out = ok(
+        snakemake(work, "-n", "--configfile", "config/paper.yaml", env={"UNMASKING_DATA": str(tmp_path / "empty")})
+    )
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     archs = paper["architectures"]
     runs = {a["name"]: len(a["rewind_steps"]) * len(paper["seeds"]) for a in archs}
@@ -184,28 +200,43 @@ def test_dry_run_paper_lists_all_jobs_without_data(tmp_path):
 
 
 def test_lint_and_format():
-    lint = subprocess.run([str(BIN / "snakemake"), "--lint", "--workflow-profile", "none", "--configfile",
-                           "config/test.yaml"], cwd=REPO, capture_output=True, text=True)
+    lint = subprocess.run(
+        [str(BIN / "snakemake"), "--lint", "--workflow-profile", "none", "--configfile", "config/test.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr, lint.stdout
-    fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO, capture_output=True,
-                         text=True)
+    fmt = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
 # --- bad configurations: stopped before any job ---------------------------------------------------------------
 
 BAD = {
-    "unknown_key": ({"experiments": {"perturbation": {"strenghts": [1]}}},
-                    "unknown key experiments.perturbation.strenghts"),
-    "wrong_type": ({"architectures": [{"name": "cnn", "recipe": "mnist1d-cnn", "levels": "three"}]},
-                   "architectures[cnn].levels: 'three' is not of type 'integer'"),
-    "unknown_recipe_key": ({"architectures": [{"name": "cnn", "recipe": "mnist1d-cnn", "set": {"train.stpes": 5}}]},
-                           "architectures[cnn].set: unknown config key 'train.stpes'. Did you mean 'train.steps'?"),
-    "missing_cifar": ({"architectures": [{"name": "r20", "recipe": "resnet20-cifar10", "levels": 2,
-                                          "data_root": "{tmp}/no-cifar-here"}],
-                       "experiments": {e: {"levels": "all"} for e in EXPERIMENTS if e != "pruning_theory"}},
-                      "architectures[r20].data_root: cifar10 not found: looked for "
-                      "{tmp}/no-cifar-here/cifar-10-batches-py"),
+    "unknown_key": (
+        {"experiments": {"perturbation": {"strenghts": [1]}}},
+        "unknown key experiments.perturbation.strenghts",
+    ),
+    "wrong_type": (
+        {"architectures": [{"name": "cnn", "recipe": "mnist1d-cnn", "levels": "three"}]},
+        "architectures[cnn].levels: 'three' is not of type 'integer'",
+    ),
+    "unknown_recipe_key": (
+        {"architectures": [{"name": "cnn", "recipe": "mnist1d-cnn", "set": {"train.stpes": 5}}]},
+        "architectures[cnn].set: unknown config key 'train.stpes'. Did you mean 'train.steps'?",
+    ),
+    "missing_cifar": (
+        {
+            "architectures": [
+                {"name": "r20", "recipe": "resnet20-cifar10", "levels": 2, "data_root": "{tmp}/no-cifar-here"}
+            ],
+            "experiments": {e: {"levels": "all"} for e in EXPERIMENTS if e != "pruning_theory"},
+        },
+        "architectures[r20].data_root: cifar10 not found: looked for {tmp}/no-cifar-here/cifar-10-batches-py",
+    ),
 }
 
 
@@ -241,14 +272,16 @@ def test_end_to_end_results(finished):
         np.testing.assert_array_equal(remaining[s], expected)
     density = imp.density.isel(arch=0, rewind_step=0).values
     np.testing.assert_array_equal(density, remaining / remaining[:, :1])
-    np.testing.assert_allclose(density, np.broadcast_to(0.8 ** np.array(levels), density.shape),
-                               atol=len(levels) / remaining[0, 0])
+    np.testing.assert_allclose(
+        density, np.broadcast_to(0.8 ** np.array(levels), density.shape), atol=len(levels) / remaining[0, 0]
+    )
     assert np.isfinite(imp.test_error).all() and ((imp.test_error >= 0) & (imp.test_error <= 1)).all()
     # the aggregate holds each run's own numbers
     for s in seeds:
         run = load(finished / f"results/test/cnn/rewind_{arch['rewind_steps'][0]}/seed_{s}/imp.nc")
-        np.testing.assert_array_equal(imp.test_error.sel(arch="cnn", rewind_step=arch["rewind_steps"][0], seed=s),
-                                      run.test_error.sel(seed=s))
+        np.testing.assert_array_equal(
+            imp.test_error.sel(arch="cnn", rewind_step=arch["rewind_steps"][0], seed=s), run.test_error.sel(seed=s)
+        )
     for exp in EXPERIMENTS:
         ds = load(results / f"{exp}.nc")
         section = TEST_CONFIG["experiments"]["hessian" if exp == "pruning_theory" else exp]
@@ -270,15 +303,17 @@ def test_rerun_after_a_full_run_does_nothing(finished, data_env, tmp_path):
     assert "Nothing to be done" in out, out[-3000:]
     # a changed experiment option reruns that experiment (params trigger) and its aggregate only
     overlay = write_yaml(tmp_path / "gammas.yaml", {"experiments": {"interpolation": {"gammas": 3}}})
-    counts = job_counts(ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", overlay, *TARGETS,
-                                     env=data_env)))
+    counts = job_counts(
+        ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", overlay, *TARGETS, env=data_env))
+    )
     assert counts == {"interpolation": 2, "aggregate": 1, "total": 3}
     # a changed recipe reruns the IMP runs (whose first job starts the run folder over) and everything after
     arch = {**TEST_CONFIG["architectures"][0]}
     arch["set"] = {**arch["set"], "train.lr": 0.05}
     overlay = write_yaml(tmp_path / "lr.yaml", {"architectures": [arch]})
-    counts = job_counts(ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", overlay, *TARGETS,
-                                     env=data_env)))
+    counts = job_counts(
+        ok(snakemake(finished, "-n", "--configfile", "config/test.yaml", overlay, *TARGETS, env=data_env))
+    )
     assert counts["imp"] == 2 and counts["aggregate"] == len(TARGETS)
 
 
@@ -300,9 +335,15 @@ def test_interrupted_run_resumes_to_the_same_numbers(finished, data_env, tmp_pat
     checkpoint) and ends with the numbers of the uninterrupted run, for IMP and the analyses that train."""
     work = copy_workflow(tmp_path / "work")
     targets = [f"results/test/cnn/{exp}.nc" for exp in ("imp", "perturbation", "pruning_ratio")]
-    proc = subprocess.Popen(snakemake_cmd("--configfile", "config/test.yaml", *targets), cwd=work,
-                            env={**os.environ, **data_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        snakemake_cmd("--configfile", "config/test.yaml", *targets),
+        cwd=work,
+        env={**os.environ, **data_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     runs = work / "results" / "test" / "cnn" / "rewind_5"
     deadline = time.monotonic() + 300
     while not list(runs.glob("seed_*/run/level_01/final.pt")) and time.monotonic() < deadline:
@@ -319,12 +360,25 @@ def test_level_granularity_gives_the_same_numbers(finished, data_env, tmp_path):
     """Chained pretrain/train-level/prune jobs and per-level analysis jobs reproduce the per-run jobs
     (seed 0, IMP and E2)."""
     work = copy_workflow(tmp_path / "work")
-    overlay = {"granularity": "level", "seeds": [0],
-               "experiments": {e: {"enabled": e == "interpolation"} for e in EXPERIMENTS}}
-    out = ok(snakemake(work, "--configfile", "config/test.yaml", write_yaml(tmp_path / "level.yaml", overlay),
-                       "results/test/cnn/imp.nc", "results/test/cnn/interpolation.nc", env=data_env))
+    overlay = {
+        "granularity": "level",
+        "seeds": [0],
+        "experiments": {e: {"enabled": e == "interpolation"} for e in EXPERIMENTS},
+    }
+    out = ok(
+        snakemake(
+            work,
+            "--configfile",
+            "config/test.yaml",
+            write_yaml(tmp_path / "level.yaml", overlay),
+            "results/test/cnn/imp.nc",
+            "results/test/cnn/interpolation.nc",
+            env=data_env,
+        )
+    )
     assert "rule train_level" in out and "rule prune" in out
     for exp in ["imp", "interpolation"]:
-        assert_same_numbers(load(work / f"results/test/cnn/{exp}.nc"),
-                            load(finished / f"results/test/cnn/{exp}.nc").sel(seed=[0]))
+        assert_same_numbers(
+            load(work / f"results/test/cnn/{exp}.nc"), load(finished / f"results/test/cnn/{exp}.nc").sel(seed=[0])
+        )
     assert (work / "results/test/cnn/rewind_5/seed_0/interpolation/level_02.nc").exists()

@@ -57,18 +57,26 @@ VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 SCHEMA = "unmasking-claims/1"
 
 CLAIMS = {
-    1: ("mask information",
+    1: (
+        "mask information",
         "Successive IMP solutions w_L, w_L+1 are linearly connected (zero error barrier) if and only if they "
-        "are matching."),
-    2: ("SGD robustness",
+        "are matching.",
+    ),
+    2: (
+        "SGD robustness",
         "Perturbed pruned rewind points (perturbation as long as d_L) train to the mode of w_L (zero barrier) "
-        "exactly at the levels where IMP is matching."),
-    3: ("flatness limits the pruning ratio",
+        "exactly at the levels where IMP is matching.",
+    ),
+    3: (
+        "flatness limits the pruning ratio",
         "The Hessian-based p* predicts the empirical p* of random pruning; magnitude pruning reaches a higher "
-        "p* than random pruning."),
-    4: ("new small weights",
+        "p* than random pruning.",
+    ),
+    4: (
+        "new small weights",
         "Magnitude-pruning directions are flatter than random ones, and after retraining IMP's next "
-        "projection R_L+1 is shorter than the same pruning step taken without retraining."),
+        "projection R_L+1 is shorter than the same pruning step taken without retraining.",
+    ),
 }
 
 
@@ -92,7 +100,8 @@ class Thresholds:
     majority: float = _threshold(0.5, "'most levels' means a fraction strictly above this (claims 3, 4)")
     strength: float = _threshold(1.0, "perturbation strength c of claim 2")
     p_star_tolerance: float = _threshold(
-        0.1, "claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)")
+        0.1, "claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)"
+    )
 
     @classmethod
     def options(cls) -> list[tuple[str, type, float | int, str]]:
@@ -102,13 +111,15 @@ class Thresholds:
 
     def check(self) -> "Thresholds":
         """``self``, after checking every threshold's range (a ConfigError names the first out of range)."""
-        checks = [(0 <= self.eps_barrier <= 1, "eps_barrier must be in [0, 1]"),
-                  (0 <= self.match_floor <= 1, "match_floor must be in [0, 1]"),
-                  (self.min_levels >= 1, "min_levels must be >= 1"),
-                  (0 < self.min_agreement <= 1, "min_agreement must be in (0, 1]"),
-                  (0 <= self.majority < 1, "majority must be in [0, 1)"),
-                  (self.strength >= 0, "strength must be >= 0"),
-                  (self.p_star_tolerance >= 0, "p_star_tolerance must be >= 0")]
+        checks = [
+            (0 <= self.eps_barrier <= 1, "eps_barrier must be in [0, 1]"),
+            (0 <= self.match_floor <= 1, "match_floor must be in [0, 1]"),
+            (self.min_levels >= 1, "min_levels must be >= 1"),
+            (0 < self.min_agreement <= 1, "min_agreement must be in (0, 1]"),
+            (0 <= self.majority < 1, "majority must be in [0, 1)"),
+            (self.strength >= 0, "strength must be >= 0"),
+            (self.p_star_tolerance >= 0, "p_star_tolerance must be >= 0"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"claims thresholds: {message}, got {self}")
@@ -133,9 +144,18 @@ class ClaimResult:
         return CLAIMS[self.claim][0]
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "rewind_step": self.rewind_step, "claim": self.claim, "name": self.name,
-                "statement": CLAIMS[self.claim][1], "verdict": self.verdict, "reason": self.reason,
-                "evidence": self.evidence, "numbers": _plain(self.numbers), "thresholds": _plain(self.thresholds)}
+        return {
+            "arch": self.arch,
+            "rewind_step": self.rewind_step,
+            "claim": self.claim,
+            "name": self.name,
+            "statement": CLAIMS[self.claim][1],
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "evidence": self.evidence,
+            "numbers": _plain(self.numbers),
+            "thresholds": _plain(self.thresholds),
+        }
 
 
 def _plain(value):
@@ -154,6 +174,7 @@ def _plain(value):
 
 
 # --- helpers of the evidence ----------------------------------------------------------------------------------
+
 
 def _percent(imp: xr.Dataset | None, levels: Sequence[int]) -> list[float] | None:
     if imp is None or "density" not in imp:
@@ -182,11 +203,22 @@ def _fraction(flags: np.ndarray) -> float:
 
 # --- the claims ---------------------------------------------------------------------------------------------------
 
-def claim_mask_information(imp: xr.Dataset | None, interpolation: xr.Dataset | None, th: Thresholds,
-                           bn_mode: str | None = None, arch: str = "", rewind_step: int = 0) -> ClaimResult:
+
+def claim_mask_information(
+    imp: xr.Dataset | None,
+    interpolation: xr.Dataset | None,
+    th: Thresholds,
+    bn_mode: str | None = None,
+    arch: str = "",
+    rewind_step: int = 0,
+) -> ClaimResult:
     """Claim 1 on one run group (datasets with ``seed``/``level`` dims): zero barrier ⇔ matching."""
-    used = {"eps_barrier": th.eps_barrier, "match_floor": th.match_floor, "min_levels": th.min_levels,
-            "min_agreement": th.min_agreement}
+    used = {
+        "eps_barrier": th.eps_barrier,
+        "match_floor": th.match_floor,
+        "min_levels": th.min_levels,
+        "min_agreement": th.min_agreement,
+    }
     result = ClaimResult(arch, rewind_step, 1, INCONCLUSIVE, "", thresholds=used)
     if imp is None or interpolation is None:
         result.reason = "needs the IMP (imp) and interpolation (E2) results"
@@ -197,8 +229,7 @@ def claim_mask_information(imp: xr.Dataset | None, interpolation: xr.Dataset | N
     b = interpolation.barrier_error.sel(pair="successive", split="test", bn_mode=mode)
     bmean = seed_mean(b)
     imp_levels = {int(v) for v in imp.level.values}
-    levels = [int(v) for v in bmean.level.values
-              if np.isfinite(float(bmean.sel(level=v))) and int(v) + 1 in imp_levels]
+    levels = [int(v) for v in bmean.level.values if np.isfinite(float(bmean.sel(level=v))) and int(v) + 1 in imp_levels]
     barrier = np.array([float(bmean.sel(level=lv)) for lv in levels])
     matching = pair_matching(match, levels)
     zero = barrier <= th.eps_barrier
@@ -207,24 +238,38 @@ def claim_mask_information(imp: xr.Dataset | None, interpolation: xr.Dataset | N
     per_seed = _per_seed_agreement(imp, b, levels, eps_m, th.eps_barrier)
     dense, dense_std, n_seeds = dense_error(imp)
     result.numbers = {
-        "bn_mode": mode, "eps_match": eps_m, "dense_test_error": dense, "dense_test_error_std": dense_std,
-        "seeds": n_seeds, "levels": levels, "percent_remaining": _percent(imp, levels),
-        "barrier": barrier, "matching": matching, "zero_barrier": zero, "n_levels": len(levels),
-        "agreeing_levels": int(agree.sum()), "agreement": _fraction(agree),
+        "bn_mode": mode,
+        "eps_match": eps_m,
+        "dense_test_error": dense,
+        "dense_test_error_std": dense_std,
+        "seeds": n_seeds,
+        "levels": levels,
+        "percent_remaining": _percent(imp, levels),
+        "barrier": barrier,
+        "matching": matching,
+        "zero_barrier": zero,
+        "n_levels": len(levels),
+        "agreeing_levels": int(agree.sum()),
+        "agreement": _fraction(agree),
         "matching_with_barrier": [lv for lv, m, z in zip(levels, matching, zero) if m and not z],
         "zero_barrier_not_matching": [lv for lv, m, z in zip(levels, matching, zero) if z and not m],
-        "agreement_level_L_only": _fraction(own == zero), "agreement_per_seed": per_seed,
+        "agreement_level_L_only": _fraction(own == zero),
+        "agreement_per_seed": per_seed,
     }
-    result.evidence = (f"zero barrier ⇔ matching at {int(agree.sum())}/{len(levels)} levels "
-                       f"({_f(_fraction(agree))}); matching with barrier: "
-                       f"{_levels_text(result.numbers['matching_with_barrier'])}; zero barrier, not matching: "
-                       f"{_levels_text(result.numbers['zero_barrier_not_matching'])}; ε_match = {eps_m:.4f}")
+    result.evidence = (
+        f"zero barrier ⇔ matching at {int(agree.sum())}/{len(levels)} levels "
+        f"({_f(_fraction(agree))}); matching with barrier: "
+        f"{_levels_text(result.numbers['matching_with_barrier'])}; zero barrier, not matching: "
+        f"{_levels_text(result.numbers['zero_barrier_not_matching'])}; ε_match = {eps_m:.4f}"
+    )
     if len(levels) < th.min_levels:
         result.reason = f"only {_n(len(levels), 'successive pair')} with a barrier (needs {th.min_levels})"
     elif matching.all() or not matching.any():
         kind = "matching" if matching.all() else "not matching"
-        result.reason = (f"every pair is {kind}, so only one direction of the 'iff' can be tested "
-                         f"(the levels do not span the end of the matching regime)")
+        result.reason = (
+            f"every pair is {kind}, so only one direction of the 'iff' can be tested "
+            f"(the levels do not span the end of the matching regime)"
+        )
     elif _fraction(agree) >= th.min_agreement:
         result.verdict, result.reason = HOLDS, f"agreement {_fraction(agree):.2f} ≥ {th.min_agreement}"
     else:
@@ -232,8 +277,9 @@ def claim_mask_information(imp: xr.Dataset | None, interpolation: xr.Dataset | N
     return result
 
 
-def _per_seed_agreement(imp: xr.Dataset, barrier: xr.DataArray, levels: Sequence[int], eps_m: float,
-                        eps_b: float) -> float:
+def _per_seed_agreement(
+    imp: xr.Dataset, barrier: xr.DataArray, levels: Sequence[int], eps_m: float, eps_b: float
+) -> float:
     """Agreement over (seed, level) with each seed judged against its own dense error."""
     hits, total = 0, 0
     imp_levels = {int(v) for v in imp.level.values}
@@ -253,11 +299,17 @@ def _per_seed_agreement(imp: xr.Dataset, barrier: xr.DataArray, levels: Sequence
     return hits / total if total else math.nan
 
 
-def claim_sgd_robustness(imp: xr.Dataset | None, perturbation: xr.Dataset | None, th: Thresholds,
-                         arch: str = "", rewind_step: int = 0) -> ClaimResult:
+def claim_sgd_robustness(
+    imp: xr.Dataset | None, perturbation: xr.Dataset | None, th: Thresholds, arch: str = "", rewind_step: int = 0
+) -> ClaimResult:
     """Claim 2: trained perturbed rewind points stay connected to ``w_L`` exactly where IMP matches."""
-    used = {"eps_barrier": th.eps_barrier, "match_floor": th.match_floor, "min_levels": th.min_levels,
-            "min_agreement": th.min_agreement, "strength": th.strength}
+    used = {
+        "eps_barrier": th.eps_barrier,
+        "match_floor": th.match_floor,
+        "min_levels": th.min_levels,
+        "min_agreement": th.min_agreement,
+        "strength": th.strength,
+    }
     result = ClaimResult(arch, rewind_step, 2, INCONCLUSIVE, "", thresholds=used)
     if imp is None or perturbation is None:
         result.reason = "needs the IMP (imp) and perturbation (E3) results"
@@ -277,7 +329,10 @@ def claim_sgd_robustness(imp: xr.Dataset | None, perturbation: xr.Dataset | None
         connected = barrier <= th.eps_barrier
         agree = matching == connected
         per_strength[f"{c:g}"] = {
-            "levels": levels, "barrier": barrier, "matching": matching, "connected": connected,
+            "levels": levels,
+            "barrier": barrier,
+            "matching": matching,
+            "connected": connected,
             "agreement": _fraction(agree),
             "connected_where_matching": _fraction(connected[matching]),
             "disconnected_where_not_matching": _fraction(~connected[~matching]),
@@ -289,17 +344,21 @@ def claim_sgd_robustness(imp: xr.Dataset | None, perturbation: xr.Dataset | None
     s = per_strength[f"{c_used:g}"]
     n, matching = len(s["levels"]), s["matching"]
     base = per_strength.get("0")
-    result.evidence = (f"c = {c_used:g}: connected ⇔ matching at {int((s['matching'] == s['connected']).sum())}/{n} "
-                       f"levels ({_f(s['agreement'])}); connected where matching "
-                       f"{_f(s['connected_where_matching'])}, disconnected where not "
-                       f"{_f(s['disconnected_where_not_matching'])}"
-                       + (f"; c = 0 baseline agreement {_f(base['agreement'])}" if base else ""))
+    result.evidence = (
+        f"c = {c_used:g}: connected ⇔ matching at {int((s['matching'] == s['connected']).sum())}/{n} "
+        f"levels ({_f(s['agreement'])}); connected where matching "
+        f"{_f(s['connected_where_matching'])}, disconnected where not "
+        f"{_f(s['disconnected_where_not_matching'])}"
+        + (f"; c = 0 baseline agreement {_f(base['agreement'])}" if base else "")
+    )
     if n < th.min_levels:
         result.reason = f"only {_n(n, 'perturbed level')} (needs {th.min_levels})"
     elif matching.all() or not matching.any():
         kind = "matching" if matching.all() else "not matching"
-        result.reason = (f"IMP is {kind} at every perturbed level, so 'exactly where' cannot be tested "
-                         f"(connected where matching: {_f(s['connected_where_matching'])})")
+        result.reason = (
+            f"IMP is {kind} at every perturbed level, so 'exactly where' cannot be tested "
+            f"(connected where matching: {_f(s['connected_where_matching'])})"
+        )
     elif s["agreement"] >= th.min_agreement:
         result.verdict, result.reason = HOLDS, f"agreement {s['agreement']:.2f} ≥ {th.min_agreement} at c = {c_used:g}"
     else:
@@ -313,8 +372,13 @@ def _p_star_experiment(pruning_ratio: xr.Dataset, method: str) -> xr.DataArray |
     return seed_mean(pruning_ratio.p_star.sel(prune_method=method), ("replicate", "seed"))
 
 
-def claim_pruning_ratio(pruning_theory: xr.Dataset | None, pruning_ratio: xr.Dataset | None, th: Thresholds,
-                        arch: str = "", rewind_step: int = 0) -> ClaimResult:
+def claim_pruning_ratio(
+    pruning_theory: xr.Dataset | None,
+    pruning_ratio: xr.Dataset | None,
+    th: Thresholds,
+    arch: str = "",
+    rewind_step: int = 0,
+) -> ClaimResult:
     """Claim 3: theory ≈ experiment for random pruning; magnitude pruning reaches a higher p*."""
     used = {"p_star_tolerance": th.p_star_tolerance, "min_levels": th.min_levels, "majority": th.majority}
     result = ClaimResult(arch, rewind_step, 3, INCONCLUSIVE, "", thresholds=used)
@@ -333,25 +397,41 @@ def claim_pruning_ratio(pruning_theory: xr.Dataset | None, pruning_ratio: xr.Dat
     tol = max(th.p_star_tolerance, grid)
     result.thresholds["tolerance_used"] = tol
     t_levels = {int(v) for v in theory.level.values if np.isfinite(float(theory.sel(level=v)))}
-    levels = [int(v) for v in exp_random.level.values
-              if int(v) in t_levels and np.isfinite(float(exp_random.sel(level=v)))]
+    levels = [
+        int(v) for v in exp_random.level.values if int(v) in t_levels and np.isfinite(float(exp_random.sel(level=v)))
+    ]
     t = np.array([float(theory.sel(level=lv)) for lv in levels])
     e = np.array([float(exp_random.sel(level=lv)) for lv in levels])
     mad = float(np.mean(np.abs(t - e))) if levels else math.nan
-    corr = (float(np.corrcoef(t, e)[0, 1]) if len(levels) >= 3 and np.std(t) > 0 and np.std(e) > 0 else math.nan)
-    numbers = {"levels": levels, "theory_random": t, "experiment_random": e, "mean_abs_difference": mad,
-               "correlation": corr, "fraction_grid_step": grid}
+    corr = float(np.corrcoef(t, e)[0, 1]) if len(levels) >= 3 and np.std(t) > 0 and np.std(e) > 0 else math.nan
+    numbers = {
+        "levels": levels,
+        "theory_random": t,
+        "experiment_random": e,
+        "mean_abs_difference": mad,
+        "correlation": corr,
+        "fraction_grid_step": grid,
+    }
     mag_ok = None
     if exp_mag is not None:
-        m_levels = [int(v) for v in exp_mag.level.values
-                    if np.isfinite(float(exp_mag.sel(level=v))) and np.isfinite(float(exp_random.sel(level=v)))]
+        m_levels = [
+            int(v)
+            for v in exp_mag.level.values
+            if np.isfinite(float(exp_mag.sel(level=v))) and np.isfinite(float(exp_random.sel(level=v)))
+        ]
         m = np.array([float(exp_mag.sel(level=lv)) for lv in m_levels])
         r = np.array([float(exp_random.sel(level=lv)) for lv in m_levels])
         diff = float(np.mean(m - r)) if m_levels else math.nan
         at_least = _fraction(m >= r)
-        numbers.update({"magnitude_levels": m_levels, "experiment_magnitude": m,
-                        "magnitude_minus_random_mean": diff, "fraction_magnitude_at_least_random": at_least,
-                        "fraction_magnitude_higher": _fraction(m > r)})
+        numbers.update(
+            {
+                "magnitude_levels": m_levels,
+                "experiment_magnitude": m,
+                "magnitude_minus_random_mean": diff,
+                "fraction_magnitude_at_least_random": at_least,
+                "fraction_magnitude_higher": _fraction(m > r),
+            }
+        )
         if "magnitude" in methods:
             tm = seed_mean(pruning_theory.p_star.sel(prune_method="magnitude"))
             tl = [lv for lv in m_levels if lv in {int(v) for v in tm.level.values}]
@@ -360,17 +440,25 @@ def claim_pruning_ratio(pruning_theory: xr.Dataset | None, pruning_ratio: xr.Dat
         if len(m_levels) >= th.min_levels:
             mag_ok = bool(diff > 0 and at_least > th.majority)
     result.numbers = numbers
-    result.evidence = (f"random p*: theory vs experiment mean |Δ| = {_f(mad, 3)} over {_n(len(levels), 'level')}"
-                       + (f", r = {corr:.2f}" if math.isfinite(corr) else "")
-                       + (f"; magnitude − random p* = {numbers['magnitude_minus_random_mean']:+.3f}"
-                          if "magnitude_minus_random_mean" in numbers else ""))
+    result.evidence = (
+        f"random p*: theory vs experiment mean |Δ| = {_f(mad, 3)} over {_n(len(levels), 'level')}"
+        + (f", r = {corr:.2f}" if math.isfinite(corr) else "")
+        + (
+            f"; magnitude − random p* = {numbers['magnitude_minus_random_mean']:+.3f}"
+            if "magnitude_minus_random_mean" in numbers
+            else ""
+        )
+    )
     if len(levels) < th.min_levels:
-        result.reason = (f"only {_n(len(levels), 'level')} with both theoretical and empirical p* "
-                         f"(needs {th.min_levels})")
+        result.reason = (
+            f"only {_n(len(levels), 'level')} with both theoretical and empirical p* (needs {th.min_levels})"
+        )
         return result
     agree = mad <= tol
-    parts = [f"theory {'agrees' if agree else 'disagrees'} with random pruning (|Δ| {mad:.3f} "
-             f"{'≤' if agree else '>'} {tol:g})"]
+    parts = [
+        f"theory {'agrees' if agree else 'disagrees'} with random pruning (|Δ| {mad:.3f} "
+        f"{'≤' if agree else '>'} {tol:g})"
+    ]
     if mag_ok is None:
         parts.append("magnitude vs random p* not testable (magnitude missing or too few levels)")
         result.verdict = FAILS if not agree else INCONCLUSIVE
@@ -398,15 +486,25 @@ def _flatter_part(flatness: xr.Dataset | None, th: Thresholds, numbers: dict) ->
     if "random" not in [str(m) for m in flatness.prune_method.values]:
         return "E7 has no global random pruning", None
     rnd = seed_mean(flatness.curvature_random_mean.sel(prune_method="random"))
-    levels = [int(v) for v in mag.level.values
-              if np.isfinite(float(mag.sel(level=v))) and np.isfinite(float(rnd.sel(level=v)))]
+    levels = [
+        int(v)
+        for v in mag.level.values
+        if np.isfinite(float(mag.sel(level=v))) and np.isfinite(float(rnd.sel(level=v)))
+    ]
     m = np.array([float(mag.sel(level=lv)) for lv in levels])
     r = np.array([float(rnd.sel(level=lv)) for lv in levels])
     flatter = m < r
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = float(np.median(m / r)) if levels else math.nan
-    numbers.update({"flatness_levels": levels, "curvature_magnitude": m, "curvature_random_mean": r,
-                    "fraction_flatter": _fraction(flatter), "median_ratio_magnitude_to_random": ratio})
+    numbers.update(
+        {
+            "flatness_levels": levels,
+            "curvature_magnitude": m,
+            "curvature_random_mean": r,
+            "fraction_flatter": _fraction(flatter),
+            "median_ratio_magnitude_to_random": ratio,
+        }
+    )
     return _most_levels(flatter, th, f"only {_n(len(levels), 'E7 level')}", "magnitude directions flatter")
 
 
@@ -421,8 +519,9 @@ def _shorter_part(small_weights: xr.Dataset | None, th: Thresholds, numbers: dic
         return "small-weights (E8) results missing", None
     nxt = seed_mean(small_weights.next_projection_length)
     un = seed_mean(small_weights.unretrained_step_length)
-    levels = [int(v) for v in nxt.level.values
-              if np.isfinite(float(nxt.sel(level=v))) and np.isfinite(float(un.sel(level=v)))]
+    levels = [
+        int(v) for v in nxt.level.values if np.isfinite(float(nxt.sel(level=v))) and np.isfinite(float(un.sel(level=v)))
+    ]
     a = np.array([float(nxt.sel(level=lv)) for lv in levels])
     b = np.array([float(un.sel(level=lv)) for lv in levels])
     shorter = a < b
@@ -430,18 +529,30 @@ def _shorter_part(small_weights: xr.Dataset | None, th: Thresholds, numbers: dic
     one = seed_mean(small_weights.oneshot_projection_length)
     imp_two = np.array([math.hypot(float(rl.sel(level=lv)), float(nxt.sel(level=lv))) for lv in levels])
     oneshot = np.array([float(one.sel(level=lv)) for lv in levels])
-    numbers.update({"small_weights_levels": levels, "next_projection_length": a,
-                    "unretrained_step_length": b, "fraction_shorter": _fraction(shorter),
-                    "imp_two_step_length": imp_two, "oneshot_projection_length": oneshot,
-                    "fraction_two_steps_shorter_than_oneshot": _fraction(imp_two < oneshot),
-                    "mean_overlap": _level_mean(seed_mean(small_weights.overlap), levels),
-                    "mean_chance_overlap": _level_mean(seed_mean(small_weights.chance_overlap), levels)})
-    return _most_levels(shorter, th, f"only {_n(len(levels), 'E8 level')} with IMP's following step",
-                        "R_L+1 shorter than the unretrained step")
+    numbers.update(
+        {
+            "small_weights_levels": levels,
+            "next_projection_length": a,
+            "unretrained_step_length": b,
+            "fraction_shorter": _fraction(shorter),
+            "imp_two_step_length": imp_two,
+            "oneshot_projection_length": oneshot,
+            "fraction_two_steps_shorter_than_oneshot": _fraction(imp_two < oneshot),
+            "mean_overlap": _level_mean(seed_mean(small_weights.overlap), levels),
+            "mean_chance_overlap": _level_mean(seed_mean(small_weights.chance_overlap), levels),
+        }
+    )
+    return _most_levels(
+        shorter,
+        th,
+        f"only {_n(len(levels), 'E8 level')} with IMP's following step",
+        "R_L+1 shorter than the unretrained step",
+    )
 
 
-def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset | None, th: Thresholds,
-                        arch: str = "", rewind_step: int = 0) -> ClaimResult:
+def claim_small_weights(
+    flatness: xr.Dataset | None, small_weights: xr.Dataset | None, th: Thresholds, arch: str = "", rewind_step: int = 0
+) -> ClaimResult:
     """Claim 4: magnitude directions are flatter (E7) and retraining shortens the next projection (E8)."""
     used = {"majority": th.majority, "min_levels": th.min_levels}
     result = ClaimResult(arch, rewind_step, 4, INCONCLUSIVE, "", thresholds=used)
@@ -449,11 +560,20 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
     parts, states = zip(_flatter_part(flatness, th, numbers), _shorter_part(small_weights, th, numbers))
     result.numbers = numbers
     result.evidence = "; ".join(
-        ([f"q'Hq magnitude/random median {_f(numbers['median_ratio_magnitude_to_random'])}"]
-         if "median_ratio_magnitude_to_random" in numbers else [])
-        + ([f"R_L+1 < unretrained at fraction {_f(numbers['fraction_shorter'])}; overlap "
-            f"{_f(numbers['mean_overlap'])} (chance {_f(numbers['mean_chance_overlap'])})"]
-           if "fraction_shorter" in numbers else []))
+        (
+            [f"q'Hq magnitude/random median {_f(numbers['median_ratio_magnitude_to_random'])}"]
+            if "median_ratio_magnitude_to_random" in numbers
+            else []
+        )
+        + (
+            [
+                f"R_L+1 < unretrained at fraction {_f(numbers['fraction_shorter'])}; overlap "
+                f"{_f(numbers['mean_overlap'])} (chance {_f(numbers['mean_chance_overlap'])})"
+            ]
+            if "fraction_shorter" in numbers
+            else []
+        )
+    )
     if any(s is False for s in states):
         result.verdict = FAILS
     elif all(s is True for s in states):
@@ -463,6 +583,7 @@ def claim_small_weights(flatness: xr.Dataset | None, small_weights: xr.Dataset |
 
 
 # --- the report ---------------------------------------------------------------------------------------------------
+
 
 def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresholds()) -> list[ClaimResult]:
     """All four claims for every architecture and rewind step in ``datasets`` (``{experiment: aggregate}``)."""
@@ -475,29 +596,38 @@ def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresh
         for t in steps_with_data(datasets, arch):
             d = {k: run_with_data(v, arch, t) for k, v in datasets.items()}
             kw = dict(arch=arch, rewind_step=t)
-            out += [claim_mask_information(d.get("imp"), d.get("interpolation"), thresholds, **kw),
-                    claim_sgd_robustness(d.get("imp"), d.get("perturbation"), thresholds, **kw),
-                    claim_pruning_ratio(d.get("pruning_theory"), d.get("pruning_ratio"), thresholds, **kw),
-                    claim_small_weights(d.get("flatness"), d.get("small_weights"), thresholds, **kw)]
+            out += [
+                claim_mask_information(d.get("imp"), d.get("interpolation"), thresholds, **kw),
+                claim_sgd_robustness(d.get("imp"), d.get("perturbation"), thresholds, **kw),
+                claim_pruning_ratio(d.get("pruning_theory"), d.get("pruning_ratio"), thresholds, **kw),
+                claim_small_weights(d.get("flatness"), d.get("small_weights"), thresholds, **kw),
+            ]
     return out
 
 
-def report(results: Sequence[ClaimResult], thresholds: Thresholds, config_name: str = "",
-           inputs: Sequence[str] = ()) -> dict:
+def report(
+    results: Sequence[ClaimResult], thresholds: Thresholds, config_name: str = "", inputs: Sequence[str] = ()
+) -> dict:
     """The machine-readable report (see docs/figures.md for the schema)."""
     summary: dict = {}
     for r in results:
         summary.setdefault(r.arch, {}).setdefault(str(r.rewind_step), {})[str(r.claim)] = r.verdict
-    return {"schema": SCHEMA, "config": config_name, "thresholds": asdict(thresholds),
-            "definitions": {
-                "eps_match": "max(std (ddof 1) over seeds of the dense test error, match_floor)",
-                "matching": "seed-mean E_test(w_L) <= seed-mean E_test(dense) + eps_match; a successive pair "
-                            "(L, L+1) is matching when both levels are",
-                "zero_barrier": "seed-mean (and replicate-mean) test-error barrier <= eps_barrier",
-                "most_levels": "a fraction of the levels strictly above majority"},
-            "claims_text": {str(k): {"name": v[0], "statement": v[1]} for k, v in CLAIMS.items()},
-            "inputs": [str(p) for p in inputs], "summary": summary,
-            "claims": [r.to_dict() for r in results]}
+    return {
+        "schema": SCHEMA,
+        "config": config_name,
+        "thresholds": asdict(thresholds),
+        "definitions": {
+            "eps_match": "max(std (ddof 1) over seeds of the dense test error, match_floor)",
+            "matching": "seed-mean E_test(w_L) <= seed-mean E_test(dense) + eps_match; a successive pair "
+            "(L, L+1) is matching when both levels are",
+            "zero_barrier": "seed-mean (and replicate-mean) test-error barrier <= eps_barrier",
+            "most_levels": "a fraction of the levels strictly above majority",
+        },
+        "claims_text": {str(k): {"name": v[0], "statement": v[1]} for k, v in CLAIMS.items()},
+        "inputs": [str(p) for p in inputs],
+        "summary": summary,
+        "claims": [r.to_dict() for r in results],
+    }
 
 
 def _cell(text: str) -> str:
@@ -507,16 +637,22 @@ def _cell(text: str) -> str:
 def to_markdown(rep: dict) -> str:
     """A Markdown table of a report: one row per architecture, rewind step and claim."""
     th = rep["thresholds"]
-    lines = [f"## Claims — configuration `{rep['config'] or '?'}`", "",
-             f"Thresholds: ε_barrier = {th['eps_barrier']:g}; ε_match = max(std of the dense test error over "
-             f"seeds, {th['match_floor']:g}); a claim needs ≥ {th['min_levels']} levels; 'iff' agreement ≥ "
-             f"{th['min_agreement']:g}; 'most levels' > {th['majority']:g}; claim 2 at c = {th['strength']:g}; "
-             f"claim 3 tolerance {th['p_star_tolerance']:g} (at least E6's grid step).", "",
-             "| architecture | rewind step | claim | verdict | evidence | reason |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"## Claims — configuration `{rep['config'] or '?'}`",
+        "",
+        f"Thresholds: ε_barrier = {th['eps_barrier']:g}; ε_match = max(std of the dense test error over "
+        f"seeds, {th['match_floor']:g}); a claim needs ≥ {th['min_levels']} levels; 'iff' agreement ≥ "
+        f"{th['min_agreement']:g}; 'most levels' > {th['majority']:g}; claim 2 at c = {th['strength']:g}; "
+        f"claim 3 tolerance {th['p_star_tolerance']:g} (at least E6's grid step).",
+        "",
+        "| architecture | rewind step | claim | verdict | evidence | reason |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in rep["claims"]:
-        lines.append(f"| {_cell(c['arch'])} | {c['rewind_step']} | {c['claim']}. {_cell(c['name'])} | "
-                     f"**{c['verdict']}** | {_cell(c['evidence'] or '—')} | {_cell(c['reason'])} |")
+        lines.append(
+            f"| {_cell(c['arch'])} | {c['rewind_step']} | {c['claim']}. {_cell(c['name'])} | "
+            f"**{c['verdict']}** | {_cell(c['evidence'] or '—')} | {_cell(c['reason'])} |"
+        )
     lines += ["", "Claims: " + " ".join(f"({k}) {v['statement']}" for k, v in rep["claims_text"].items()), ""]
     return "\n".join(lines)
 
@@ -529,18 +665,23 @@ def to_html(rep: dict) -> str:
         f"<tr style='background:{colour.get(c['verdict'], '#fff')}'><td>{html.escape(c['arch'])}</td>"
         f"<td>{c['rewind_step']}</td><td>{c['claim']}. {html.escape(c['name'])}</td>"
         f"<td><b>{html.escape(c['verdict'])}</b></td><td>{html.escape(c['evidence'] or '—')}</td>"
-        f"<td>{html.escape(c['reason'])}</td></tr>" for c in rep["claims"])
+        f"<td>{html.escape(c['reason'])}</td></tr>"
+        for c in rep["claims"]
+    )
     statements = "".join(f"<li>({k}) {html.escape(v['statement'])}</li>" for k, v in rep["claims_text"].items())
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims</title>"
-            f"<style>body{{font-family:sans-serif;font-size:14px}}table{{border-collapse:collapse}}"
-            f"td,th{{border:1px solid #999;padding:4px 6px;vertical-align:top}}</style></head><body>"
-            f"<h2>{html.escape(md[0][3:])}</h2><p>{html.escape(md[2])}</p>"
-            f"<table><tr><th>architecture</th><th>rewind step</th><th>claim</th><th>verdict</th><th>evidence</th>"
-            f"<th>reason</th></tr>{rows}</table><ol style='list-style:none'>{statements}</ol></body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims</title>"
+        f"<style>body{{font-family:sans-serif;font-size:14px}}table{{border-collapse:collapse}}"
+        f"td,th{{border:1px solid #999;padding:4px 6px;vertical-align:top}}</style></head><body>"
+        f"<h2>{html.escape(md[0][3:])}</h2><p>{html.escape(md[2])}</p>"
+        f"<table><tr><th>architecture</th><th>rewind step</th><th>claim</th><th>verdict</th><th>evidence</th>"
+        f"<th>reason</th></tr>{rows}</table><ol style='list-style:none'>{statements}</ol></body></html>"
+    )
 
 
-def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = None,
-                 out_html: str | Path | None = None) -> list[Path]:
+def write_report(
+    rep: dict, out_json: str | Path, out_md: str | Path | None = None, out_html: str | Path | None = None
+) -> list[Path]:
     """Write the JSON (and Markdown / HTML) files atomically; returns their paths."""
     write_json(rep, Path(out_json))
     written = [Path(out_json)]
@@ -552,8 +693,14 @@ def write_report(rep: dict, out_json: str | Path, out_md: str | Path | None = No
     return written
 
 
-def main(inputs: Sequence[str | Path], out_json: str | Path, out_md: str | Path | None = None,
-         out_html: str | Path | None = None, thresholds: Thresholds = Thresholds(), config_name: str = "") -> dict:
+def main(
+    inputs: Sequence[str | Path],
+    out_json: str | Path,
+    out_md: str | Path | None = None,
+    out_html: str | Path | None = None,
+    thresholds: Thresholds = Thresholds(),
+    config_name: str = "",
+) -> dict:
     """Evaluate the claims on result files and write the report; returns it."""
     rep = report(evaluate(load_inputs(inputs), thresholds), thresholds, config_name, [str(p) for p in inputs])
     write_report(rep, out_json, out_md, out_html)

@@ -61,15 +61,20 @@ class ImpRun:
 
     def _check_run_json(self) -> None:
         path = self.root / "run.json"
-        info = {"recipe": self.recipe.to_dict(), "recipe_hash": self.recipe.hash(), "seed": self.seed,
-                "seeds": asdict(self.seeds)}
+        info = {
+            "recipe": self.recipe.to_dict(),
+            "recipe_hash": self.recipe.hash(),
+            "seed": self.seed,
+            "seeds": asdict(self.seeds),
+        }
         if path.exists():
             old = read_json(path)
             if old.get("recipe_hash") != info["recipe_hash"] or old.get("seed") != self.seed:
                 raise ConfigError(
                     f"{self.root} holds a run with a different recipe or seed (hash {old.get('recipe_hash')}, "
                     f"seed {old.get('seed')}; now {info['recipe_hash']}, seed {self.seed}). Use another output "
-                    f"folder, or delete {self.root} to start over.")
+                    f"folder, or delete {self.root} to start over."
+                )
         else:
             write_json(info, path)
 
@@ -99,8 +104,10 @@ class ImpRun:
 
     @cached_property
     def prunable(self) -> list[str]:
-        return prunable_names(build_model(self.recipe.model.name, self.data.num_classes, self.recipe.model.width),
-                              self.recipe.prune.ignore)
+        return prunable_names(
+            build_model(self.recipe.model.name, self.data.num_classes, self.recipe.model.width),
+            self.recipe.prune.ignore,
+        )
 
     def load_model(self, path: Path) -> torch.nn.Module:
         model = self.new_model()
@@ -121,12 +128,31 @@ class ImpRun:
     def _train(self, model, mask, start: int, end: int | None, ckpt: Path, what: str) -> list[dict[str, float]]:
         """``training.train``, or with ``compile`` the same training as a compiled one-model ``train_many``."""
         if not self.compile:
-            return train(model, mask, self.data, self.recipe.train, self.seeds, start, end, checkpoint=ckpt,
-                         progress=self._desc(what))
+            return train(
+                model,
+                mask,
+                self.data,
+                self.recipe.train,
+                self.seeds,
+                start,
+                end,
+                checkpoint=ckpt,
+                progress=self._desc(what),
+            )
         from .multitrain import train_many
 
-        return train_many([model], [mask], self.data, self.recipe.train, [self.seeds], start, end, checkpoint=ckpt,
-                          progress=self._desc(what), compile=True)[0]
+        return train_many(
+            [model],
+            [mask],
+            self.data,
+            self.recipe.train,
+            [self.seeds],
+            start,
+            end,
+            checkpoint=ckpt,
+            progress=self._desc(what),
+            compile=True,
+        )[0]
 
     # steps
     def pretrain(self) -> Path:
@@ -155,8 +181,13 @@ class ImpRun:
         model = self.rewind_model()
         ckpt = self.level_dir(level) / "train.ckpt"
         history = self._train(model, mask, self.recipe.prune.rewind_step, None, ckpt, f"level {level}")
-        metrics = {"level": level, "density": M.density(mask), "remaining": M.count(mask),
-                   **evaluate_all(model, self.data, self.recipe.train.eval_batch_size), "history": history}
+        metrics = {
+            "level": level,
+            "density": M.density(mask),
+            "remaining": M.count(mask),
+            **evaluate_all(model, self.data, self.recipe.train.eval_batch_size),
+            "history": history,
+        }
         atomic_torch_save(model.state_dict(), self.final_path(level))
         write_json(metrics, self.metrics_path(level))
         ckpt.unlink(missing_ok=True)
@@ -172,10 +203,14 @@ class ImpRun:
         new = M.magnitude_prune(weights, mask, self.recipe.prune.fraction)
         removed = M.difference(mask, new)
         rewind = dict(self.rewind_model().named_parameters())
-        stats = {"from_level": level, "pruned": M.count(removed), "remaining": M.count(new),
-                 "projection_length": M.masked_norm(weights, removed),
-                 "rewind_distance": M.masked_norm(rewind, removed),
-                 "layer_density": M.layer_densities(new)}
+        stats = {
+            "from_level": level,
+            "pruned": M.count(removed),
+            "remaining": M.count(new),
+            "projection_length": M.masked_norm(weights, removed),
+            "rewind_distance": M.masked_norm(rewind, removed),
+            "layer_density": M.layer_densities(new),
+        }
         M.save_mask(new, nxt)
         write_json(stats, self.level_dir(level + 1) / "prune.json")
         return new
@@ -184,7 +219,9 @@ class ImpRun:
         """Pretrain, then train and prune level by level up to ``levels`` (default: the recipe's)."""
         levels = self.recipe.prune.levels if levels is None else levels
         self.pretrain()
-        for level in tqdm(range(levels + 1), desc=f"IMP {self.recipe.name} seed {self.seed}", disable=not self.progress):
+        for level in tqdm(
+            range(levels + 1), desc=f"IMP {self.recipe.name} seed {self.seed}", disable=not self.progress
+        ):
             self.train_level(level)
             if level < levels:
                 self.prune(level)
@@ -203,17 +240,41 @@ class ImpRun:
             m = read_json(self.metrics_path(level))
             p = self.level_dir(level + 1) / "prune.json"
             pr = read_json(p) if p.exists() else {}
-            rows.append({**m, "projection_length": pr.get("projection_length", float("nan")),
-                         "rewind_distance": pr.get("rewind_distance", float("nan"))})
-        names = ["test_error", "train_error", "test_loss", "train_loss", "density", "remaining",
-                 "projection_length", "rewind_distance"]
-        units = {"density": "fraction of prunable weights", "projection_length": "R_L = |(m_L - m_L+1) * w_L|",
-                 "rewind_distance": "d_L = |(m_L - m_L+1) * w_t|"}
+            rows.append(
+                {
+                    **m,
+                    "projection_length": pr.get("projection_length", float("nan")),
+                    "rewind_distance": pr.get("rewind_distance", float("nan")),
+                }
+            )
+        names = [
+            "test_error",
+            "train_error",
+            "test_loss",
+            "train_loss",
+            "density",
+            "remaining",
+            "projection_length",
+            "rewind_distance",
+        ]
+        units = {
+            "density": "fraction of prunable weights",
+            "projection_length": "R_L = |(m_L - m_L+1) * w_L|",
+            "rewind_distance": "d_L = |(m_L - m_L+1) * w_t|",
+        }
         ds = xr.Dataset(
             {n: (("seed", "level"), [[float(r[n]) for r in rows]], {"description": units.get(n, n)}) for n in names},
             coords={"seed": [self.seed], "level": list(range(levels + 1))},
         )
-        ds.attrs.update(provenance(self.recipe.hash(), asdict(self.seeds), str(self.device),
-                                   recipe=self.recipe.to_dict(), recipe_name=self.recipe.name,
-                                   rewind_step=self.recipe.prune.rewind_step, experiment="E1_imp"))
+        ds.attrs.update(
+            provenance(
+                self.recipe.hash(),
+                asdict(self.seeds),
+                str(self.device),
+                recipe=self.recipe.to_dict(),
+                recipe_name=self.recipe.name,
+                rewind_step=self.recipe.prune.rewind_step,
+                experiment="E1_imp",
+            )
+        )
         return ds

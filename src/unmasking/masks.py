@@ -56,7 +56,7 @@ def _unflatten(names: list[str], flat: torch.Tensor, like: Mapping[str, torch.Te
     out, i = {}, 0
     for n in names:
         k = like[n].numel()
-        out[n] = flat[i:i + k].view_as(like[n]).to(like[n].device)
+        out[n] = flat[i : i + k].view_as(like[n]).to(like[n].device)
         i += k
     return out
 
@@ -84,8 +84,12 @@ def prune_count(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Te
     return _unflatten(names, flat_m, mask)
 
 
-def random_prune(mask: Mapping[str, torch.Tensor], fraction: float, generator: torch.Generator,
-                 like: Mapping[str, torch.Tensor] | None = None) -> Mask:
+def random_prune(
+    mask: Mapping[str, torch.Tensor],
+    fraction: float,
+    generator: torch.Generator,
+    like: Mapping[str, torch.Tensor] | None = None,
+) -> Mask:
     """Remove surviving weights uniformly at random.
 
     Without ``like``: ``ceil(fraction × surviving)`` weights, chosen globally.  With ``like``
@@ -96,7 +100,7 @@ def random_prune(mask: Mapping[str, torch.Tensor], fraction: float, generator: t
     if like is None:
         names, _, flat_m = _surviving_flat(mask, mask)
         alive = torch.nonzero(flat_m).squeeze(1)
-        chosen = alive[torch.randperm(len(alive), generator=generator)[:num_to_prune(mask, fraction)]]
+        chosen = alive[torch.randperm(len(alive), generator=generator)[: num_to_prune(mask, fraction)]]
         flat_m = flat_m.clone()
         flat_m[chosen] = False
         return _unflatten(names, flat_m, mask)

@@ -59,13 +59,15 @@ def default_device() -> torch.device:
 
 
 def make_optimizer(model: nn.Module, hp: TrainHparams) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                           weight_decay=hp.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
+    )
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Data, split: str, batch_size: int = 1000,
-             device: torch.device | str | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, data: Data, split: str, batch_size: int = 1000, device: torch.device | str | None = None
+) -> dict[str, float]:
     """Mean cross-entropy and 0-1 error of ``model`` (eval mode) on ``split``."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -82,8 +84,12 @@ def evaluate(model: nn.Module, data: Data, split: str, batch_size: int = 1000,
 
 def evaluate_all(model: nn.Module, data: Data, batch_size: int = 1000) -> dict[str, float]:
     test, train = evaluate(model, data, "test", batch_size), evaluate(model, data, "train", batch_size)
-    return {"test_error": test["error"], "test_loss": test["loss"],
-            "train_error": train["error"], "train_loss": train["loss"]}
+    return {
+        "test_error": test["error"],
+        "test_loss": test["loss"],
+        "train_error": train["error"],
+        "train_loss": train["loss"],
+    }
 
 
 def train(
@@ -117,20 +123,38 @@ def train(
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=device)
         if (state["start_step"], state["end_step"]) != (start_step, end_step):
-            raise RuntimeError(f"checkpoint {checkpoint} is for steps {state['start_step']}–{state['end_step']}, "
-                               f"not {start_step}–{end_step}; delete it to start over")
+            raise RuntimeError(
+                f"checkpoint {checkpoint} is for steps {state['start_step']}–{state['end_step']}, "
+                f"not {start_step}–{end_step}; delete it to start over"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
 
     def save(at: int) -> None:
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": at,
-                           "start_step": start_step, "end_step": end_step, "history": history}, checkpoint)
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": at,
+                "start_step": start_step,
+                "end_step": end_step,
+                "history": history,
+            },
+            checkpoint,
+        )
 
     model.train()
     desc = progress if isinstance(progress, str) else "train"
-    bar = tqdm(total=end_step - start_step, initial=step - start_step, desc=desc, disable=not progress,
-               mininterval=1.0, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=end_step - start_step,
+        initial=step - start_step,
+        desc=desc,
+        disable=not progress,
+        mininterval=1.0,
+        leave=False,
+        dynamic_ncols=True,
+    )
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     check_every = 1 if device.type == "cpu" else 50
     for step, x, y in data.train_batches(step, end_step, hp.batch_size, seeds.order, seeds.augment, device):
@@ -145,7 +169,8 @@ def train(
                 bar.close()
                 raise TrainingDiverged(
                     f"training loss became non-finite by step {step} (lr {lr_at(step, hp):g}); lower train.lr, "
-                    f"add train.warmup_steps, or check the data")
+                    f"add train.warmup_steps, or check the data"
+                )
         if mask:
             for n, m in mask.items():
                 params[n].grad.mul_(m)
@@ -162,4 +187,3 @@ def train(
             save(done)
     bar.close()
     return history
-

@@ -43,19 +43,32 @@ def aggregate(inputs: list[str], rewind_steps: list[int], arch: str, experiment:
     # the same in every per-level file of a run and stays without one.
     combined = combine(datasets, data_vars="minimal").expand_dims(arch=[arch])
     for name in ("arch", "rewind_step"):
-        combined[name].attrs["description"] = {"arch": "architecture name in the workflow config",
-                                               "rewind_step": "rewind step t of the IMP run"}[name]
-    combined.attrs.update({"experiment_name": experiment, "workflow_config": config_name, "arch_name": arch,
-                           "runs": json.dumps(runs, sort_keys=True, default=_plain),
-                           "inputs": json.dumps(list(map(str, inputs)))})
+        combined[name].attrs["description"] = {
+            "arch": "architecture name in the workflow config",
+            "rewind_step": "rewind step t of the IMP run",
+        }[name]
+    combined.attrs.update(
+        {
+            "experiment_name": experiment,
+            "workflow_config": config_name,
+            "arch_name": arch,
+            "runs": json.dumps(runs, sort_keys=True, default=_plain),
+            "inputs": json.dumps(list(map(str, inputs))),
+        }
+    )
     return combined
 
 
 def main(smk) -> None:
     with open(smk.log[0], "w") as log:
         try:
-            ds = aggregate(list(smk.input), list(smk.params.rewind_steps), smk.wildcards.arch, smk.wildcards.exp,
-                           smk.params.config_name)
+            ds = aggregate(
+                list(smk.input),
+                list(smk.params.rewind_steps),
+                smk.wildcards.arch,
+                smk.wildcards.exp,
+                smk.params.config_name,
+            )
             out = write_dataset(ds, smk.output[0])
         except Exception:
             traceback.print_exc(file=log)

@@ -25,8 +25,10 @@ def aggregates(root: Path) -> set[str]:
 def differences(a: xr.Dataset, b: xr.Dataset) -> list[str]:
     """What differs between two datasets, attributes aside (empty: identical)."""
     out = []
-    for kind, names_a, names_b in (("variable", set(a.data_vars), set(b.data_vars)),
-                                   ("coordinate", set(a.coords), set(b.coords))):
+    for kind, names_a, names_b in (
+        ("variable", set(a.data_vars), set(b.data_vars)),
+        ("coordinate", set(a.coords), set(b.coords)),
+    ):
         for name in sorted(names_a ^ names_b):
             out.append(f"{kind} {name} only in {'the first' if name in names_a else 'the second'}")
         for name in sorted(names_a & names_b):
@@ -68,8 +70,9 @@ def main(argv: list[str]) -> int:
         with xr.open_dataset(pa) as a, xr.open_dataset(pb) as b:
             diffs = differences(a.load(), b.load())
         n_vars = len(a.data_vars)
-        print(f"{'DIFFERENT' if diffs else 'identical'} {rel} ({n_vars} variables)" +
-              "".join(f"\n    {d}" for d in diffs))
+        print(
+            f"{'DIFFERENT' if diffs else 'identical'} {rel} ({n_vars} variables)" + "".join(f"\n    {d}" for d in diffs)
+        )
         bad += bool(diffs)
     print(f"{len(files) - bad} of {len(files)} aggregated files identical (variables and values; attributes aside)")
     return 1 if bad else 0

@@ -23,8 +23,11 @@ def main(run_dir: str, recipe_hash: str, seed: str) -> None:
         info = {}
     if info.get("recipe_hash") == recipe_hash and info.get("seed") == int(seed):
         return
-    print(f"removing {root}: it holds recipe {info.get('recipe_hash')} seed {info.get('seed')}, "
-          f"the config now asks for recipe {recipe_hash} seed {seed}", file=sys.stderr)
+    print(
+        f"removing {root}: it holds recipe {info.get('recipe_hash')} seed {info.get('seed')}, "
+        f"the config now asks for recipe {recipe_hash} seed {seed}",
+        file=sys.stderr,
+    )
     shutil.rmtree(root)
 
 

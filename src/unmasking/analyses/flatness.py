@@ -37,8 +37,15 @@ from .hessian import DTYPES, HessianSettings, _check_levels, run_attrs, subset_f
 RANDOM_METHODS = ("random", "random_layerwise")
 DEFAULT_RANDOM_MASKS = 8
 
-__all__ = ["DEFAULT_RANDOM_MASKS", "RANDOM_METHODS", "FlatnessSettings", "analyse", "direction_curvature", "flatness",
-           "pruning_direction"]
+__all__ = [
+    "DEFAULT_RANDOM_MASKS",
+    "RANDOM_METHODS",
+    "FlatnessSettings",
+    "analyse",
+    "direction_curvature",
+    "flatness",
+    "pruning_direction",
+]
 
 
 @dataclass(frozen=True)
@@ -50,22 +57,35 @@ class FlatnessSettings:
     """
 
     random_masks: int = field(default=DEFAULT_RANDOM_MASKS, metadata={"help": "random masks per method (%(default)s)"})
-    methods: tuple[str, ...] = field(default=("random",), metadata={
-        "help": "random pruning methods compared with magnitude pruning", "choices": RANDOM_METHODS})
-    fraction: float | None = field(default=None, metadata={
-        "help": "fraction of the surviving weights pruned (default: the recipe's prune.fraction)"})
-    lanczos_steps: int = field(default=HessianSettings.lanczos_steps, metadata={
-        "help": "Lanczos steps of the trace's deflation basis; 0: plain Hutchinson (%(default)s)"})
-    hutchinson_probes: int = field(default=HessianSettings.hutchinson_probes,
-                                   metadata={"help": "Hutchinson trace probes (%(default)s)"})
-    subset_size: int | None = field(default=None, metadata={
-        "help": "training examples the Hessian is taken on (default: the whole train-eval set)"})
-    chunk_size: int = field(default=HessianSettings.chunk_size,
-                            metadata={"help": "examples per Hessian-vector-product chunk (%(default)s)"})
-    dtype: str = field(default=HessianSettings.dtype, metadata={"help": "arithmetic precision (%(default)s)",
-                                                                "choices": tuple(sorted(DTYPES))})
-    seed: int | None = field(default=None, metadata={
-        "help": f"seed of the probes, random masks and the data subset ({HessianSettings.seed})"})
+    methods: tuple[str, ...] = field(
+        default=("random",),
+        metadata={"help": "random pruning methods compared with magnitude pruning", "choices": RANDOM_METHODS},
+    )
+    fraction: float | None = field(
+        default=None,
+        metadata={"help": "fraction of the surviving weights pruned (default: the recipe's prune.fraction)"},
+    )
+    lanczos_steps: int = field(
+        default=HessianSettings.lanczos_steps,
+        metadata={"help": "Lanczos steps of the trace's deflation basis; 0: plain Hutchinson (%(default)s)"},
+    )
+    hutchinson_probes: int = field(
+        default=HessianSettings.hutchinson_probes, metadata={"help": "Hutchinson trace probes (%(default)s)"}
+    )
+    subset_size: int | None = field(
+        default=None, metadata={"help": "training examples the Hessian is taken on (default: the whole train-eval set)"}
+    )
+    chunk_size: int = field(
+        default=HessianSettings.chunk_size, metadata={"help": "examples per Hessian-vector-product chunk (%(default)s)"}
+    )
+    dtype: str = field(
+        default=HessianSettings.dtype,
+        metadata={"help": "arithmetic precision (%(default)s)", "choices": tuple(sorted(DTYPES))},
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={"help": f"seed of the probes, random masks and the data subset ({HessianSettings.seed})"},
+    )
 
     def hessian_settings(self, hessian: xr.Dataset | None = None) -> HessianSettings:
         """The Hessian's settings; with an E4 output, its data subset (size and seed) unless given here."""
@@ -77,9 +97,14 @@ class FlatnessSettings:
                 seed = int(hessian.attrs.get("hessian_seed", HessianSettings.seed))
         if seed is None:
             seed = HessianSettings.seed
-        return HessianSettings(lanczos_steps=self.lanczos_steps, hutchinson_probes=self.hutchinson_probes,
-                               subset_size=subset_size, chunk_size=self.chunk_size, dtype=self.dtype,
-                               seed=seed).check(spectrum=False)
+        return HessianSettings(
+            lanczos_steps=self.lanczos_steps,
+            hutchinson_probes=self.hutchinson_probes,
+            subset_size=subset_size,
+            chunk_size=self.chunk_size,
+            dtype=self.dtype,
+            seed=seed,
+        ).check(spectrum=False)
 
 
 def pruning_direction(op: MaskedHessian, removed: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -107,8 +132,10 @@ def _check_hessian_file(hessian: xr.Dataset, run, levels: Sequence[int], setting
         raise ConfigError("the --hessian file is for another run")
     subset = (hessian.attrs.get("hessian_subset_size"), hessian.attrs.get("hessian_seed"))
     if subset[0] != settings.subset_size or (settings.subset_size is not None and subset[1] != settings.seed):
-        raise ConfigError(f"the --hessian file's Hessian was taken on another data subset (size {subset[0]}, seed "
-                          f"{subset[1]}; here {settings.subset_size}, seed {settings.seed})")
+        raise ConfigError(
+            f"the --hessian file's Hessian was taken on another data subset (size {subset[0]}, seed "
+            f"{subset[1]}; here {settings.subset_size}, seed {settings.seed})"
+        )
     missing = [lv for lv in levels if lv not in set(int(v) for v in hessian.level.values)]
     if missing:
         raise ConfigError(f"the --hessian file has no level {missing} (it has {list(hessian.level.values)})")
@@ -121,9 +148,16 @@ def _trace_from(hessian: xr.Dataset, level: int, dim: int) -> tuple[float, float
     return float(h.trace), float(h.trace_std)
 
 
-def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASKS, fraction: float | None = None,
-             methods: Sequence[str] = ("random",), settings: HessianSettings = HessianSettings(),
-             hessian: xr.Dataset | None = None, progress: bool = True) -> xr.Dataset:
+def flatness(
+    run,
+    levels: Sequence[int],
+    random_masks: int = DEFAULT_RANDOM_MASKS,
+    fraction: float | None = None,
+    methods: Sequence[str] = ("random",),
+    settings: HessianSettings = HessianSettings(),
+    hessian: xr.Dataset | None = None,
+    progress: bool = True,
+) -> xr.Dataset:
     """E7 on an :class:`~unmasking.imp.ImpRun` for ``levels``.
 
     ``settings`` gives the data subset, chunking, dtype, seed and the trace estimator
@@ -170,11 +204,13 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
         else:
             basis = None
             if settings.lanczos_steps > 0 and settings.deflate:
-                start = probe_vector(op.dim, settings.seed, "hessian", "slq", level, 0, dtype=op.dtype,
-                                     device=op.device)
+                start = probe_vector(
+                    op.dim, settings.seed, "hessian", "slq", level, 0, dtype=op.dtype, device=op.device
+                )
                 basis = lanczos(op.matvec, start, settings.lanczos_steps, restart_seed=settings.seed)
-            trace[i], trace_std[i], _ = hutchinson_trace(op, settings.hutchinson_probes, settings.seed, level,
-                                                         deflation=basis)
+            trace[i], trace_std[i], _ = hutchinson_trace(
+                op, settings.hutchinson_probes, settings.seed, level, deflation=basis
+            )
         products[i] = op.matvecs
 
     with np.errstate(invalid="ignore"):
@@ -184,46 +220,83 @@ def flatness(run, levels: Sequence[int], random_masks: int = DEFAULT_RANDOM_MASK
     lvl, rd = ("seed", "level"), ("seed", "level", "prune_method")
     ds = xr.Dataset(
         {
-            "curvature_magnitude": (lvl, mag[None], {"description": "q^T H q along the magnitude-pruning direction",
-                                                     **curv}),
-            "curvature_random": (rd + ("replicate",), rnd[None], {"description": "q^T H q along a random-pruning "
-                                                                  "direction, per random mask", **curv}),
-            "curvature_random_mean": (rd, r_mean[None], {"description": "mean of curvature_random over masks",
-                                                         **curv}),
-            "curvature_random_std": (rd, r_std[None], {"description": "standard deviation (ddof 1) of "
-                                                       "curvature_random over masks", **curv}),
+            "curvature_magnitude": (
+                lvl,
+                mag[None],
+                {"description": "q^T H q along the magnitude-pruning direction", **curv},
+            ),
+            "curvature_random": (
+                rd + ("replicate",),
+                rnd[None],
+                {"description": "q^T H q along a random-pruning direction, per random mask", **curv},
+            ),
+            "curvature_random_mean": (rd, r_mean[None], {"description": "mean of curvature_random over masks", **curv}),
+            "curvature_random_std": (
+                rd,
+                r_std[None],
+                {"description": "standard deviation (ddof 1) of curvature_random over masks", **curv},
+            ),
             "average_curvature": (lvl, (trace / dims)[None], {"description": "tr(H) / D_L", **curv}),
-            "average_curvature_std": (lvl, (trace_std / dims)[None],
-                                      {"description": "standard error of tr(H) / D_L", **curv}),
+            "average_curvature_std": (
+                lvl,
+                (trace_std / dims)[None],
+                {"description": "standard error of tr(H) / D_L", **curv},
+            ),
             "trace": (lvl, trace[None], {"description": "tr(H) of the masked Hessian", **curv}),
             "trace_std": (lvl, trace_std[None], {"description": "standard error of the trace", **curv}),
-            "projection_length_magnitude": (lvl, mag_len[None], {"description": "|Delta| of magnitude pruning",
-                                                                 "units": "weight-space L2"}),
-            "projection_length_random": (rd + ("replicate",), rnd_len[None],
-                                         {"description": "|Delta| of random pruning", "units": "weight-space L2"}),
+            "projection_length_magnitude": (
+                lvl,
+                mag_len[None],
+                {"description": "|Delta| of magnitude pruning", "units": "weight-space L2"},
+            ),
+            "projection_length_random": (
+                rd + ("replicate",),
+                rnd_len[None],
+                {"description": "|Delta| of random pruning", "units": "weight-space L2"},
+            ),
             "mask_seed": (rd + ("replicate",), seeds[None], {"description": "seed of each random mask"}),
             "num_weights": (lvl, dims[None], {"description": "D_L: surviving prunable weights"}),
             "num_pruned": (lvl, pruned[None], {"description": "weights removed: ceil(fraction * D_L)"}),
             "matvecs": (lvl, products[None], {"description": "Hessian-vector products used"}),
         },
-        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "replicate": np.arange(n_r)})
-    ds["prune_method"].attrs["description"] = ("random: uniformly random among the surviving weights; "
-                                               "random_layerwise: as many per layer as magnitude pruning removes")
-    ds.attrs.update(run_attrs(run, "E7_flatness", fraction=fraction, random_masks=n_r, random_methods=list(methods),
-                              trace_source="hessian file" if hessian is not None else "hutchinson",
-                              subset_examples=len(y),
-                              **{f"hessian_{k}": v for k, v in asdict(settings).items()}))
+        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "replicate": np.arange(n_r)},
+    )
+    ds["prune_method"].attrs["description"] = (
+        "random: uniformly random among the surviving weights; "
+        "random_layerwise: as many per layer as magnitude pruning removes"
+    )
+    ds.attrs.update(
+        run_attrs(
+            run,
+            "E7_flatness",
+            fraction=fraction,
+            random_masks=n_r,
+            random_methods=list(methods),
+            trace_source="hessian file" if hessian is not None else "hutchinson",
+            subset_examples=len(y),
+            **{f"hessian_{k}": v for k, v in asdict(settings).items()},
+        )
+    )
     return ds
 
 
 SETTINGS = FlatnessSettings
 
 
-def analyse(run, levels: Sequence[int], settings: FlatnessSettings = FlatnessSettings(),
-            hessian: xr.Dataset | None = None) -> xr.Dataset:
+def analyse(
+    run, levels: Sequence[int], settings: FlatnessSettings = FlatnessSettings(), hessian: xr.Dataset | None = None
+) -> xr.Dataset:
     """E7 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``flatness`` command).
 
     ``hessian``: an E4 output of the same run and levels, read for tr(H) and its data subset.
     """
-    return flatness(run, levels, settings.random_masks, settings.fraction, settings.methods,
-                    settings.hessian_settings(hessian), hessian, progress=run.progress)
+    return flatness(
+        run,
+        levels,
+        settings.random_masks,
+        settings.fraction,
+        settings.methods,
+        settings.hessian_settings(hessian),
+        hessian,
+        progress=run.progress,
+    )

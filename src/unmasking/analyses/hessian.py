@@ -57,17 +57,22 @@ class HessianSettings:
     lanczos_steps: int = field(default=40, metadata={"help": "Lanczos steps per probe (%(default)s)"})
     probes: int = field(default=2, metadata={"help": "SLQ probes, i.e. Lanczos runs (%(default)s)"})
     hutchinson_probes: int = field(default=4, metadata={"help": "Hutchinson trace probes (%(default)s)"})
-    subset_size: int | None = field(default=None, metadata={
-        "help": "training examples the Hessian is taken on (default: the whole train-eval set)"})
+    subset_size: int | None = field(
+        default=None, metadata={"help": "training examples the Hessian is taken on (default: the whole train-eval set)"}
+    )
     chunk_size: int = field(default=4096, metadata={"help": "examples per Hessian-vector-product chunk (%(default)s)"})
-    dtype: str = field(default="float32", metadata={"help": "arithmetic precision (%(default)s)",
-                                                    "choices": tuple(sorted(DTYPES))})
+    dtype: str = field(
+        default="float32", metadata={"help": "arithmetic precision (%(default)s)", "choices": tuple(sorted(DTYPES))}
+    )
     deflate: bool = field(default=True, metadata={"help": "plain Hutchinson trace (no Krylov deflation)"})
-    broadening: float = field(default=0.01, metadata={
-        "help": "Gaussian width of the plotted density, as a fraction of the eigenvalue range (%(default)s)"})
+    broadening: float = field(
+        default=0.01,
+        metadata={"help": "Gaussian width of the plotted density, as a fraction of the eigenvalue range (%(default)s)"},
+    )
     grid_points: int = field(default=400, metadata={"help": "points of the density's grid", "flag": False})
-    seed: int = field(default=0, metadata={"help": "seed of the probes, random masks and the data subset "
-                                                   "(%(default)s)"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the probes, random masks and the data subset (%(default)s)"}
+    )
 
     def check(self, spectrum: bool = True) -> "HessianSettings":
         """Raise :class:`ConfigError` on a bad value (``spectrum=False``: ``lanczos_steps = 0`` allowed)."""
@@ -93,9 +98,15 @@ def subset_for(run, settings: HessianSettings) -> tuple[torch.Tensor, torch.Tens
     return run.data.subset("train", settings.subset_size, settings.seed)
 
 
-def hessian_spectrum(model: nn.Module, mask: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                     settings: HessianSettings = HessianSettings(), key: Sequence[object] = (),
-                     progress: bool = False) -> dict[str, np.ndarray | float | int]:
+def hessian_spectrum(
+    model: nn.Module,
+    mask: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: HessianSettings = HessianSettings(),
+    key: Sequence[object] = (),
+    progress: bool = False,
+) -> dict[str, np.ndarray | float | int]:
     """E4 for one solution: top eigenvalues, trace, SLQ nodes/weights and a plotting density.
 
     ``key`` (e.g. the level) enters the probes' seeds so that levels draw independent probes.
@@ -105,21 +116,35 @@ def hessian_spectrum(model: nn.Module, mask: Mapping[str, torch.Tensor], x: torc
     nodes, weights, runs = slq(op, settings.probes, settings.lanczos_steps, settings.seed, *key, progress=progress)
     alpha, beta = np.full((settings.probes, settings.lanczos_steps), np.nan), np.full_like(nodes, np.nan)
     for i, run in enumerate(runs):
-        alpha[i, :run.steps] = run.alpha
-        beta[i, :run.steps] = np.append(run.beta, run.residual)
+        alpha[i, : run.steps] = run.alpha
+        beta[i, : run.steps] = np.append(run.beta, run.residual)
     top, resid = runs[0].top(settings.topk)
     topk = np.full(settings.topk, np.nan)
     topr = np.full(settings.topk, np.nan)
-    topk[:len(top)], topr[:len(top)] = top, resid
-    trace, trace_std, samples = hutchinson_trace(op, settings.hutchinson_probes, settings.seed, *key,
-                                                 deflation=runs[0] if settings.deflate else None)
+    topk[: len(top)], topr[: len(top)] = top, resid
+    trace, trace_std, samples = hutchinson_trace(
+        op, settings.hutchinson_probes, settings.seed, *key, deflation=runs[0] if settings.deflate else None
+    )
     grid, dens = broadened_density(nodes, weights, settings.broadening, settings.grid_points)
     slq_trace = op.dim * float(np.nansum(nodes * weights) / settings.probes)
-    return {"top_eigenvalues": topk, "top_residuals": topr, "trace": trace, "trace_std": trace_std,
-            "trace_samples": samples, "trace_slq": slq_trace, "slq_nodes": nodes, "slq_weights": weights,
-            "lanczos_alpha": alpha, "lanczos_beta": beta,
-            "lam": grid, "density": dens, "num_weights": op.dim, "train_loss": op.loss(),
-            "num_examples": op.num_examples, "matvecs": op.matvecs}
+    return {
+        "top_eigenvalues": topk,
+        "top_residuals": topr,
+        "trace": trace,
+        "trace_std": trace_std,
+        "trace_samples": samples,
+        "trace_slq": slq_trace,
+        "slq_nodes": nodes,
+        "slq_weights": weights,
+        "lanczos_alpha": alpha,
+        "lanczos_beta": beta,
+        "lam": grid,
+        "density": dens,
+        "num_weights": op.dim,
+        "train_loss": op.loss(),
+        "num_examples": op.num_examples,
+        "matvecs": op.matvecs,
+    }
 
 
 def _check_levels(run, levels: Sequence[int]) -> list[int]:
@@ -139,16 +164,18 @@ def run_attrs(run, experiment: str, **extra) -> dict:
     return run_provenance(run, experiment, **extra)
 
 
-def hessian_study(run, levels: Sequence[int], settings: HessianSettings = HessianSettings(),
-                  progress: bool = True) -> xr.Dataset:
+def hessian_study(
+    run, levels: Sequence[int], settings: HessianSettings = HessianSettings(), progress: bool = True
+) -> xr.Dataset:
     """E4 on an :class:`~unmasking.imp.ImpRun` for ``levels``: one dataset with ``seed`` and ``level`` dims."""
     settings.check()
     levels = _check_levels(run, levels)
     x, y = subset_for(run, settings)
     rows = []
     for level in tqdm(levels, desc="hessian", disable=not progress):
-        rows.append(hessian_spectrum(run.solution(level), run.mask(level), x, y, settings, key=(level,),
-                                     progress=progress))
+        rows.append(
+            hessian_spectrum(run.solution(level), run.mask(level), x, y, settings, key=(level,), progress=progress)
+        )
 
     def stack(name):
         return np.stack([np.asarray(r[name]) for r in rows])[None]
@@ -156,54 +183,124 @@ def hessian_study(run, levels: Sequence[int], settings: HessianSettings = Hessia
     lvl = ("seed", "level")
     ds = xr.Dataset(
         {
-            "top_eigenvalues": (lvl + ("k",), stack("top_eigenvalues"),
-                                {"description": "largest Ritz values of the masked Hessian (first SLQ probe's "
-                                                "Lanczos run), descending", "units": "nats / weight^2"}),
-            "top_residuals": (lvl + ("k",), stack("top_residuals"),
-                              {"description": "Ritz residual bound |beta_m s_m,i|: an eigenvalue lies within it",
-                               "units": "nats / weight^2"}),
-            "trace": (lvl, stack("trace"), {"description": "tr(P H P^T), Hutchinson"
-                                            + (" deflated by the first probe's Krylov basis" if settings.deflate
-                                               else ""), "units": "nats / weight^2"}),
-            "trace_std": (lvl, stack("trace_std"), {"description": "standard error of the trace estimate",
-                                                    "units": "nats / weight^2"}),
-            "trace_samples": (lvl + ("hutchinson_probe",), stack("trace_samples"),
-                              {"description": "per-probe trace estimates (their mean is trace)",
-                               "units": "nats / weight^2"}),
-            "trace_slq": (lvl, stack("trace_slq"), {"description": "D_L * mean first SLQ moment (plain Hutchinson "
-                                                    "over the SLQ probes)", "units": "nats / weight^2"}),
-            "slq_nodes": (lvl + ("probe", "node"), stack("slq_nodes"),
-                          {"description": "SLQ quadrature nodes (Ritz values); NaN: padding",
-                           "units": "nats / weight^2"}),
-            "slq_weights": (lvl + ("probe", "node"), stack("slq_weights"),
-                            {"description": "SLQ quadrature weights; each probe's sum to 1, so the spectral density "
-                                           "normalized over the D_L weights is their mean over probes"}),
-            "lanczos_alpha": (lvl + ("probe", "node"), stack("lanczos_alpha"),
-                              {"description": "diagonal of each probe's Lanczos tridiagonal T (NaN: padding)",
-                               "units": "nats / weight^2"}),
-            "lanczos_beta": (lvl + ("probe", "node"), stack("lanczos_beta"),
-                             {"description": "off-diagonal of T (entry i couples steps i and i+1; the last "
-                                             "entry is the final residual norm; 0: restart; NaN: padding)",
-                              "units": "nats / weight^2"}),
-            "density": (lvl + ("grid",), stack("density"),
-                        {"description": "spectral density broadened by Gaussians of width broadening * node range",
-                         "units": "1 / (nats / weight^2)"}),
-            "lam": (lvl + ("grid",), stack("lam"), {"description": "eigenvalue grid of density (per level)",
-                                                    "units": "nats / weight^2"}),
+            "top_eigenvalues": (
+                lvl + ("k",),
+                stack("top_eigenvalues"),
+                {
+                    "description": "largest Ritz values of the masked Hessian (first SLQ probe's "
+                    "Lanczos run), descending",
+                    "units": "nats / weight^2",
+                },
+            ),
+            "top_residuals": (
+                lvl + ("k",),
+                stack("top_residuals"),
+                {
+                    "description": "Ritz residual bound |beta_m s_m,i|: an eigenvalue lies within it",
+                    "units": "nats / weight^2",
+                },
+            ),
+            "trace": (
+                lvl,
+                stack("trace"),
+                {
+                    "description": "tr(P H P^T), Hutchinson"
+                    + (" deflated by the first probe's Krylov basis" if settings.deflate else ""),
+                    "units": "nats / weight^2",
+                },
+            ),
+            "trace_std": (
+                lvl,
+                stack("trace_std"),
+                {"description": "standard error of the trace estimate", "units": "nats / weight^2"},
+            ),
+            "trace_samples": (
+                lvl + ("hutchinson_probe",),
+                stack("trace_samples"),
+                {"description": "per-probe trace estimates (their mean is trace)", "units": "nats / weight^2"},
+            ),
+            "trace_slq": (
+                lvl,
+                stack("trace_slq"),
+                {
+                    "description": "D_L * mean first SLQ moment (plain Hutchinson over the SLQ probes)",
+                    "units": "nats / weight^2",
+                },
+            ),
+            "slq_nodes": (
+                lvl + ("probe", "node"),
+                stack("slq_nodes"),
+                {"description": "SLQ quadrature nodes (Ritz values); NaN: padding", "units": "nats / weight^2"},
+            ),
+            "slq_weights": (
+                lvl + ("probe", "node"),
+                stack("slq_weights"),
+                {
+                    "description": "SLQ quadrature weights; each probe's sum to 1, so the spectral density "
+                    "normalized over the D_L weights is their mean over probes"
+                },
+            ),
+            "lanczos_alpha": (
+                lvl + ("probe", "node"),
+                stack("lanczos_alpha"),
+                {
+                    "description": "diagonal of each probe's Lanczos tridiagonal T (NaN: padding)",
+                    "units": "nats / weight^2",
+                },
+            ),
+            "lanczos_beta": (
+                lvl + ("probe", "node"),
+                stack("lanczos_beta"),
+                {
+                    "description": "off-diagonal of T (entry i couples steps i and i+1; the last "
+                    "entry is the final residual norm; 0: restart; NaN: padding)",
+                    "units": "nats / weight^2",
+                },
+            ),
+            "density": (
+                lvl + ("grid",),
+                stack("density"),
+                {
+                    "description": "spectral density broadened by Gaussians of width broadening * node range",
+                    "units": "1 / (nats / weight^2)",
+                },
+            ),
+            "lam": (
+                lvl + ("grid",),
+                stack("lam"),
+                {"description": "eigenvalue grid of density (per level)", "units": "nats / weight^2"},
+            ),
             "num_weights": (lvl, stack("num_weights"), {"description": "D_L: surviving prunable weights"}),
-            "train_loss": (lvl, stack("train_loss"), {"description": "mean cross-entropy on the Hessian's subset",
-                                                      "units": "nats"}),
+            "train_loss": (
+                lvl,
+                stack("train_loss"),
+                {"description": "mean cross-entropy on the Hessian's subset", "units": "nats"},
+            ),
             "matvecs": (lvl, stack("matvecs"), {"description": "Hessian-vector products used"}),
         },
-        coords={"seed": [run.seed], "level": levels, "k": np.arange(settings.topk) + 1,
-                "probe": np.arange(settings.probes), "node": np.arange(settings.lanczos_steps),
-                "grid": np.arange(settings.grid_points), "hutchinson_probe": np.arange(settings.hutchinson_probes)})
+        coords={
+            "seed": [run.seed],
+            "level": levels,
+            "k": np.arange(settings.topk) + 1,
+            "probe": np.arange(settings.probes),
+            "node": np.arange(settings.lanczos_steps),
+            "grid": np.arange(settings.grid_points),
+            "hutchinson_probe": np.arange(settings.hutchinson_probes),
+        },
+    )
     ds["k"].attrs["description"] = "rank of the eigenvalue (1: largest)"
-    ds.attrs.update(run_attrs(run, "E4_hessian", **{f"hessian_{k}": v for k, v in asdict(settings).items()},
-                              subset_examples=int(rows[0]["num_examples"]), probe_distribution="rademacher",
-                              probe_seeds="derive_seed(hessian_seed, 'hessian', 'slq'|'hutchinson', level, i)",
-                              hvp="reverse-over-reverse autograd through torch.func.functional_call, "
-                                  "BatchNorm in eval mode, prunable weights only"))
+    ds.attrs.update(
+        run_attrs(
+            run,
+            "E4_hessian",
+            **{f"hessian_{k}": v for k, v in asdict(settings).items()},
+            subset_examples=int(rows[0]["num_examples"]),
+            probe_distribution="rademacher",
+            probe_seeds="derive_seed(hessian_seed, 'hessian', 'slq'|'hutchinson', level, i)",
+            hvp="reverse-over-reverse autograd through torch.func.functional_call, "
+            "BatchNorm in eval mode, prunable weights only",
+        )
+    )
     return ds
 
 

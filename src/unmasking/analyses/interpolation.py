@@ -44,8 +44,18 @@ PAIRS = ("successive", "dense")
 DEFAULT_GAMMAS = 11
 DEFAULT_BN_BATCHES = 40  # × the recipe's training batch size: the whole mnist1d training set
 
-__all__ = ["BN_MODES", "InterpolationSettings", "PathEvaluator", "analyse", "barrier", "gamma_grid",
-           "interpolate_state", "interpolation_curve", "successive_levels", "union_mask"]
+__all__ = [
+    "BN_MODES",
+    "InterpolationSettings",
+    "PathEvaluator",
+    "analyse",
+    "barrier",
+    "gamma_grid",
+    "interpolate_state",
+    "interpolation_curve",
+    "successive_levels",
+    "union_mask",
+]
 
 
 @dataclass(frozen=True)
@@ -53,14 +63,18 @@ class InterpolationSettings:
     """Options of E2 (the ``interpolation`` command's flags)."""
 
     gammas: int = field(default=DEFAULT_GAMMAS, metadata={"help": "points on the γ grid, ends included"})
-    bn_modes: tuple[str, ...] = field(default=("interpolate",), metadata={
-        "help": "BatchNorm handling along the path", "choices": BN_MODES})
-    bn_batches: int = field(default=DEFAULT_BN_BATCHES,
-                            metadata={"help": "training batches for the 'reset' mode's statistics"})
-    bn_batch_size: int | None = field(default=None, metadata={
-        "help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"})
-    batch_size: int | None = field(default=None, metadata={
-        "help": "evaluation batch size (default: the recipe's train.eval_batch_size)"})
+    bn_modes: tuple[str, ...] = field(
+        default=("interpolate",), metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
+    )
+    bn_batches: int = field(
+        default=DEFAULT_BN_BATCHES, metadata={"help": "training batches for the 'reset' mode's statistics"}
+    )
+    bn_batch_size: int | None = field(
+        default=None, metadata={"help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"}
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "evaluation batch size (default: the recipe's train.eval_batch_size)"}
+    )
 
 
 def gamma_grid(gammas: int | Sequence[float]) -> np.ndarray:
@@ -96,8 +110,12 @@ def union_mask(mask_a: Mapping[str, torch.Tensor], mask_b: Mapping[str, torch.Te
     return {n: mask_a[n].bool() | mask_b[n].bool().to(mask_a[n].device) for n in mask_a}
 
 
-def interpolate_state(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], gamma: float,
-                      mask: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def interpolate_state(
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    gamma: float,
+    mask: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """``(1−γ) a + γ b`` for every floating tensor (running statistics included), ``a`` for integer
     buffers, then exact zeros outside ``mask`` (keyed by parameter name)."""
     if set(state_a) != set(state_b):
@@ -152,8 +170,15 @@ class PathEvaluator:
     they are interpolated on.
     """
 
-    def __init__(self, data: Data, batch_size: int = 1000, bn_batches: int = DEFAULT_BN_BATCHES,
-                 bn_batch_size: int = 100, device: torch.device | str | None = None, splits: Sequence[str] = SPLITS):
+    def __init__(
+        self,
+        data: Data,
+        batch_size: int = 1000,
+        bn_batches: int = DEFAULT_BN_BATCHES,
+        bn_batch_size: int = 100,
+        device: torch.device | str | None = None,
+        splits: Sequence[str] = SPLITS,
+    ):
         if batch_size < 1 or bn_batches < 1 or bn_batch_size < 1:
             raise ConfigError("batch_size, bn_batches and bn_batch_size must be positive")
         self.data, self.batch_size, self.splits = data, int(batch_size), tuple(splits)
@@ -187,8 +212,13 @@ class PathEvaluator:
             reset_batchnorm(work, self.bn_inputs(next(work.parameters()).device))
         return self.evaluate(work)
 
-    def endpoint(self, model: nn.Module, bn_mode: str, mask: Mapping[str, torch.Tensor] | None = None,
-                 key: Hashable | None = None) -> np.ndarray:
+    def endpoint(
+        self,
+        model: nn.Module,
+        bn_mode: str,
+        mask: Mapping[str, torch.Tensor] | None = None,
+        key: Hashable | None = None,
+    ) -> np.ndarray:
         """``model`` (zero outside ``mask``) evaluated as a path end, cached under ``(key, bn_mode)``."""
         if key is not None and (key, bn_mode) in self.cache:
             return self.cache[key, bn_mode]
@@ -198,9 +228,16 @@ class PathEvaluator:
             self.cache[key, bn_mode] = out
         return out
 
-    def curve(self, model_a: nn.Module, model_b: nn.Module, gammas: np.ndarray, bn_modes: Sequence[str],
-              mask: Mapping[str, torch.Tensor] | None = None, key_a: Hashable | None = None,
-              key_b: Hashable | None = None) -> np.ndarray:
+    def curve(
+        self,
+        model_a: nn.Module,
+        model_b: nn.Module,
+        gammas: np.ndarray,
+        bn_modes: Sequence[str],
+        mask: Mapping[str, torch.Tensor] | None = None,
+        key_a: Hashable | None = None,
+        key_b: Hashable | None = None,
+    ) -> np.ndarray:
         """Error and loss along the path: array ``[bn_mode, gamma, metric, split]``.
 
         With ``key_a``/``key_b`` the ends come from (and go to) the endpoint cache.
@@ -237,16 +274,26 @@ def _modes(bn_mode: str | Sequence[str]) -> tuple[str, ...]:
 _CURVE_ATTRS = {
     "error": {"description": "0-1 classification error along the path w(γ) = (1-γ) w_a + γ w_b", "units": "fraction"},
     "loss": {"description": "mean cross-entropy along the path w(γ) = (1-γ) w_a + γ w_b", "units": "nats"},
-    "barrier_error": {"description": "B = max_γ [E(γ) - ((1-γ) E(0) + γ E(1))] of the error curve",
-                      "units": "fraction"},
+    "barrier_error": {
+        "description": "B = max_γ [E(γ) - ((1-γ) E(0) + γ E(1))] of the error curve",
+        "units": "fraction",
+    },
     "barrier_loss": {"description": "B = max_γ [ℓ(γ) - ((1-γ) ℓ(0) + γ ℓ(1))] of the loss curve", "units": "nats"},
 }
 
 
-def interpolation_curve(model_a: nn.Module, model_b: nn.Module, data: Data, gammas: int | Sequence[float] = 11,
-                        bn_mode: str | Sequence[str] = "interpolate", mask: Mapping[str, torch.Tensor] | None = None,
-                        batch_size: int = 1000, bn_batches: int = DEFAULT_BN_BATCHES, bn_batch_size: int = 100,
-                        mask_b: Mapping[str, torch.Tensor] | None = None) -> xr.Dataset:
+def interpolation_curve(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: Data,
+    gammas: int | Sequence[float] = 11,
+    bn_mode: str | Sequence[str] = "interpolate",
+    mask: Mapping[str, torch.Tensor] | None = None,
+    batch_size: int = 1000,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int = 100,
+    mask_b: Mapping[str, torch.Tensor] | None = None,
+) -> xr.Dataset:
     """Error/loss curves and barriers along the straight path from ``model_a`` (γ=0) to ``model_b`` (γ=1).
 
     ``mask`` is the support of the path; give ``mask_b`` as well to interpolate on the union of
@@ -262,10 +309,14 @@ def interpolation_curve(model_a: nn.Module, model_b: nn.Module, data: Data, gamm
     arr = ev.curve(model_a, model_b, g, modes, mask)
     dims = ("bn_mode", "gamma", "split")
     ds = xr.Dataset(
-        {"error": (dims, arr[:, :, 0]), "loss": (dims, arr[:, :, 1]),
-         "barrier_error": (("bn_mode", "split"), barrier(arr[:, :, 0], g, axis=1)),
-         "barrier_loss": (("bn_mode", "split"), barrier(arr[:, :, 1], g, axis=1))},
-        coords={"bn_mode": list(modes), "gamma": g, "split": list(ev.splits)})
+        {
+            "error": (dims, arr[:, :, 0]),
+            "loss": (dims, arr[:, :, 1]),
+            "barrier_error": (("bn_mode", "split"), barrier(arr[:, :, 0], g, axis=1)),
+            "barrier_loss": (("bn_mode", "split"), barrier(arr[:, :, 1], g, axis=1)),
+        },
+        coords={"bn_mode": list(modes), "gamma": g, "split": list(ev.splits)},
+    )
     for name, attrs in _CURVE_ATTRS.items():
         ds[name].attrs.update(attrs)
     return ds
@@ -277,10 +328,16 @@ def eval_settings(run, batch_size: int | None, bn_batch_size: int | None) -> tup
     return (batch_size or run.recipe.train.eval_batch_size, bn_batch_size or run.recipe.train.batch_size)
 
 
-def successive_levels(run, levels: Sequence[int], gammas: int | Sequence[float] = DEFAULT_GAMMAS,
-                      bn_modes: str | Sequence[str] = ("interpolate",), batch_size: int | None = None,
-                      bn_batches: int = DEFAULT_BN_BATCHES, bn_batch_size: int | None = None,
-                      progress: bool = True) -> xr.Dataset:
+def successive_levels(
+    run,
+    levels: Sequence[int],
+    gammas: int | Sequence[float] = DEFAULT_GAMMAS,
+    bn_modes: str | Sequence[str] = ("interpolate",),
+    batch_size: int | None = None,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int | None = None,
+    progress: bool = True,
+) -> xr.Dataset:
     """E2 on an :class:`~unmasking.imp.ImpRun`: ``B(w_L, w_{L+1})`` and ``B(w_0, w_L)`` for each level.
 
     Curves have dims ``seed, level, pair, bn_mode, gamma, split``.  Pair ``successive`` needs
@@ -316,22 +373,49 @@ def successive_levels(run, levels: Sequence[int], gammas: int | Sequence[float] 
 
     dims = ("seed", "level", "pair", "bn_mode", "gamma", "split")
     ds = xr.Dataset(
-        {"error": (dims, arr[None, ..., 0, :]), "loss": (dims, arr[None, ..., 1, :]),
-         "barrier_error": (dims[:4] + ("split",), barrier(arr[None, ..., 0, :], g, axis=4)),
-         "barrier_loss": (dims[:4] + ("split",), barrier(arr[None, ..., 1, :], g, axis=4)),
-         "partner_level": (("level", "pair"), partner,
-                           {"description": "the other endpoint's level (successive: L+1 at γ=1; dense: 0 at γ=0); "
-                                           "-1 where it is not trained"}),
-         "density": (("seed", "level"), [[_density(run, lv) for lv in levels]],
-                     {"description": "fraction of prunable weights remaining at level L", "units": "fraction"})},
-        coords={"seed": [run.seed], "level": list(levels), "pair": list(PAIRS), "bn_mode": list(modes),
-                "gamma": g, "split": list(ev.splits)})
+        {
+            "error": (dims, arr[None, ..., 0, :]),
+            "loss": (dims, arr[None, ..., 1, :]),
+            "barrier_error": (dims[:4] + ("split",), barrier(arr[None, ..., 0, :], g, axis=4)),
+            "barrier_loss": (dims[:4] + ("split",), barrier(arr[None, ..., 1, :], g, axis=4)),
+            "partner_level": (
+                ("level", "pair"),
+                partner,
+                {
+                    "description": "the other endpoint's level (successive: L+1 at γ=1; dense: 0 at γ=0); "
+                    "-1 where it is not trained"
+                },
+            ),
+            "density": (
+                ("seed", "level"),
+                [[_density(run, lv) for lv in levels]],
+                {"description": "fraction of prunable weights remaining at level L", "units": "fraction"},
+            ),
+        },
+        coords={
+            "seed": [run.seed],
+            "level": list(levels),
+            "pair": list(PAIRS),
+            "bn_mode": list(modes),
+            "gamma": g,
+            "split": list(ev.splits),
+        },
+    )
     for name, attrs in _CURVE_ATTRS.items():
         ds[name].attrs.update(attrs)
     ds["gamma"].attrs["description"] = "interpolation coefficient; successive: w_L→w_{L+1}, dense: w_0→w_L"
-    ds.attrs.update(run_provenance(run, "E2_interpolation", gammas=list(g), bn_modes=list(modes),
-                                   batch_size=batch_size, bn_batches=bn_batches, bn_batch_size=bn_batch_size,
-                                   evaluations=ev.evaluations))
+    ds.attrs.update(
+        run_provenance(
+            run,
+            "E2_interpolation",
+            gammas=list(g),
+            bn_modes=list(modes),
+            batch_size=batch_size,
+            bn_batches=bn_batches,
+            bn_batch_size=bn_batch_size,
+            evaluations=ev.evaluations,
+        )
+    )
     return ds
 
 
@@ -355,9 +439,17 @@ def _check_levels(run, levels: Sequence[int]) -> list[int]:
 
 def run_provenance(run, experiment: str, **extra) -> dict:
     """Provenance attrs of an analysis of ``run``: recipe hash, run seeds, device, parameters."""
-    return provenance(run.recipe.hash(), {"run": run.seed, **asdict(run.seeds)}, str(run.device),
-                      experiment=experiment, recipe_name=run.recipe.name, recipe=run.recipe.to_dict(),
-                      rewind_step=run.recipe.prune.rewind_step, run_dir=str(run.root), **extra)
+    return provenance(
+        run.recipe.hash(),
+        {"run": run.seed, **asdict(run.seeds)},
+        str(run.device),
+        experiment=experiment,
+        recipe_name=run.recipe.name,
+        recipe=run.recipe.to_dict(),
+        rewind_step=run.recipe.prune.rewind_step,
+        run_dir=str(run.root),
+        **extra,
+    )
 
 
 SETTINGS = InterpolationSettings
@@ -365,5 +457,13 @@ SETTINGS = InterpolationSettings
 
 def analyse(run, levels: Sequence[int], settings: InterpolationSettings = InterpolationSettings()) -> xr.Dataset:
     """E2 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``interpolation`` command)."""
-    return successive_levels(run, levels, settings.gammas, settings.bn_modes, settings.batch_size,
-                             settings.bn_batches, settings.bn_batch_size, progress=run.progress)
+    return successive_levels(
+        run,
+        levels,
+        settings.gammas,
+        settings.bn_modes,
+        settings.batch_size,
+        settings.bn_batches,
+        settings.bn_batch_size,
+        progress=run.progress,
+    )

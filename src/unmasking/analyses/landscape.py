@@ -71,8 +71,13 @@ State = Mapping[str, torch.Tensor]
 
 BN_MODES = ("interpolate", "reset")
 POINTS = ("solution", "projection", "next_solution", "rewind", "next_rewind")
-POINT_LABELS = {"solution": "w_L", "projection": "m_L+1 * w_L", "next_solution": "w_L+1",
-                "rewind": "m_L * w_t", "next_rewind": "m_L+1 * w_t"}
+POINT_LABELS = {
+    "solution": "w_L",
+    "projection": "m_L+1 * w_L",
+    "next_solution": "w_L+1",
+    "rewind": "m_L * w_t",
+    "next_rewind": "m_L+1 * w_t",
+}
 DEFAULT_GRID = 21
 DEFAULT_MARGIN = 0.2
 DEFAULT_BN_MODE = "reset"
@@ -84,30 +89,50 @@ class LandscapeSettings:
     """Options of E9 (the ``landscape`` command's flags)."""
 
     grid: int = field(default=DEFAULT_GRID, metadata={"help": "points per axis (default: %(default)s)"})
-    margin: float = field(default=DEFAULT_MARGIN, metadata={
-        "help": "margin around the points, as a fraction of their largest extent (default: %(default)s)"})
-    bn_mode: str = field(default=DEFAULT_BN_MODE, metadata={
-        "help": "BatchNorm statistics on the plane: recomputed at each point, or interpolated like the weights "
-                "(default: %(default)s)", "choices": BN_MODES})
-    bn_batches: int = field(default=DEFAULT_BN_BATCHES, metadata={
-        "help": "training batches for the reset mode's statistics (default: %(default)s)"})
-    bn_batch_size: int | None = field(default=None, metadata={
-        "help": "batch size of the reset pass (default: the recipe's train.batch_size)"})
-    splits: tuple[str, ...] = field(default=("test",), metadata={
-        "help": "data splits to evaluate (default: test)", "choices": ("test", "train")})
-    chunk: int | None = field(default=None, metadata={
-        "help": "grid points evaluated per call, with vmap when > 1 (default: 1 on CPU, 16 on CUDA)"})
-    batch_size: int | None = field(default=None, metadata={
-        "help": "examples per forward pass and grid point (default: the recipe's eval_batch_size // chunk)"})
-    cover_rewind: bool = field(default=False, metadata={
-        "help": "extend the grid to cover the projected rewind points as well"})
+    margin: float = field(
+        default=DEFAULT_MARGIN,
+        metadata={"help": "margin around the points, as a fraction of their largest extent (default: %(default)s)"},
+    )
+    bn_mode: str = field(
+        default=DEFAULT_BN_MODE,
+        metadata={
+            "help": "BatchNorm statistics on the plane: recomputed at each point, or interpolated like the weights "
+            "(default: %(default)s)",
+            "choices": BN_MODES,
+        },
+    )
+    bn_batches: int = field(
+        default=DEFAULT_BN_BATCHES,
+        metadata={"help": "training batches for the reset mode's statistics (default: %(default)s)"},
+    )
+    bn_batch_size: int | None = field(
+        default=None, metadata={"help": "batch size of the reset pass (default: the recipe's train.batch_size)"}
+    )
+    splits: tuple[str, ...] = field(
+        default=("test",), metadata={"help": "data splits to evaluate (default: test)", "choices": ("test", "train")}
+    )
+    chunk: int | None = field(
+        default=None,
+        metadata={"help": "grid points evaluated per call, with vmap when > 1 (default: 1 on CPU, 16 on CUDA)"},
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "examples per forward pass and grid point (default: the recipe's eval_batch_size // chunk)"},
+    )
+    cover_rewind: bool = field(
+        default=False, metadata={"help": "extend the grid to cover the projected rewind points as well"}
+    )
 
     def check(self) -> "LandscapeSettings":
         """Raise :class:`ConfigError` on a bad value."""
-        if self.grid < 2 or self.margin < 0 or min(self.chunk or 1, self.batch_size or 1, self.bn_batches,
-                                                   self.bn_batch_size or 1) < 1:
-            raise ConfigError("--grid must be >= 2, --margin >= 0, and --chunk, --batch-size, --bn-batches and "
-                              "--bn-batch-size >= 1")
+        if (
+            self.grid < 2
+            or self.margin < 0
+            or min(self.chunk or 1, self.batch_size or 1, self.bn_batches, self.bn_batch_size or 1) < 1
+        ):
+            raise ConfigError(
+                "--grid must be >= 2, --margin >= 0, and --chunk, --batch-size, --bn-batches and --bn-batch-size >= 1"
+            )
         return self
 
 
@@ -167,8 +192,9 @@ class Plane:
         The affine coefficients are clipped to ``[0, 1]`` (no extrapolation of statistics);
         integer buffers are ``w_a``'s.
         """
-        alpha, beta = (torch.as_tensor(np.clip(np.atleast_1d(c), 0.0, 1.0), dtype=torch.float64)
-                       for c in self.affine(x, y))
+        alpha, beta = (
+            torch.as_tensor(np.clip(np.atleast_1d(c), 0.0, 1.0), dtype=torch.float64) for c in self.affine(x, y)
+        )
         a, p, b = self.buffers
         out = {}
         for n, ba in a.items():
@@ -218,8 +244,9 @@ def plane_through(a: State, p: State, b: State, names: Sequence[str]) -> Plane:
     return Plane(names, [a[n].shape for n in names], [a[n].dtype for n in names], origin, e1, e2, anchors, bufs)
 
 
-def grid_axes(plane: Plane, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MARGIN,
-              extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def grid_axes(
+    plane: Plane, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MARGIN, extra: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Grid coordinates covering the defining points (and ``extra`` ``[n, 2]`` points) with a margin."""
     if grid < 2:
         raise ValueError(f"grid needs at least 2 points per axis, got {grid}")
@@ -232,8 +259,14 @@ def grid_axes(plane: Plane, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MA
 
 
 @torch.no_grad()
-def evaluate_states(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-                    data: Data, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_states(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    data: Data,
+    split: str,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean cross-entropy and 0-1 error of ``K`` networks at once (eval mode).
 
     ``params``/``buffers`` map names to stacked ``[K, *shape]`` tensors; ``model`` only gives the
@@ -243,9 +276,11 @@ def evaluate_states(model: nn.Module, params: Mapping[str, torch.Tensor], buffer
     k = next(iter(params.values())).shape[0]
     model = model.eval()
     if k == 1:
+
         def forward(p, b, x):
-            return functional_call(model, ({n: t[0] for n, t in p.items()}, {n: t[0] for n, t in b.items()}),
-                                   (x,)).unsqueeze(0)
+            return functional_call(
+                model, ({n: t[0] for n, t in p.items()}, {n: t[0] for n, t in b.items()}), (x,)
+            ).unsqueeze(0)
     else:
         forward = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
     loss = torch.zeros(k, dtype=torch.float64, device=device)
@@ -253,8 +288,12 @@ def evaluate_states(model: nn.Module, params: Mapping[str, torch.Tensor], buffer
     n = 0
     for x, y in data.eval_batches(split, batch_size, device):
         out = forward(dict(params), dict(buffers), x).float()
-        loss += nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.repeat(k),
-                                            reduction="none").view(k, -1).double().sum(1)
+        loss += (
+            nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.repeat(k), reduction="none")
+            .view(k, -1)
+            .double()
+            .sum(1)
+        )
         wrong += (out.argmax(-1) != y).sum(1)
         n += len(y)
     return (loss / n).cpu().numpy(), (wrong.double() / n).cpu().numpy()
@@ -280,8 +319,9 @@ class BatchNormReset:
         self.batches = list(batches) if self.bn_buffers else []
 
     @torch.no_grad()
-    def __call__(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
-                 ) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """Buffers of one network (unstacked ``params``/``buffers``) with its statistics recomputed."""
         fresh = dict(buffers)
         for n in self.bn_buffers:
@@ -290,8 +330,9 @@ class BatchNormReset:
             functional_call(self.net, (dict(params), fresh), (x,))
         return fresh
 
-    def stacked(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
-                ) -> dict[str, torch.Tensor]:
+    def stacked(
+        self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """The same for ``K`` networks given as stacked ``[K, *shape]`` tensors."""
         k = next(iter(params.values())).shape[0]
         out = [self({n: t[i] for n, t in params.items()}, {n: t[i] for n, t in buffers.items()}) for i in range(k)]
@@ -313,10 +354,20 @@ def _stack_states(states: Sequence[State], names: Sequence[str], device) -> dict
     return {n: torch.stack([s[n].detach() for s in states]).to(device) for n in names}
 
 
-def evaluate_plane(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarray, data: Data,
-                   splits: Sequence[str] = ("test",), batch_size: int = 1000, bn_mode: str = DEFAULT_BN_MODE,
-                   bn_batches: int = DEFAULT_BN_BATCHES, bn_batch_size: int = 100, chunk: int | None = None,
-                   progress: bool = False) -> dict[str, np.ndarray]:
+def evaluate_plane(
+    model: nn.Module,
+    plane: Plane,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    data: Data,
+    splits: Sequence[str] = ("test",),
+    batch_size: int = 1000,
+    bn_mode: str = DEFAULT_BN_MODE,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int = 100,
+    chunk: int | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Loss and error at the points ``(xs[i], ys[i])`` of the plane, per split: ``{'test_error': [K], …}``.
 
     ``chunk`` points are evaluated per call (default: :func:`default_chunk` of the model's device);
@@ -327,8 +378,9 @@ def evaluate_plane(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarra
         raise ValueError(f"unknown bn_mode {bn_mode!r}; choose one of {BN_MODES}")
     device = next(model.parameters()).device
     chunk = chunk or default_chunk(device)
-    reset = BatchNormReset(model, bn_reset_batches(data, bn_batches, bn_batch_size, device)) \
-        if bn_mode == "reset" else None
+    reset = (
+        BatchNormReset(model, bn_reset_batches(data, bn_batches, bn_batch_size, device)) if bn_mode == "reset" else None
+    )
     dtypes = _model_dtypes(model)
     xs, ys = np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()
     out = {f"{s}_{q}": np.empty(len(xs)) for s in splits for q in ("loss", "error")}
@@ -376,13 +428,19 @@ def landscape_level(
     names = [n for n, _ in model.named_parameters()]
     projection = _masked(solution, next_mask)
     plane = plane_through(solution, projection, next_solution, names)
-    states = {"solution": solution, "projection": projection, "next_solution": next_solution,
-              "rewind": _masked(rewind, mask), "next_rewind": _masked(rewind, next_mask)}
+    states = {
+        "solution": solution,
+        "projection": projection,
+        "next_solution": next_solution,
+        "rewind": _masked(rewind, mask),
+        "next_rewind": _masked(rewind, next_mask),
+    }
     coords = np.array([plane.coords(states[p]) for p in POINTS])
     xs, ys = grid_axes(plane, grid, margin, coords[3:, :2] if cover_rewind else None)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
-    values = evaluate_plane(model, plane, gx, gy, data, splits, batch_size, bn_mode, bn_batches, bn_batch_size,
-                            chunk, progress)
+    values = evaluate_plane(
+        model, plane, gx, gy, data, splits, batch_size, bn_mode, bn_batches, bn_batch_size, chunk, progress
+    )
 
     device = next(model.parameters()).device
     bnames = [n for n in solution if n not in set(names)]
@@ -391,35 +449,88 @@ def landscape_level(
     if bn_mode == "reset":
         reset = BatchNormReset(model, bn_reset_batches(data, bn_batches, bn_batch_size, device))
         pbufs = reset.stacked(pparams, pbufs)
-    ds = xr.Dataset(coords={"x": np.arange(grid), "y": np.arange(grid), "point": list(POINTS),
-                            "point_label": ("point", [POINT_LABELS[p] for p in POINTS])})
-    ds["plane_x"] = ("x", xs, {"units": "L2 distance in parameter space",
-                               "description": "coordinate along e1 = (m_L+1*w_L - w_L)/|.| (pruning direction)"})
-    ds["plane_y"] = ("y", ys, {"units": "L2 distance in parameter space",
-                               "description": "coordinate along e2: w_L+1 - w_L orthogonalized against e1"})
+    ds = xr.Dataset(
+        coords={
+            "x": np.arange(grid),
+            "y": np.arange(grid),
+            "point": list(POINTS),
+            "point_label": ("point", [POINT_LABELS[p] for p in POINTS]),
+        }
+    )
+    ds["plane_x"] = (
+        "x",
+        xs,
+        {
+            "units": "L2 distance in parameter space",
+            "description": "coordinate along e1 = (m_L+1*w_L - w_L)/|.| (pruning direction)",
+        },
+    )
+    ds["plane_y"] = (
+        "y",
+        ys,
+        {
+            "units": "L2 distance in parameter space",
+            "description": "coordinate along e2: w_L+1 - w_L orthogonalized against e1",
+        },
+    )
     for s in splits:
         loss, err = evaluate_states(model, pparams, pbufs, data, s, batch_size)
         for q, grid_vals, point_vals in (("error", values[f"{s}_error"], err), ("loss", values[f"{s}_loss"], loss)):
             unit = "fraction" if q == "error" else "nats"
             what = "0-1 error" if q == "error" else "mean cross-entropy"
-            ds[f"{s}_{q}"] = (("x", "y"), grid_vals.reshape(grid, grid),
-                              {"units": unit, "description": f"{s} {what} at w_L + plane_x e1 + plane_y e2"})
-            ds[f"point_{s}_{q}"] = ("point", point_vals, {"units": unit, "description": f"{s} {what} of the "
-                                                          "marked network itself (its own BatchNorm statistics, "
-                                                          "recomputed in bn_mode reset)"})
-    ds["point_x"] = ("point", coords[:, 0], {"units": "L2 distance in parameter space",
-                                             "description": "plane coordinate along e1 of the point's projection"})
-    ds["point_y"] = ("point", coords[:, 1], {"units": "L2 distance in parameter space",
-                                             "description": "plane coordinate along e2 of the point's projection"})
-    ds["point_offplane"] = ("point", coords[:, 2], {"units": "L2 distance in parameter space",
-                                                    "description": "distance of the point from the plane"})
+            ds[f"{s}_{q}"] = (
+                ("x", "y"),
+                grid_vals.reshape(grid, grid),
+                {"units": unit, "description": f"{s} {what} at w_L + plane_x e1 + plane_y e2"},
+            )
+            ds[f"point_{s}_{q}"] = (
+                "point",
+                point_vals,
+                {
+                    "units": unit,
+                    "description": f"{s} {what} of the "
+                    "marked network itself (its own BatchNorm statistics, "
+                    "recomputed in bn_mode reset)",
+                },
+            )
+    ds["point_x"] = (
+        "point",
+        coords[:, 0],
+        {
+            "units": "L2 distance in parameter space",
+            "description": "plane coordinate along e1 of the point's projection",
+        },
+    )
+    ds["point_y"] = (
+        "point",
+        coords[:, 1],
+        {
+            "units": "L2 distance in parameter space",
+            "description": "plane coordinate along e2 of the point's projection",
+        },
+    )
+    ds["point_offplane"] = (
+        "point",
+        coords[:, 2],
+        {"units": "L2 distance in parameter space", "description": "distance of the point from the plane"},
+    )
     return ds
 
 
-def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margin: float = DEFAULT_MARGIN,
-                  bn_mode: str = DEFAULT_BN_MODE, bn_batches: int = DEFAULT_BN_BATCHES,
-                  bn_batch_size: int | None = None, splits: Sequence[str] = ("test",), chunk: int | None = None,
-                  batch_size: int | None = None, cover_rewind: bool = False) -> xr.Dataset:
+def landscape_run(
+    run,
+    levels: Sequence[int],
+    *,
+    grid: int = DEFAULT_GRID,
+    margin: float = DEFAULT_MARGIN,
+    bn_mode: str = DEFAULT_BN_MODE,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int | None = None,
+    splits: Sequence[str] = ("test",),
+    chunk: int | None = None,
+    batch_size: int | None = None,
+    cover_rewind: bool = False,
+) -> xr.Dataset:
     """E9 for ``levels`` of a finished :class:`~unmasking.imp.ImpRun`.
 
     Returns a dataset with dimensions ``seed``, ``level``, ``x``, ``y`` and ``point``.
@@ -435,8 +546,9 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     for level in levels:
         for lv in (level, level + 1):
             if not run.final_path(lv).exists():
-                raise FileNotFoundError(f"E9 at level {level} needs the trained level {lv} of {run.root} "
-                                        f"({run.final_path(lv)} is missing)")
+                raise FileNotFoundError(
+                    f"E9 at level {level} needs the trained level {lv} of {run.root} ({run.final_path(lv)} is missing)"
+                )
     bad = [s for s in splits if s not in ("test", "train")]
     if bad:
         raise ConfigError(f"unknown split(s) {bad}; use test and/or train")
@@ -448,19 +560,48 @@ def landscape_run(run, levels: Sequence[int], *, grid: int = DEFAULT_GRID, margi
     bn_batch_size = bn_batch_size or hp.batch_size
     out = []
     for level in tqdm(levels, desc="landscape", disable=not run.progress):
-        ds = landscape_level(model, load_checkpoint(run.final_path(level), map_location=run.device),
-                             load_checkpoint(run.final_path(level + 1), map_location=run.device),
-                             run.mask(level), run.mask(level + 1), rewind, run.data, grid=grid, margin=margin,
-                             bn_mode=bn_mode, bn_batches=bn_batches, bn_batch_size=bn_batch_size, splits=splits,
-                             batch_size=batch_size, chunk=chunk, cover_rewind=cover_rewind, progress=run.progress)
+        ds = landscape_level(
+            model,
+            load_checkpoint(run.final_path(level), map_location=run.device),
+            load_checkpoint(run.final_path(level + 1), map_location=run.device),
+            run.mask(level),
+            run.mask(level + 1),
+            rewind,
+            run.data,
+            grid=grid,
+            margin=margin,
+            bn_mode=bn_mode,
+            bn_batches=bn_batches,
+            bn_batch_size=bn_batch_size,
+            splits=splits,
+            batch_size=batch_size,
+            chunk=chunk,
+            cover_rewind=cover_rewind,
+            progress=run.progress,
+        )
         out.append(ds.expand_dims(level=[level]))
     ds = xr.concat(out, dim="level").expand_dims(seed=[run.seed])
-    ds.attrs.update(provenance(run.recipe.hash(), asdict(run.seeds), str(run.device), recipe_name=run.recipe.name,
-                               rewind_step=run.recipe.prune.rewind_step, experiment="E9_landscape",
-                               run=str(Path(run.root).resolve()), grid=grid, margin=margin, bn_mode=bn_mode,
-                               bn_batches=bn_batches, bn_batch_size=bn_batch_size, splits=list(splits),
-                               chunk=chunk, batch_size=batch_size, cover_rewind=int(cover_rewind),
-                               basis="Gram-Schmidt of (m_L+1*w_L - w_L, w_L+1 - w_L) over all trainable parameters"))
+    ds.attrs.update(
+        provenance(
+            run.recipe.hash(),
+            asdict(run.seeds),
+            str(run.device),
+            recipe_name=run.recipe.name,
+            rewind_step=run.recipe.prune.rewind_step,
+            experiment="E9_landscape",
+            run=str(Path(run.root).resolve()),
+            grid=grid,
+            margin=margin,
+            bn_mode=bn_mode,
+            bn_batches=bn_batches,
+            bn_batch_size=bn_batch_size,
+            splits=list(splits),
+            chunk=chunk,
+            batch_size=batch_size,
+            cover_rewind=int(cover_rewind),
+            basis="Gram-Schmidt of (m_L+1*w_L - w_L, w_L+1 - w_L) over all trainable parameters",
+        )
+    )
     return ds
 
 
@@ -470,6 +611,16 @@ SETTINGS = LandscapeSettings
 def analyse(run, levels: Sequence[int], settings: LandscapeSettings = LandscapeSettings()) -> xr.Dataset:
     """E9 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``landscape`` command)."""
     s = settings.check()
-    return landscape_run(run, levels, grid=s.grid, margin=s.margin, bn_mode=s.bn_mode, bn_batches=s.bn_batches,
-                         bn_batch_size=s.bn_batch_size, splits=s.splits, chunk=s.chunk, batch_size=s.batch_size,
-                         cover_rewind=s.cover_rewind)
+    return landscape_run(
+        run,
+        levels,
+        grid=s.grid,
+        margin=s.margin,
+        bn_mode=s.bn_mode,
+        bn_batches=s.bn_batches,
+        bn_batch_size=s.bn_batch_size,
+        splits=s.splits,
+        chunk=s.chunk,
+        batch_size=s.batch_size,
+        cover_rewind=s.cover_rewind,
+    )

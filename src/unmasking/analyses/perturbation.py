@@ -52,29 +52,42 @@ from .retraining import TrainJob, scratch_folder, train_jobs
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_REPLICATES = 2
 
-__all__ = ["DEFAULT_STRENGTHS", "PerturbationSettings", "analyse", "noise_direction", "perturb",
-           "perturbation_robustness", "rewind_distance"]
+__all__ = [
+    "DEFAULT_STRENGTHS",
+    "PerturbationSettings",
+    "analyse",
+    "noise_direction",
+    "perturb",
+    "perturbation_robustness",
+    "rewind_distance",
+]
 
 
 @dataclass(frozen=True)
 class PerturbationSettings:
     """Options of E3 (the ``perturbation`` command's flags)."""
 
-    strengths: tuple[float, ...] = field(default=DEFAULT_STRENGTHS, metadata={
-        "help": "perturbation norms in units of d_L (0: SGD-noise baseline)"})
+    strengths: tuple[float, ...] = field(
+        default=DEFAULT_STRENGTHS, metadata={"help": "perturbation norms in units of d_L (0: SGD-noise baseline)"}
+    )
     replicates: int = field(default=DEFAULT_REPLICATES, metadata={"help": "replicates per strength"})
     gammas: int = field(default=11, metadata={"help": "points on the γ grid, ends included"})
-    bn_mode: str = field(default="interpolate", metadata={"help": "BatchNorm handling along the path",
-                                                          "choices": BN_MODES})
-    bn_batches: int = field(default=DEFAULT_BN_BATCHES,
-                            metadata={"help": "training batches for the 'reset' mode's statistics"})
-    bn_batch_size: int | None = field(default=None, metadata={
-        "help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"})
-    batch_size: int | None = field(default=None, metadata={
-        "help": "evaluation batch size (default: the recipe's train.eval_batch_size)"})
+    bn_mode: str = field(
+        default="interpolate", metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
+    )
+    bn_batches: int = field(
+        default=DEFAULT_BN_BATCHES, metadata={"help": "training batches for the 'reset' mode's statistics"}
+    )
+    bn_batch_size: int | None = field(
+        default=None, metadata={"help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"}
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "evaluation batch size (default: the recipe's train.eval_batch_size)"}
+    )
 
 
 # --- the perturbation ---------------------------------------------------------------------------------------------
+
 
 def rewind_distance(run, level: int) -> tuple[float, bool]:
     """``d_L`` and whether it was computed here (``True``) rather than read from ``level_{L+1}/prune.json``."""
@@ -118,12 +131,21 @@ def _check_strengths(strengths: Sequence[float], replicates: int) -> tuple[np.nd
     return s, int(replicates)
 
 
-def perturbation_robustness(run, levels: Sequence[int], strengths: Sequence[float] = DEFAULT_STRENGTHS,
-                            replicates: int = DEFAULT_REPLICATES, gammas: int | Sequence[float] = 11,
-                            bn_mode: str = "interpolate", batch_size: int | None = None,
-                            bn_batches: int = DEFAULT_BN_BATCHES, bn_batch_size: int | None = None,
-                            scratch: str | Path | None = None, models_at_once: int = 1, compile: bool = False,
-                            progress: bool = True) -> xr.Dataset:
+def perturbation_robustness(
+    run,
+    levels: Sequence[int],
+    strengths: Sequence[float] = DEFAULT_STRENGTHS,
+    replicates: int = DEFAULT_REPLICATES,
+    gammas: int | Sequence[float] = 11,
+    bn_mode: str = "interpolate",
+    batch_size: int | None = None,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int | None = None,
+    scratch: str | Path | None = None,
+    models_at_once: int = 1,
+    compile: bool = False,
+    progress: bool = True,
+) -> xr.Dataset:
     """E3 on an :class:`~unmasking.imp.ImpRun`; dims ``seed, level, strength, replicate`` (+ ``split``, ``gamma``).
 
     ``scratch`` keeps finished trainings so a rerun resumes (default: a temporary folder);
@@ -159,8 +181,9 @@ def perturbation_robustness(run, levels: Sequence[int], strengths: Sequence[floa
                 jobs.append(TrainJob(f"L{level:02d}_c{c:g}_r{r}", u, mask, seeds))
 
     with scratch_folder(scratch) as folder:
-        trained = train_jobs(jobs, run.data, run.recipe.train, t, folder, models_at_once, compile, progress,
-                             desc="perturb: train")
+        trained = train_jobs(
+            jobs, run.data, run.recipe.train, t, folder, models_at_once, compile, progress, desc="perturb: train"
+        )
 
     ev = PathEvaluator(run.data, batch_size, bn_batches, bn_batch_size, run.device)
     curves = np.full((nl, ns, replicates, len(g), 2, len(ev.splits)), np.nan)
@@ -181,58 +204,139 @@ def perturbation_robustness(run, levels: Sequence[int], strengths: Sequence[floa
     cdims = dims + ("gamma", "split")
     ds = xr.Dataset(
         {
-            "barrier_error": (sdims, barrier(curves[None, ..., 0, :], g, axis=4),
-                              {"description": "B(w_L, trained u') of the error curve", "units": "fraction"}),
-            "barrier_loss": (sdims, barrier(curves[None, ..., 1, :], g, axis=4),
-                             {"description": "B(w_L, trained u') of the loss curve", "units": "nats"}),
-            "error": (sdims, trained_vals[None, ..., 0, :],
-                      {"description": "0-1 error of the trained u'", "units": "fraction"}),
-            "loss": (sdims, trained_vals[None, ..., 1, :],
-                     {"description": "mean cross-entropy of the trained u'", "units": "nats"}),
-            "error_curve": (cdims, curves[None, ..., 0, :],
-                            {"description": "error along (1-γ) w_L + γ trained u'", "units": "fraction"}),
-            "loss_curve": (cdims, curves[None, ..., 1, :],
-                           {"description": "loss along (1-γ) w_L + γ trained u'", "units": "nats"}),
-            "level_error": (("seed", "level", "split"), level_vals[None, :, 0],
-                            {"description": "0-1 error of the IMP solution w_L", "units": "fraction"}),
-            "perturbation_norm": (dims, norms[None],
-                                  {"description": "realized |u' - u| (float64 over the stored weights)",
-                                   "units": "weight-space L2"}),
-            "target_norm": (dims[:3], (strengths[None, :] * d[:, None])[None],
-                            {"description": "c * d_L, the intended |u' - u|", "units": "weight-space L2"}),
-            "rewind_distance": (("seed", "level"), d[None],
-                                {"description": "d_L = |(m_L - m_L+1) * w_t|", "units": "weight-space L2"}),
-            "rewind_distance_computed": (("seed", "level"), computed[None],
-                                         {"description": "1: d_L computed by pruning w_L by the IMP fraction (no "
-                                                         "next mask in the run); 0: read from prune.json"}),
-            "diverged": (dims, np.array([m is None for m in trained], dtype=np.int8).reshape(1, nl, ns, replicates),
-                         {"description": "1 where training u' diverged (its values are NaN)"}),
-            "noise_seed": (("seed", "level", "replicate"), noise_seed[None],
-                           {"description": "seed of g ~ N(0, I) (torch.Generator, float64 randn per mask tensor)"}),
-            "order_seed": (("seed", "level", "replicate"), order_seed[None],
-                           {"description": "data-order seed of the replicate's training"}),
-            "density": (("seed", "level"), [[M.density(run.mask(lv)) for lv in levels]],
-                        {"description": "fraction of prunable weights remaining at level L", "units": "fraction"}),
+            "barrier_error": (
+                sdims,
+                barrier(curves[None, ..., 0, :], g, axis=4),
+                {"description": "B(w_L, trained u') of the error curve", "units": "fraction"},
+            ),
+            "barrier_loss": (
+                sdims,
+                barrier(curves[None, ..., 1, :], g, axis=4),
+                {"description": "B(w_L, trained u') of the loss curve", "units": "nats"},
+            ),
+            "error": (
+                sdims,
+                trained_vals[None, ..., 0, :],
+                {"description": "0-1 error of the trained u'", "units": "fraction"},
+            ),
+            "loss": (
+                sdims,
+                trained_vals[None, ..., 1, :],
+                {"description": "mean cross-entropy of the trained u'", "units": "nats"},
+            ),
+            "error_curve": (
+                cdims,
+                curves[None, ..., 0, :],
+                {"description": "error along (1-γ) w_L + γ trained u'", "units": "fraction"},
+            ),
+            "loss_curve": (
+                cdims,
+                curves[None, ..., 1, :],
+                {"description": "loss along (1-γ) w_L + γ trained u'", "units": "nats"},
+            ),
+            "level_error": (
+                ("seed", "level", "split"),
+                level_vals[None, :, 0],
+                {"description": "0-1 error of the IMP solution w_L", "units": "fraction"},
+            ),
+            "perturbation_norm": (
+                dims,
+                norms[None],
+                {"description": "realized |u' - u| (float64 over the stored weights)", "units": "weight-space L2"},
+            ),
+            "target_norm": (
+                dims[:3],
+                (strengths[None, :] * d[:, None])[None],
+                {"description": "c * d_L, the intended |u' - u|", "units": "weight-space L2"},
+            ),
+            "rewind_distance": (
+                ("seed", "level"),
+                d[None],
+                {"description": "d_L = |(m_L - m_L+1) * w_t|", "units": "weight-space L2"},
+            ),
+            "rewind_distance_computed": (
+                ("seed", "level"),
+                computed[None],
+                {
+                    "description": "1: d_L computed by pruning w_L by the IMP fraction (no "
+                    "next mask in the run); 0: read from prune.json"
+                },
+            ),
+            "diverged": (
+                dims,
+                np.array([m is None for m in trained], dtype=np.int8).reshape(1, nl, ns, replicates),
+                {"description": "1 where training u' diverged (its values are NaN)"},
+            ),
+            "noise_seed": (
+                ("seed", "level", "replicate"),
+                noise_seed[None],
+                {"description": "seed of g ~ N(0, I) (torch.Generator, float64 randn per mask tensor)"},
+            ),
+            "order_seed": (
+                ("seed", "level", "replicate"),
+                order_seed[None],
+                {"description": "data-order seed of the replicate's training"},
+            ),
+            "density": (
+                ("seed", "level"),
+                [[M.density(run.mask(lv)) for lv in levels]],
+                {"description": "fraction of prunable weights remaining at level L", "units": "fraction"},
+            ),
         },
-        coords={"seed": [run.seed], "level": levels, "strength": strengths, "replicate": np.arange(replicates),
-                "gamma": g, "split": list(ev.splits)})
+        coords={
+            "seed": [run.seed],
+            "level": levels,
+            "strength": strengths,
+            "replicate": np.arange(replicates),
+            "gamma": g,
+            "split": list(ev.splits),
+        },
+    )
     ds["strength"].attrs["description"] = "c: perturbation norm in units of d_L (0: SGD-noise baseline)"
-    ds.attrs.update(run_provenance(run, "E3_perturbation", strengths=strengths.tolist(), replicates=replicates,
-                                   gammas=list(g), bn_mode=bn_mode, batch_size=batch_size, bn_batches=bn_batches,
-                                   bn_batch_size=bn_batch_size, trainings=len(jobs)))
+    ds.attrs.update(
+        run_provenance(
+            run,
+            "E3_perturbation",
+            strengths=strengths.tolist(),
+            replicates=replicates,
+            gammas=list(g),
+            bn_mode=bn_mode,
+            batch_size=batch_size,
+            bn_batches=bn_batches,
+            bn_batch_size=bn_batch_size,
+            trainings=len(jobs),
+        )
+    )
     return ds
 
 
 SETTINGS = PerturbationSettings
 
 
-def analyse(run, levels: Sequence[int], settings: PerturbationSettings = PerturbationSettings(),
-            scratch: str | Path | None = None, models_at_once: int = 1, compile: bool = False) -> xr.Dataset:
+def analyse(
+    run,
+    levels: Sequence[int],
+    settings: PerturbationSettings = PerturbationSettings(),
+    scratch: str | Path | None = None,
+    models_at_once: int = 1,
+    compile: bool = False,
+) -> xr.Dataset:
     """E3 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``perturbation`` command).
 
     ``scratch``, ``models_at_once`` and ``compile``: see :func:`perturbation_robustness`.
     """
-    return perturbation_robustness(run, levels, settings.strengths, settings.replicates, settings.gammas,
-                                   settings.bn_mode, settings.batch_size, settings.bn_batches, settings.bn_batch_size,
-                                   scratch=scratch, models_at_once=models_at_once, compile=compile,
-                                   progress=run.progress)
+    return perturbation_robustness(
+        run,
+        levels,
+        settings.strengths,
+        settings.replicates,
+        settings.gammas,
+        settings.bn_mode,
+        settings.batch_size,
+        settings.bn_batches,
+        settings.bn_batch_size,
+        scratch=scratch,
+        models_at_once=models_at_once,
+        compile=compile,
+        progress=run.progress,
+    )

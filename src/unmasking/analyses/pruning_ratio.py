@@ -56,34 +56,53 @@ DEFAULT_FRACTIONS = tuple(round(0.1 * i, 10) for i in range(1, 10))
 DEFAULT_EPS_MATCH = 0.01
 DEFAULT_EPS_BARRIER = 0.02
 
-__all__ = ["DEFAULT_FRACTIONS", "METHODS", "PruningRatioSettings", "analyse", "empirical_p_star", "pruned_mask",
-           "pruning_ratio"]
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "METHODS",
+    "PruningRatioSettings",
+    "analyse",
+    "empirical_p_star",
+    "pruned_mask",
+    "pruning_ratio",
+]
 
 
 @dataclass(frozen=True)
 class PruningRatioSettings:
     """Options of E6 (the ``pruning_ratio`` command's flags)."""
 
-    fractions: tuple[float, ...] = field(default=DEFAULT_FRACTIONS, metadata={
-        "help": "fractions of the surviving weights to prune"})
+    fractions: tuple[float, ...] = field(
+        default=DEFAULT_FRACTIONS, metadata={"help": "fractions of the surviving weights to prune"}
+    )
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "pruning methods", "choices": METHODS})
     random_masks: int = field(default=1, metadata={"help": "random masks per (method, fraction)"})
-    eps_match: float = field(default=DEFAULT_EPS_MATCH, metadata={
-        "help": "matching tolerance on test error (absolute) over the dense level-0 solution"})
+    eps_match: float = field(
+        default=DEFAULT_EPS_MATCH,
+        metadata={"help": "matching tolerance on test error (absolute) over the dense level-0 solution"},
+    )
     eps_barrier: float = field(default=DEFAULT_EPS_BARRIER, metadata={"help": "zero-barrier threshold"})
     gammas: int = field(default=11, metadata={"help": "points on the γ grid, ends included"})
-    bn_mode: str = field(default="interpolate", metadata={"help": "BatchNorm handling along the path",
-                                                          "choices": BN_MODES})
-    bn_batches: int = field(default=DEFAULT_BN_BATCHES,
-                            metadata={"help": "training batches for the 'reset' mode's statistics"})
-    bn_batch_size: int | None = field(default=None, metadata={
-        "help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"})
-    batch_size: int | None = field(default=None, metadata={
-        "help": "evaluation batch size (default: the recipe's train.eval_batch_size)"})
+    bn_mode: str = field(
+        default="interpolate", metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
+    )
+    bn_batches: int = field(
+        default=DEFAULT_BN_BATCHES, metadata={"help": "training batches for the 'reset' mode's statistics"}
+    )
+    bn_batch_size: int | None = field(
+        default=None, metadata={"help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"}
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "evaluation batch size (default: the recipe's train.eval_batch_size)"}
+    )
 
 
-def pruned_mask(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], fraction: float,
-                method: str, seed: int | None = None) -> M.Mask:
+def pruned_mask(
+    weights: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    fraction: float,
+    method: str,
+    seed: int | None = None,
+) -> M.Mask:
     """``mask`` with ``ceil(fraction × surviving)`` more weights removed by ``method`` (random ones need ``seed``)."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"pruning fraction must be in (0, 1), got {fraction}")
@@ -124,12 +143,24 @@ def _same_mask(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> 
     return set(a) == set(b) and all(torch.equal(a[n].cpu(), b[n].cpu()) for n in a)
 
 
-def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                  methods: Sequence[str] = METHODS, random_masks: int = 1, eps_match: float = DEFAULT_EPS_MATCH,
-                  eps_barrier: float = DEFAULT_EPS_BARRIER, gammas: int | Sequence[float] = 11,
-                  bn_mode: str = "interpolate", batch_size: int | None = None, bn_batches: int = DEFAULT_BN_BATCHES,
-                  bn_batch_size: int | None = None, scratch: str | Path | None = None, models_at_once: int = 1,
-                  compile: bool = False, progress: bool = True) -> xr.Dataset:
+def pruning_ratio(
+    run,
+    levels: Sequence[int],
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    methods: Sequence[str] = METHODS,
+    random_masks: int = 1,
+    eps_match: float = DEFAULT_EPS_MATCH,
+    eps_barrier: float = DEFAULT_EPS_BARRIER,
+    gammas: int | Sequence[float] = 11,
+    bn_mode: str = "interpolate",
+    batch_size: int | None = None,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int | None = None,
+    scratch: str | Path | None = None,
+    models_at_once: int = 1,
+    compile: bool = False,
+    progress: bool = True,
+) -> xr.Dataset:
     """E6 on an :class:`~unmasking.imp.ImpRun`.
 
     Dims ``seed, level, prune_method, fraction, replicate`` (+ ``split``, ``gamma`` for curves).
@@ -149,18 +180,38 @@ def pruning_ratio(run, levels: Sequence[int], fractions: Sequence[float] = DEFAU
     _retrain(run, sweep, scratch, models_at_once, compile, progress)
     dense_test = _evaluate(run, sweep, ev, bn_mode, progress)
     ds = _dataset(run, sweep, dense_test, eps_match, eps_barrier)
-    ds.attrs.update(run_provenance(run, "E6_pruning_ratio", fractions=fractions.tolist(), methods=list(methods),
-                                   random_masks=nrep, eps_match=eps_match, eps_barrier=eps_barrier, gammas=list(g),
-                                   bn_mode=bn_mode, batch_size=batch_size, bn_batches=bn_batches,
-                                   bn_batch_size=bn_batch_size, trainings=len(sweep.jobs)))
+    ds.attrs.update(
+        run_provenance(
+            run,
+            "E6_pruning_ratio",
+            fractions=fractions.tolist(),
+            methods=list(methods),
+            random_masks=nrep,
+            eps_match=eps_match,
+            eps_barrier=eps_barrier,
+            gammas=list(g),
+            bn_mode=bn_mode,
+            batch_size=batch_size,
+            bn_batches=bn_batches,
+            bn_batch_size=bn_batch_size,
+            trainings=len(sweep.jobs),
+        )
+    )
     return ds
 
 
 class _Sweep:
     """E6's cells (level, method, fraction, replicate) and what the steps learn about each of them."""
 
-    def __init__(self, levels: list[int], methods: tuple[str, ...], fractions: np.ndarray, replicates: int,
-                 gammas: np.ndarray, splits: Sequence[str]):
+    def __init__(
+        self,
+        levels: list[int],
+        methods: tuple[str, ...],
+        fractions: np.ndarray,
+        replicates: int,
+        gammas: np.ndarray,
+        splits: Sequence[str],
+    ):
         self.levels, self.methods, self.fractions, self.replicates = levels, methods, fractions, replicates
         self.gammas, self.splits = gammas, tuple(splits)
         self.shape = (len(levels), len(methods), len(fractions), replicates)
@@ -218,12 +269,22 @@ def _plan_trainings(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str, progres
             sweep.jobs.append(TrainJob(f"L{level:02d}_{method}_p{p:g}_r{r}", start, mask, run.seeds))
 
 
-def _retrain(run, sweep: _Sweep, scratch: str | Path | None, models_at_once: int, compile: bool,
-             progress: bool) -> None:
+def _retrain(
+    run, sweep: _Sweep, scratch: str | Path | None, models_at_once: int, compile: bool, progress: bool
+) -> None:
     """Run the queued retrainings (see :func:`~unmasking.analyses.retraining.train_jobs`)."""
     with scratch_folder(scratch) as folder:
-        trained = train_jobs(sweep.jobs, run.data, run.recipe.train, run.recipe.prune.rewind_step, folder,
-                             models_at_once, compile, progress, desc="pruning-ratio: retrain")
+        trained = train_jobs(
+            sweep.jobs,
+            run.data,
+            run.recipe.train,
+            run.recipe.prune.rewind_step,
+            folder,
+            models_at_once,
+            compile,
+            progress,
+            desc="pruning-ratio: retrain",
+        )
     sweep.results.update(zip(sweep.slots, trained))
 
 
@@ -255,61 +316,116 @@ def _judge(sweep: _Sweep, dense_test: float, eps_match: float, eps_barrier: floa
     matching = np.where(sweep.ran, is_matching, np.nan)
     connected = np.where(sweep.ran, is_connected, np.nan)
     success = np.where(sweep.ran, is_matching & is_connected, np.nan)
-    return {"after": after, "barrier_error": b_err, "barrier_loss": b_loss, "matching": matching,
-            "connected": connected, "success": success, "p_star": empirical_p_star(sweep.fractions, success, axis=2)}
+    return {
+        "after": after,
+        "barrier_error": b_err,
+        "barrier_loss": b_loss,
+        "matching": matching,
+        "connected": connected,
+        "success": success,
+        "p_star": empirical_p_star(sweep.fractions, success, axis=2),
+    }
 
 
 def _dataset(run, sweep: _Sweep, dense_test: float, eps_match: float, eps_barrier: float) -> xr.Dataset:
     """E6's result dataset (without provenance)."""
     judged = _judge(sweep, dense_test, eps_match, eps_barrier)
     after, b_err, b_loss, matching, connected, success, p_star = (
-        judged[k] for k in ("after", "barrier_error", "barrier_loss", "matching", "connected", "success", "p_star"))
+        judged[k] for k in ("after", "barrier_error", "barrier_loss", "matching", "connected", "success", "p_star")
+    )
     curves = sweep.curves
     dims = ("seed", "level", "prune_method", "fraction", "replicate")
     sd, cd = dims + ("split",), dims + ("gamma", "split")
     frac_attrs = {"units": "fraction"}
     ds = xr.Dataset(
         {
-            "pruned_error": (sd, sweep.pruned[None, ..., 0, :],
-                             {"description": "error of m' * w_L right after pruning (no retraining)", **frac_attrs}),
-            "pruned_loss": (sd, sweep.pruned[None, ..., 1, :],
-                            {"description": "loss of m' * w_L right after pruning (no retraining)", "units": "nats"}),
-            "error": (sd, after[None, ..., 0, :],
-                      {"description": "error after rewinding to m' * w_t and retraining", **frac_attrs}),
-            "loss": (sd, after[None, ..., 1, :],
-                     {"description": "loss after rewinding to m' * w_t and retraining", "units": "nats"}),
+            "pruned_error": (
+                sd,
+                sweep.pruned[None, ..., 0, :],
+                {"description": "error of m' * w_L right after pruning (no retraining)", **frac_attrs},
+            ),
+            "pruned_loss": (
+                sd,
+                sweep.pruned[None, ..., 1, :],
+                {"description": "loss of m' * w_L right after pruning (no retraining)", "units": "nats"},
+            ),
+            "error": (
+                sd,
+                after[None, ..., 0, :],
+                {"description": "error after rewinding to m' * w_t and retraining", **frac_attrs},
+            ),
+            "loss": (
+                sd,
+                after[None, ..., 1, :],
+                {"description": "loss after rewinding to m' * w_t and retraining", "units": "nats"},
+            ),
             "barrier_error": (sd, b_err[None], {"description": "B(w_L, retrained) of the error curve", **frac_attrs}),
             "barrier_loss": (sd, b_loss[None], {"description": "B(w_L, retrained) of the loss curve", "units": "nats"}),
-            "error_curve": (cd, curves[None, ..., 0, :],
-                            {"description": "error along (1-γ) w_L + γ retrained", **frac_attrs}),
-            "loss_curve": (cd, curves[None, ..., 1, :],
-                           {"description": "loss along (1-γ) w_L + γ retrained", "units": "nats"}),
+            "error_curve": (
+                cd,
+                curves[None, ..., 0, :],
+                {"description": "error along (1-γ) w_L + γ retrained", **frac_attrs},
+            ),
+            "loss_curve": (
+                cd,
+                curves[None, ..., 1, :],
+                {"description": "loss along (1-γ) w_L + γ retrained", "units": "nats"},
+            ),
             "matching": (dims, matching[None], {"description": f"1 if test error <= dense + eps_match ({eps_match})"}),
-            "connected": (dims, connected[None],
-                          {"description": f"1 if test-error barrier <= eps_barrier ({eps_barrier})"}),
+            "connected": (
+                dims,
+                connected[None],
+                {"description": f"1 if test-error barrier <= eps_barrier ({eps_barrier})"},
+            ),
             "success": (dims, success[None], {"description": "matching and connected (1/0; NaN: not run)"}),
-            "p_star": (("seed", "level", "prune_method", "replicate"), p_star[None],
-                       {"description": "largest fraction p on the grid that succeeded (0: none)", **frac_attrs}),
+            "p_star": (
+                ("seed", "level", "prune_method", "replicate"),
+                p_star[None],
+                {"description": "largest fraction p on the grid that succeeded (0: none)", **frac_attrs},
+            ),
             "density": (dims, sweep.density[None], {"description": "density of the pruned mask m'", **frac_attrs}),
-            "projection_length": (dims, sweep.projection[None], {"description": "R(p) = |(m_L - m') * w_L|",
-                                                                 "units": "weight-space L2"}),
-            "rewind_distance": (dims, sweep.rewind_distance[None], {"description": "|(m_L - m') * w_t|",
-                                                                    "units": "weight-space L2"}),
+            "projection_length": (
+                dims,
+                sweep.projection[None],
+                {"description": "R(p) = |(m_L - m') * w_L|", "units": "weight-space L2"},
+            ),
+            "rewind_distance": (
+                dims,
+                sweep.rewind_distance[None],
+                {"description": "|(m_L - m') * w_t|", "units": "weight-space L2"},
+            ),
             "mask_seed": (dims, sweep.mask_seed[None], {"description": "seed of the random mask (-1: magnitude)"}),
-            "reused_imp_level": (dims, sweep.reused[None],
-                                 {"description": "1: m' equals the run's m_L+1, so the run's w_L+1 is the result"}),
+            "reused_imp_level": (
+                dims,
+                sweep.reused[None],
+                {"description": "1: m' equals the run's m_L+1, so the run's w_L+1 is the result"},
+            ),
             "diverged": (dims, sweep.diverged[None], {"description": "1 where retraining diverged (values NaN)"}),
-            "level_error": (("seed", "level", "split"), sweep.level_values[None, :, 0],
-                            {"description": "error of the IMP solution w_L", **frac_attrs}),
-            "dense_test_error": (("seed",), [dense_test],
-                                 {"description": "test error of the run's dense level-0 solution", **frac_attrs}),
+            "level_error": (
+                ("seed", "level", "split"),
+                sweep.level_values[None, :, 0],
+                {"description": "error of the IMP solution w_L", **frac_attrs},
+            ),
+            "dense_test_error": (
+                ("seed",),
+                [dense_test],
+                {"description": "test error of the run's dense level-0 solution", **frac_attrs},
+            ),
         },
-        coords={"seed": [run.seed], "level": sweep.levels, "prune_method": list(sweep.methods),
-                "fraction": sweep.fractions, "replicate": np.arange(sweep.replicates), "gamma": sweep.gammas,
-                "split": list(sweep.splits)})
+        coords={
+            "seed": [run.seed],
+            "level": sweep.levels,
+            "prune_method": list(sweep.methods),
+            "fraction": sweep.fractions,
+            "replicate": np.arange(sweep.replicates),
+            "gamma": sweep.gammas,
+            "split": list(sweep.splits),
+        },
+    )
     ds["fraction"].attrs["description"] = "p: fraction of the surviving weights of w_L pruned at once"
-    ds["prune_method"].attrs["description"] = ("pruning rule (not named 'method': that name is a keyword of "
-                                               "xarray's .sel)")
+    ds["prune_method"].attrs["description"] = (
+        "pruning rule (not named 'method': that name is a keyword of xarray's .sel)"
+    )
     ds["replicate"].attrs["description"] = "random mask index (magnitude pruning: replicate 0 only)"
     return ds
 
@@ -317,13 +433,33 @@ def _dataset(run, sweep: _Sweep, dense_test: float, eps_match: float, eps_barrie
 SETTINGS = PruningRatioSettings
 
 
-def analyse(run, levels: Sequence[int], settings: PruningRatioSettings = PruningRatioSettings(),
-            scratch: str | Path | None = None, models_at_once: int = 1, compile: bool = False) -> xr.Dataset:
+def analyse(
+    run,
+    levels: Sequence[int],
+    settings: PruningRatioSettings = PruningRatioSettings(),
+    scratch: str | Path | None = None,
+    models_at_once: int = 1,
+    compile: bool = False,
+) -> xr.Dataset:
     """E6 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``pruning_ratio`` command).
 
     ``scratch``, ``models_at_once`` and ``compile``: see :func:`pruning_ratio`.
     """
-    return pruning_ratio(run, levels, settings.fractions, settings.methods, settings.random_masks, settings.eps_match,
-                         settings.eps_barrier, settings.gammas, settings.bn_mode, settings.batch_size,
-                         settings.bn_batches, settings.bn_batch_size, scratch=scratch, models_at_once=models_at_once,
-                         compile=compile, progress=run.progress)
+    return pruning_ratio(
+        run,
+        levels,
+        settings.fractions,
+        settings.methods,
+        settings.random_masks,
+        settings.eps_match,
+        settings.eps_barrier,
+        settings.gammas,
+        settings.bn_mode,
+        settings.batch_size,
+        settings.bn_batches,
+        settings.bn_batch_size,
+        scratch=scratch,
+        models_at_once=models_at_once,
+        compile=compile,
+        progress=run.progress,
+    )

@@ -66,23 +66,44 @@ DEFAULT_EPSILON = EPS_BARRIER * math.log(2)  # ≈ 0.0139 nats
 DEFAULT_BAND = 2.0
 SWEEP_FACTORS = tuple(10.0 ** (e / 4) for e in range(-8, 9))  # ε × 10^-2 … 10^2, quarter decades
 
-__all__ = ["DEFAULT_BAND", "DEFAULT_EPSILON", "EPS_BARRIER", "METHODS", "QUADRATURES", "SWEEP_FACTORS",
-           "PruningTheorySettings", "analyse", "lanczos_rules", "p_star", "projection_r2", "pruning_theory",
-           "right_side", "spectral_measure"]
+__all__ = [
+    "DEFAULT_BAND",
+    "DEFAULT_EPSILON",
+    "EPS_BARRIER",
+    "METHODS",
+    "QUADRATURES",
+    "SWEEP_FACTORS",
+    "PruningTheorySettings",
+    "analyse",
+    "lanczos_rules",
+    "p_star",
+    "projection_r2",
+    "pruning_theory",
+    "right_side",
+    "spectral_measure",
+]
 
 
 @dataclass(frozen=True)
 class PruningTheorySettings:
     """Options of E5 (the ``pruning_theory`` command's flags)."""
 
-    epsilon: float = field(default=DEFAULT_EPSILON, metadata={
-        "help": "train-loss increase tolerance of the sublevel set, in nats (default 0.02 ln 2)"})
-    epsilon_band: float = field(default=DEFAULT_BAND, metadata={
-        "help": "sensitivity band: p* is also computed at epsilon / band and epsilon * band"})
+    epsilon: float = field(
+        default=DEFAULT_EPSILON,
+        metadata={"help": "train-loss increase tolerance of the sublevel set, in nats (default 0.02 ln 2)"},
+    )
+    epsilon_band: float = field(
+        default=DEFAULT_BAND,
+        metadata={"help": "sensitivity band: p* is also computed at epsilon / band and epsilon * band"},
+    )
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "pruning methods", "choices": METHODS})
-    quadrature: str = field(default="averaged", metadata={
-        "help": "spectral measure for p*: Laurie's averaged Gauss/anti-Gauss rule, or the plain Gauss rule",
-        "choices": QUADRATURES})
+    quadrature: str = field(
+        default="averaged",
+        metadata={
+            "help": "spectral measure for p*: Laurie's averaged Gauss/anti-Gauss rule, or the plain Gauss rule",
+            "choices": QUADRATURES,
+        },
+    )
 
 
 def spectral_measure(nodes, weights) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +163,10 @@ def lanczos_rules(alpha, beta, dim: int) -> dict[str, tuple[np.ndarray, np.ndarr
 def _measures(alpha, beta, dim: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Probe-averaged measures of each rule from E4's ``lanczos_alpha``/``lanczos_beta`` ``(probe, node)``."""
     rules = [lanczos_rules(a, b, dim) for a, b in zip(np.atleast_2d(alpha), np.atleast_2d(beta))]
-    return {name: spectral_measure(np.concatenate([r[name][0] for r in rules]),
-                                   np.concatenate([r[name][1] for r in rules])) for name in rules[0]}
+    return {
+        name: spectral_measure(np.concatenate([r[name][0] for r in rules]), np.concatenate([r[name][1] for r in rules]))
+        for name in rules[0]
+    }
 
 
 def projection_r2(weights: np.ndarray, method: str) -> np.ndarray:
@@ -208,8 +231,10 @@ def _check_e4(hessian: xr.Dataset, run, levels: Sequence[int]) -> None:
     if hessian.attrs.get("experiment") != "E4_hessian":
         raise ConfigError("the --hessian file is not an E4 (hessian) output")
     if hessian.attrs.get("config_hash") != run.recipe.hash() or int(hessian.seed.values[0]) != run.seed:
-        raise ConfigError(f"the --hessian file is for another run (recipe hash {hessian.attrs.get('config_hash')}, "
-                          f"seed {int(hessian.seed.values[0])}); this run has {run.recipe.hash()}, seed {run.seed}")
+        raise ConfigError(
+            f"the --hessian file is for another run (recipe hash {hessian.attrs.get('config_hash')}, "
+            f"seed {int(hessian.seed.values[0])}); this run has {run.recipe.hash()}, seed {run.seed}"
+        )
     if "lanczos_alpha" not in hessian:
         raise ConfigError("the --hessian file has no Lanczos coefficients (made by an older version); rerun E4")
     missing = [lv for lv in levels if lv not in set(int(v) for v in hessian.level.values)]
@@ -217,10 +242,17 @@ def _check_e4(hessian: xr.Dataset, run, levels: Sequence[int]) -> None:
         raise ConfigError(f"the --hessian file has no levels {missing} (it has {list(hessian.level.values)})")
 
 
-def pruning_theory(run, hessian: xr.Dataset, levels: Sequence[int] | None = None,
-                   epsilon: float = DEFAULT_EPSILON, band: float = DEFAULT_BAND,
-                   methods: Sequence[str] = METHODS, quadrature: str = "averaged", p_grid: int = 101,
-                   progress: bool = True) -> xr.Dataset:
+def pruning_theory(
+    run,
+    hessian: xr.Dataset,
+    levels: Sequence[int] | None = None,
+    epsilon: float = DEFAULT_EPSILON,
+    band: float = DEFAULT_BAND,
+    methods: Sequence[str] = METHODS,
+    quadrature: str = "averaged",
+    p_grid: int = 101,
+    progress: bool = True,
+) -> xr.Dataset:
     """E5 for ``levels`` (default: all of ``hessian``'s) of an :class:`~unmasking.imp.ImpRun`, from E4's output."""
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ConfigError(f"epsilon must be a positive number of nats, got {epsilon}")
@@ -247,15 +279,18 @@ def pruning_theory(run, hessian: xr.Dataset, levels: Sequence[int] | None = None
         h = hessian.sel(level=level).isel(seed=0)
         mask = run.mask(level)
         params = dict(run.solution(level).named_parameters())
-        w = np.concatenate([params[n].detach().cpu().double().reshape(-1)[mask[n].reshape(-1).cpu()].numpy()
-                            for n in mask])
+        w = np.concatenate(
+            [params[n].detach().cpu().double().reshape(-1)[mask[n].reshape(-1).cpu()].numpy() for n in mask]
+        )
         d = len(w)
         if d != int(h.num_weights):
-            raise ConfigError(f"level {level}: the --hessian file has D_L = {int(h.num_weights)} weights but the "
-                              f"run's mask keeps {d}; it was computed for another run")
+            raise ConfigError(
+                f"level {level}: the --hessian file has D_L = {int(h.num_weights)} weights but the "
+                f"run's mask keeps {d}; it was computed for another run"
+            )
         rules = _measures(h.lanczos_alpha.values, h.lanczos_beta.values, d)
         measure = rules[quadrature]
-        norms[i] = float(np.sqrt(np.sum(w ** 2)))
+        norms[i] = float(np.sqrt(np.sum(w**2)))
         k_grid = np.ceil(grid * d).astype(int)  # the count masks.num_to_prune uses
         for j, method in enumerate(methods):
             r2 = projection_r2(w, method)
@@ -273,48 +308,94 @@ def pruning_theory(run, hessian: xr.Dataset, levels: Sequence[int] | None = None
     frac = {"units": "fraction of the surviving weights"}
     ds = xr.Dataset(
         {
-            "p_star": (dims, ps[None], {"description": f"predicted maximal pruning ratio p* at epsilon "
-                                                       f"({quadrature} quadrature)", **frac}),
+            "p_star": (
+                dims,
+                ps[None],
+                {"description": f"predicted maximal pruning ratio p* at epsilon ({quadrature} quadrature)", **frac},
+            ),
             "p_star_low": (dims, lo[None], {"description": "p* at epsilon / band (stricter tolerance)", **frac}),
             "p_star_high": (dims, hi[None], {"description": "p* at epsilon * band (looser tolerance)", **frac}),
-            "p_star_quadrature_low": (dims, q_lo[None],
-                                      {"description": "smaller p* of the Gauss rule of T_m-1 and the anti-Gauss "
-                                                      "rule of T_m (the averaged rule's halves): an estimate of "
-                                                      "the quadrature error", **frac}),
+            "p_star_quadrature_low": (
+                dims,
+                q_lo[None],
+                {
+                    "description": "smaller p* of the Gauss rule of T_m-1 and the anti-Gauss "
+                    "rule of T_m (the averaged rule's halves): an estimate of "
+                    "the quadrature error",
+                    **frac,
+                },
+            ),
             "p_star_quadrature_high": (dims, q_hi[None], {"description": "larger p* of the same two rules", **frac}),
-            "p_star_gauss": (dims, gauss[None], {"description": "p* from the plain m-node Gauss rule (E4's "
-                                                                "slq_nodes/slq_weights)", **frac}),
+            "p_star_gauss": (
+                dims,
+                gauss[None],
+                {"description": "p* from the plain m-node Gauss rule (E4's slq_nodes/slq_weights)", **frac},
+            ),
             "p_star_sweep": (dims + ("epsilon",), swp[None], {"description": "p* as a function of epsilon", **frac}),
-            "projection_length": (dims + ("p",), r_curve[None],
-                                  {"description": "R(p): norm of the weights removed by pruning ceil(p D_L) "
-                                                  "(random: sqrt of the expected R^2)", "units": "weight-space L2"}),
-            "right_side": (dims + ("p",), f_curve[None],
-                           {"description": "F(p) = int rho(l) 2 eps / (2 eps + max(l,0) R(p)^2) dl at epsilon; "
-                                           "p* is where p crosses it", **frac}),
-            "weight_norm": (("seed", "level"), norms[None], {"description": "|m_L * w_L|",
-                                                             "units": "weight-space L2"}),
-            "num_weights": (("seed", "level"), hessian.num_weights.sel(level=levels).values.reshape(1, -1),
-                            {"description": "D_L: surviving prunable weights"}),
+            "projection_length": (
+                dims + ("p",),
+                r_curve[None],
+                {
+                    "description": "R(p): norm of the weights removed by pruning ceil(p D_L) "
+                    "(random: sqrt of the expected R^2)",
+                    "units": "weight-space L2",
+                },
+            ),
+            "right_side": (
+                dims + ("p",),
+                f_curve[None],
+                {
+                    "description": "F(p) = int rho(l) 2 eps / (2 eps + max(l,0) R(p)^2) dl at epsilon; "
+                    "p* is where p crosses it",
+                    **frac,
+                },
+            ),
+            "weight_norm": (("seed", "level"), norms[None], {"description": "|m_L * w_L|", "units": "weight-space L2"}),
+            "num_weights": (
+                ("seed", "level"),
+                hessian.num_weights.sel(level=levels).values.reshape(1, -1),
+                {"description": "D_L: surviving prunable weights"},
+            ),
         },
-        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "p": grid, "epsilon": sweep})
+        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "p": grid, "epsilon": sweep},
+    )
     ds["epsilon"].attrs.update(description="train-loss increase tolerance of the sublevel set", units="nats")
     ds["p"].attrs["description"] = "fraction of the surviving weights pruned at once"
-    ds["prune_method"].attrs["description"] = ("magnitude: smallest |w_L|; random: expected R^2 over uniformly "
-                                               "random masks, E[R^2] = p |m_L * w_L|^2")
-    ds.attrs.update(run_attrs(run, "E5_pruning_theory", epsilon=epsilon, epsilon_units="nats", epsilon_band=band,
-                              methods=list(methods), quadrature=quadrature,
-                              random_r2="exact expectation E[R^2] = (ceil(p D_L) / D_L) |m_L * w_L|^2",
-                              p_star_solver="exact supremum over k = ceil(p D_L) by bisection",
-                              **{k: v for k, v in hessian.attrs.items() if k.startswith("hessian_")}))
+    ds["prune_method"].attrs["description"] = (
+        "magnitude: smallest |w_L|; random: expected R^2 over uniformly random masks, E[R^2] = p |m_L * w_L|^2"
+    )
+    ds.attrs.update(
+        run_attrs(
+            run,
+            "E5_pruning_theory",
+            epsilon=epsilon,
+            epsilon_units="nats",
+            epsilon_band=band,
+            methods=list(methods),
+            quadrature=quadrature,
+            random_r2="exact expectation E[R^2] = (ceil(p D_L) / D_L) |m_L * w_L|^2",
+            p_star_solver="exact supremum over k = ceil(p D_L) by bisection",
+            **{k: v for k, v in hessian.attrs.items() if k.startswith("hessian_")},
+        )
+    )
     return ds
 
 
 SETTINGS = PruningTheorySettings
 
 
-def analyse(run, levels: Sequence[int] | None, settings: PruningTheorySettings = PruningTheorySettings(), *,
-            hessian: xr.Dataset) -> xr.Dataset:
+def analyse(
+    run, levels: Sequence[int] | None, settings: PruningTheorySettings = PruningTheorySettings(), *, hessian: xr.Dataset
+) -> xr.Dataset:
     """E5 on an opened :class:`~unmasking.imp.ImpRun` from ``hessian``, its E4 output (the library entry point of
     the ``pruning_theory`` command); ``levels`` None: every level of ``hessian``."""
-    return pruning_theory(run, hessian, levels, settings.epsilon, settings.epsilon_band, settings.methods,
-                          settings.quadrature, progress=run.progress)
+    return pruning_theory(
+        run,
+        hessian,
+        levels,
+        settings.epsilon,
+        settings.epsilon_band,
+        settings.methods,
+        settings.quadrature,
+        progress=run.progress,
+    )

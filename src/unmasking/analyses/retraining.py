@@ -70,8 +70,9 @@ def _load_finished(job: TrainJob, path: Path, fp: str) -> dict | None:
     return saved if saved.get("fingerprint") == fp else None
 
 
-def _train_group(group: list[TrainJob], data: Data, hp: TrainHparams, start_step: int, end_step: int,
-                 ckpt: Path, compile: bool) -> list[bool]:
+def _train_group(
+    group: list[TrainJob], data: Data, hp: TrainHparams, start_step: int, end_step: int, ckpt: Path, compile: bool
+) -> list[bool]:
     """Train ``group`` in place; return, per job, whether it trained without diverging."""
     if len(group) == 1 and not compile:
         job = group[0]
@@ -82,8 +83,18 @@ def _train_group(group: list[TrainJob], data: Data, hp: TrainHparams, start_step
             return [False]
     starts = [copy.deepcopy(job.model.state_dict()) for job in group]
     try:
-        train_many([j.model for j in group], [j.mask for j in group], data, hp, [j.seeds for j in group],
-                   start_step, end_step, checkpoint=ckpt, progress=False, compile=compile)
+        train_many(
+            [j.model for j in group],
+            [j.mask for j in group],
+            data,
+            hp,
+            [j.seeds for j in group],
+            start_step,
+            end_step,
+            checkpoint=ckpt,
+            progress=False,
+            compile=compile,
+        )
         return [True] * len(group)
     except TrainingDiverged:
         ckpt.unlink(missing_ok=True)
@@ -96,9 +107,17 @@ def _train_group(group: list[TrainJob], data: Data, hp: TrainHparams, start_step
         return ok
 
 
-def train_jobs(jobs: Sequence[TrainJob], data: Data, hp: TrainHparams, start_step: int, scratch: Path,
-               models_at_once: int = 1, compile: bool = False, progress: bool = True,
-               desc: str = "train") -> list[nn.Module | None]:
+def train_jobs(
+    jobs: Sequence[TrainJob],
+    data: Data,
+    hp: TrainHparams,
+    start_step: int,
+    scratch: Path,
+    models_at_once: int = 1,
+    compile: bool = False,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[nn.Module | None]:
     """Train every job's model in place from ``start_step`` to the end of the schedule.
 
     ``models_at_once`` jobs train together (they must share an architecture); with ``compile``

@@ -53,10 +53,13 @@ DEFAULT_BINS_PER_DECADE = 10
 class SmallWeightsSettings:
     """Options of E8 (the ``small_weights`` command's flags): the |w| histogram's bins."""
 
-    bin_range: tuple[float, float] = field(default=DEFAULT_BIN_RANGE, metadata={
-        "help": "range of the log-spaced |w| histogram bins (default: %(default)s)", "metavar": ("LO", "HI")})
-    bins_per_decade: int = field(default=DEFAULT_BINS_PER_DECADE, metadata={
-        "help": "histogram bins per factor of 10 (default: %(default)s)"})
+    bin_range: tuple[float, float] = field(
+        default=DEFAULT_BIN_RANGE,
+        metadata={"help": "range of the log-spaced |w| histogram bins (default: %(default)s)", "metavar": ("LO", "HI")},
+    )
+    bins_per_decade: int = field(
+        default=DEFAULT_BINS_PER_DECADE, metadata={"help": "histogram bins per factor of 10 (default: %(default)s)"}
+    )
 
     def bin_edges(self) -> np.ndarray:
         """The histogram's bin edges (:func:`log_bins`); a bad range is a :class:`ConfigError`."""
@@ -66,8 +69,9 @@ class SmallWeightsSettings:
             raise ConfigError(f"--bin-range/--bins-per-decade: {e}") from None
 
 
-def log_bins(lo: float = DEFAULT_BIN_RANGE[0], hi: float = DEFAULT_BIN_RANGE[1],
-             per_decade: int = DEFAULT_BINS_PER_DECADE) -> np.ndarray:
+def log_bins(
+    lo: float = DEFAULT_BIN_RANGE[0], hi: float = DEFAULT_BIN_RANGE[1], per_decade: int = DEFAULT_BINS_PER_DECADE
+) -> np.ndarray:
     """Log-spaced bin edges from ``lo`` to ``hi`` with ``per_decade`` bins per factor of 10."""
     if not (0 < lo < hi) or per_decade < 1:
         raise ValueError(f"need 0 < lo < hi and per_decade >= 1, got lo={lo}, hi={hi}, per_decade={per_decade}")
@@ -162,24 +166,37 @@ def level_small_weights(
     smallest = M.prune_indices(weights, next_mask, n)
     hits = int(pruned[smallest].sum())
     chance, chance_j = chance_overlap(int(m1.sum()), n)
-    out.update({
-        "second_step_pruned": n,
-        "oneshot_pruned": len(oneshot),
-        "oneshot_projection_length": _norm(w[oneshot]),
-        "oneshot_threshold": float(w[oneshot].abs().max()) if len(oneshot) else nan,
-        "unretrained_step_length": _norm(w[smallest]),
-        "overlap_count": hits,
-        "overlap": hits / n if n else nan,
-        "overlap_jaccard": hits / (2 * n - hits) if n else nan,
-        "chance_overlap": chance,
-        "chance_overlap_jaccard": chance_j,
-    })
+    out.update(
+        {
+            "second_step_pruned": n,
+            "oneshot_pruned": len(oneshot),
+            "oneshot_projection_length": _norm(w[oneshot]),
+            "oneshot_threshold": float(w[oneshot].abs().max()) if len(oneshot) else nan,
+            "unretrained_step_length": _norm(w[smallest]),
+            "overlap_count": hits,
+            "overlap": hits / n if n else nan,
+            "overlap_jaccard": hits / (2 * n - hits) if n else nan,
+            "chance_overlap": chance,
+            "chance_overlap_jaccard": chance_j,
+        }
+    )
     return out
 
 
-NEEDS_NEXT = ("next_projection_length", "retrained_threshold", "second_step_pruned", "oneshot_pruned",
-              "oneshot_projection_length", "oneshot_threshold", "unretrained_step_length", "overlap_count",
-              "overlap", "overlap_jaccard", "chance_overlap", "chance_overlap_jaccard")
+NEEDS_NEXT = (
+    "next_projection_length",
+    "retrained_threshold",
+    "second_step_pruned",
+    "oneshot_pruned",
+    "oneshot_projection_length",
+    "oneshot_threshold",
+    "unretrained_step_length",
+    "overlap_count",
+    "overlap",
+    "overlap_jaccard",
+    "chance_overlap",
+    "chance_overlap_jaccard",
+)
 """Quantities that need IMP's following step (``m_{L+2}``, and ``w_{L+1}`` for two of them)."""
 
 VARIABLES = {
@@ -196,11 +213,15 @@ VARIABLES = {
     "oneshot_pruned": ("count", "|m_L| - |m_L+2|: one-shot prune of w_L to the density of level L+2"),
     "oneshot_projection_length": ("L2 norm", "norm of the weights of w_L removed by the one-shot prune to level L+2"),
     "oneshot_threshold": ("|w|", "largest |w_L| removed by the one-shot prune to level L+2"),
-    "unretrained_step_length": ("L2 norm", "|S * w_L|, S = the n smallest |w_L| alive in m_L+1 (second step "
-                                           "without retraining)"),
+    "unretrained_step_length": (
+        "L2 norm",
+        "|S * w_L|, S = the n smallest |w_L| alive in m_L+1 (second step without retraining)",
+    ),
     "overlap_count": ("count", "|P & S|, P = m_L+1 - m_L+2 (pruned by IMP at L+1), S as above"),
-    "overlap": ("fraction", "|P & S| / n: fraction of IMP's pruned weights at L+1 that were already the "
-                            "smallest of w_L"),
+    "overlap": (
+        "fraction",
+        "|P & S| / n: fraction of IMP's pruned weights at L+1 that were already the smallest of w_L",
+    ),
     "overlap_jaccard": ("fraction", "Jaccard index |P & S| / |P | S|"),
     "chance_overlap": ("fraction", "expected |P & S| / n for a uniformly random S: n / |m_L+1|"),
     "chance_overlap_jaccard": ("fraction", "expected Jaccard index for a uniformly random S (hypergeometric)"),
@@ -231,23 +252,44 @@ def small_weights(
     for level in tqdm(levels, desc="small weights", disable=not progress):
         if level not in weights or level not in masks:
             raise ValueError(f"level {level} needs both its solution w_L and its mask m_L")
-        rows.append(level_small_weights(weights[level], masks[level], fraction, weights.get(level + 1),
-                                        masks.get(level + 1), masks.get(level + 2), edges))
+        rows.append(
+            level_small_weights(
+                weights[level],
+                masks[level],
+                fraction,
+                weights.get(level + 1),
+                masks.get(level + 1),
+                masks.get(level + 2),
+                edges,
+            )
+        )
     centers = np.sqrt(edges[:-1] * edges[1:])
     ds = xr.Dataset(
-        {"histogram": (("level", "bin"), np.stack([r["histogram"] for r in rows]),
-                       {"units": "count", "description": "surviving |w_L| per log-spaced bin"})},
-        coords={"level": levels, "bin": ("bin", centers, {"description": "geometric bin center", "units": "|w|"}),
-                "bin_lower": ("bin", edges[:-1], {"units": "|w|"}),
-                "bin_upper": ("bin", edges[1:], {"units": "|w|"})},
+        {
+            "histogram": (
+                ("level", "bin"),
+                np.stack([r["histogram"] for r in rows]),
+                {"units": "count", "description": "surviving |w_L| per log-spaced bin"},
+            )
+        },
+        coords={
+            "level": levels,
+            "bin": ("bin", centers, {"description": "geometric bin center", "units": "|w|"}),
+            "bin_lower": ("bin", edges[:-1], {"units": "|w|"}),
+            "bin_upper": ("bin", edges[1:], {"units": "|w|"}),
+        },
     )
     for name, (units, description) in VARIABLES.items():
         integer = name in ("surviving", "underflow", "overflow", "next_pruned")
         note = " (NaN when level L+1's step is unavailable)" if name in NEEDS_NEXT else ""
-        ds[name] = ("level", np.array([r[name] for r in rows], dtype=np.int64 if integer else float),
-                    {"units": units, "description": description + note})
-    ds.attrs.update(pruning_fraction=fraction, overlap_measure="fraction of pruned |P&S|/n (overlap); "
-                    "Jaccard (overlap_jaccard)")
+        ds[name] = (
+            "level",
+            np.array([r[name] for r in rows], dtype=np.int64 if integer else float),
+            {"units": units, "description": description + note},
+        )
+    ds.attrs.update(
+        pruning_fraction=fraction, overlap_measure="fraction of pruned |P&S|/n (overlap); Jaccard (overlap_jaccard)"
+    )
     return ds
 
 
@@ -269,9 +311,18 @@ def small_weights_run(run, levels: Sequence[int], bin_edges: np.ndarray | None =
             weights[level] = load_checkpoint(run.final_path(level))
     ds = small_weights(weights, masks, run.recipe.prune.fraction, levels, bin_edges, progress=run.progress)
     ds = ds.expand_dims(seed=[run.seed])
-    ds.attrs.update(provenance(run.recipe.hash(), asdict(run.seeds), "cpu", recipe_name=run.recipe.name,
-                               rewind_step=run.recipe.prune.rewind_step, experiment="E8_small_weights",
-                               run=str(Path(run.root).resolve()), pruning_fraction=run.recipe.prune.fraction))
+    ds.attrs.update(
+        provenance(
+            run.recipe.hash(),
+            asdict(run.seeds),
+            "cpu",
+            recipe_name=run.recipe.name,
+            rewind_step=run.recipe.prune.rewind_step,
+            experiment="E8_small_weights",
+            run=str(Path(run.root).resolve()),
+            pruning_fraction=run.recipe.prune.fraction,
+        )
+    )
     return ds
 
 

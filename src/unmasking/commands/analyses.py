@@ -32,11 +32,14 @@ __all__ = ["COMMANDS", "register"]
 
 # --- what each command prints: a line per level ---------------------------------------------------------------------
 
+
 def _interpolation(ds, settings) -> Iterator[str]:
     for level in ds.level.values:
         b = ds.barrier_error.sel(level=level, split="test", bn_mode=ds.bn_mode.values[0]).isel(seed=0)
-        yield (f"level {level:2d}  B_test(w_L, w_L+1) {float(b.sel(pair='successive')):.4f}  "
-               f"B_test(w_0, w_L) {float(b.sel(pair='dense')):.4f}")
+        yield (
+            f"level {level:2d}  B_test(w_L, w_L+1) {float(b.sel(pair='successive')):.4f}  "
+            f"B_test(w_0, w_L) {float(b.sel(pair='dense')):.4f}"
+        )
 
 
 def _perturbation(ds, settings) -> Iterator[str]:
@@ -49,16 +52,21 @@ def _perturbation(ds, settings) -> Iterator[str]:
 def _hessian(ds, settings) -> Iterator[str]:
     for level in ds.level.values:
         r = ds.sel(level=level).isel(seed=0)
-        yield (f"level {level:2d}  D_L {int(r.num_weights):7d}  top eigenvalue {float(r.top_eigenvalues[0]):.4g}  "
-               f"trace {float(r.trace):.4g} ± {float(r.trace_std):.2g}")
+        yield (
+            f"level {level:2d}  D_L {int(r.num_weights):7d}  top eigenvalue {float(r.top_eigenvalues[0]):.4g}  "
+            f"trace {float(r.trace):.4g} ± {float(r.trace_std):.2g}"
+        )
 
 
 def _pruning_theory(ds, settings) -> Iterator[str]:
     for level in ds.level.values:
         r = ds.sel(level=level).isel(seed=0)
-        row = "  ".join(f"{m}: {float(r.p_star.sel(prune_method=m)):.3f} "
-                        f"[ε band {float(r.p_star_low.sel(prune_method=m)):.3f}, "
-                        f"{float(r.p_star_high.sel(prune_method=m)):.3f}]" for m in ds.prune_method.values)
+        row = "  ".join(
+            f"{m}: {float(r.p_star.sel(prune_method=m)):.3f} "
+            f"[ε band {float(r.p_star_low.sel(prune_method=m)):.3f}, "
+            f"{float(r.p_star_high.sel(prune_method=m)):.3f}]"
+            for m in ds.prune_method.values
+        )
         yield f"level {level:2d}  p*  {row}"
 
 
@@ -72,18 +80,25 @@ def _pruning_ratio(ds, settings) -> Iterator[str]:
 def _flatness(ds, settings) -> Iterator[str]:
     for level in ds.level.values:
         r = ds.sel(level=level).isel(seed=0)
-        rows = "  ".join(f"{m} {float(r.curvature_random_mean.sel(prune_method=m)):.4g} "
-                         f"± {float(r.curvature_random_std.sel(prune_method=m)):.2g}" for m in ds.prune_method.values)
-        yield (f"level {level:2d}  q'Hq magnitude {float(r.curvature_magnitude):.4g}  {rows}  "
-               f"tr(H)/D_L {float(r.average_curvature):.4g}")
+        rows = "  ".join(
+            f"{m} {float(r.curvature_random_mean.sel(prune_method=m)):.4g} "
+            f"± {float(r.curvature_random_std.sel(prune_method=m)):.2g}"
+            for m in ds.prune_method.values
+        )
+        yield (
+            f"level {level:2d}  q'Hq magnitude {float(r.curvature_magnitude):.4g}  {rows}  "
+            f"tr(H)/D_L {float(r.average_curvature):.4g}"
+        )
 
 
 def _small_weights(ds, settings) -> Iterator[str]:
     for level in ds.level.values:
         r = ds.sel(level=level).isel(seed=0)
-        yield (f"level {level:2d}  threshold {float(r.next_threshold):.3g}  R_L {float(r.projection_length):.3g}  "
-               f"R_L+1 {float(r.next_projection_length):.3g}  one-shot {float(r.oneshot_projection_length):.3g}  "
-               f"overlap {float(r.overlap):.3f} (chance {float(r.chance_overlap):.3f})")
+        yield (
+            f"level {level:2d}  threshold {float(r.next_threshold):.3g}  R_L {float(r.projection_length):.3g}  "
+            f"R_L+1 {float(r.next_projection_length):.3g}  one-shot {float(r.oneshot_projection_length):.3g}  "
+            f"overlap {float(r.overlap):.3f} (chance {float(r.chance_overlap):.3f})"
+        )
 
 
 def _landscape(ds, settings) -> Iterator[str]:
@@ -91,11 +106,14 @@ def _landscape(ds, settings) -> Iterator[str]:
     for level in ds.level.values:
         r = ds.sel(level=level).isel(seed=0)
         e, g = r[f"point_{split}_error"].values, r[f"{split}_error"]
-        yield (f"level {level:2d}  {split} error w_L {e[0]:.4f}  projection {e[1]:.4f}  w_L+1 {e[2]:.4f}  "
-               f"grid min/max {float(g.min()):.4f}/{float(g.max()):.4f}")
+        yield (
+            f"level {level:2d}  {split} error w_L {e[0]:.4f}  projection {e[1]:.4f}  w_L+1 {e[2]:.4f}  "
+            f"grid min/max {float(g.min()):.4f}/{float(g.max()):.4f}"
+        )
 
 
 # --- the commands --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Command:
@@ -114,13 +132,20 @@ COMMANDS: dict[str, Command] = {
     "interpolation": Command(_interpolation, levels="levels to interpolate (w_L to w_L+1, and w_0 to w_L)"),
     "perturbation": Command(_perturbation, levels="levels to perturb"),
     "hessian": Command(_hessian, keep_freed_memory=True),
-    "pruning_theory": Command(_pruning_theory, levels="levels (default: every level of the --hessian file)",
-                              all_levels=True, needs_hessian=True,
-                              hessian="E4 output (unmasking hessian) for the same run and levels"),
+    "pruning_theory": Command(
+        _pruning_theory,
+        levels="levels (default: every level of the --hessian file)",
+        all_levels=True,
+        needs_hessian=True,
+        hessian="E4 output (unmasking hessian) for the same run and levels",
+    ),
     "pruning_ratio": Command(_pruning_ratio, levels="levels to prune"),
-    "flatness": Command(_flatness, keep_freed_memory=True,
-                        hessian="E4 output for the same run and levels: read tr(H) from it instead of estimating it, "
-                                "and take its data subset (size and seed) unless --subset-size/--seed are given"),
+    "flatness": Command(
+        _flatness,
+        keep_freed_memory=True,
+        hessian="E4 output for the same run and levels: read tr(H) from it instead of estimating it, "
+        "and take its data subset (size and seed) unless --subset-size/--seed are given",
+    ),
     "small_weights": Command(_small_weights, levels="levels L to analyse"),
     "landscape": Command(_landscape, levels="levels L (each needs level L+1 trained)", timed=True),
 }
@@ -128,18 +153,22 @@ COMMANDS: dict[str, Command] = {
 
 def _add_command(sub, experiment: Experiment, command: Command) -> None:
     module = importlib.import_module(experiment.module)
-    p = sub.add_parser(experiment.name, help=f"{experiment.id}: {experiment.title}",
-                       description=module.__doc__.splitlines()[0])
+    p = sub.add_parser(
+        experiment.name, help=f"{experiment.id}: {experiment.title}", description=module.__doc__.splitlines()[0]
+    )
     p.add_argument("--run", required=True, help="a finished IMP run folder")
-    p.add_argument("--levels", type=int, nargs="+", required=not command.all_levels, default=None,
-                   help=command.levels)
+    p.add_argument("--levels", type=int, nargs="+", required=not command.all_levels, default=None, help=command.levels)
     p.add_argument("--out", required=True, help="output netCDF file")
     if command.hessian is not None:
         p.add_argument("--hessian", required=command.needs_hessian, default=None, help=command.hessian)
     add_settings_flags(p, module.SETTINGS)
     if experiment.retrains:
-        p.add_argument("--models-at-once", type=int, default=1,
-                       help="train this many networks together (unmasking.multitrain; 1: one at a time)")
+        p.add_argument(
+            "--models-at-once",
+            type=int,
+            default=1,
+            help="train this many networks together (unmasking.multitrain; 1: one at a time)",
+        )
         p.add_argument("--compile", action="store_true", help="torch.compile the K-model training step")
     add_common_flags(p)
     p.set_defaults(func=functools.partial(run_command, experiment=experiment, command=command, module=module))

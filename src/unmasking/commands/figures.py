@@ -48,25 +48,44 @@ def register(sub) -> None:
     """Add ``figure`` and ``claims`` to the ``unmasking`` subparsers ``sub``."""
     from ..claims import Thresholds
 
-    p = sub.add_parser("figure", help="render one of the paper's figures (PDF and PNG) from result files",
-                       description=__doc__.splitlines()[0])
+    p = sub.add_parser(
+        "figure",
+        help="render one of the paper's figures (PDF and PNG) from result files",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("figure", choices=list(FIGURES), help="figure id")
     p.add_argument("--inputs", nargs="+", required=True, help="result files (aggregated or single-run netCDF)")
     p.add_argument("--out", required=True, help="output path without extension (writes OUT.pdf and OUT.png)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="error shown (train: the variant)")
     p.add_argument("--arch", default=None, help="architecture (needed when the inputs hold several)")
-    p.add_argument("--rewind-step", type=int, default=None,
-                   help="rewind step shown (default: the largest in the inputs; fig2 shows all)")
-    p.add_argument("--levels", type=int, nargs="+", default=None,
-                   help="levels shown in the per-level panels (default: a few spread over the levels)")
+    p.add_argument(
+        "--rewind-step",
+        type=int,
+        default=None,
+        help="rewind step shown (default: the largest in the inputs; fig2 shows all)",
+    )
+    p.add_argument(
+        "--levels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="levels shown in the per-level panels (default: a few spread over the levels)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the landscape (fig1; default: the first)")
-    p.add_argument("--bn-mode", choices=["interpolate", "reset"], default=None,
-                   help="BatchNorm mode of the E2 curves (fig3; default: the first in the data)")
+    p.add_argument(
+        "--bn-mode",
+        choices=["interpolate", "reset"],
+        default=None,
+        help="BatchNorm mode of the E2 curves (fig3; default: the first in the data)",
+    )
     add_settings_flags(p, Thresholds, only=("eps_barrier", "match_floor"))
     p.set_defaults(func=cmd_figure)
 
-    p = sub.add_parser("claims", help="evaluate the paper's four claims on result files (JSON, Markdown)",
-                       description="The claims report (SPEC §1, §4); prints the Markdown table.")
+    p = sub.add_parser(
+        "claims",
+        help="evaluate the paper's four claims on result files (JSON, Markdown)",
+        description="The claims report (SPEC §1, §4); prints the Markdown table.",
+    )
     p.add_argument("--inputs", nargs="+", required=True, help="result files of every architecture")
     p.add_argument("--out-json", required=True, help="machine-readable report")
     p.add_argument("--out-md", default=None, help="Markdown table")

@@ -49,8 +49,11 @@ def _argument(f: dataclasses.Field, tp: Any) -> dict[str, Any]:
     meta = {k: f.metadata[k] for k in ("help", "choices", "metavar") if k in f.metadata}
     tp = _strip_none(tp)
     if tp is bool:
-        return {"action": "store_false" if f.default is True else "store_true", "dest": f.name,
-                "help": meta.get("help")}
+        return {
+            "action": "store_false" if f.default is True else "store_true",
+            "dest": f.name,
+            "help": meta.get("help"),
+        }
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (tuple, list):
         many = origin is list or (len(args) == 2 and args[1] is Ellipsis)
@@ -63,8 +66,9 @@ def _argument(f: dataclasses.Field, tp: Any) -> dict[str, Any]:
     return {"type": tp, "default": f.default, "dest": f.name, **meta}
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type,
-                       only: tuple[str, ...] | None = None) -> None:
+def add_settings_flags(
+    parser: argparse.ArgumentParser, settings_cls: type, only: tuple[str, ...] | None = None
+) -> None:
     """Add one flag per field of the dataclass ``settings_cls`` (see the module docstring), or per
     field named in ``only``."""
     types_ = typing.get_type_hints(settings_cls)

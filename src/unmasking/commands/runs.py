@@ -48,9 +48,13 @@ def _run_parser(sub, name: str, help: str, create: bool = False) -> argparse.Arg
     else:
         add_recipe_args(p, required=False)
         p.add_argument("--seed", type=int, default=0, help="run seed, when --recipe creates the run")
-    p.add_argument("--compile", dest="compile_imp", action="store_true",
-                   help="train through torch.compile (unmasking.multitrain; ~1.6x faster for the mnist1d CNN on "
-                        "a CPU core; deterministic, but not bitwise equal to eager training)")
+    p.add_argument(
+        "--compile",
+        dest="compile_imp",
+        action="store_true",
+        help="train through torch.compile (unmasking.multitrain; ~1.6x faster for the mnist1d CNN on "
+        "a CPU core; deterministic, but not bitwise equal to eager training)",
+    )
     add_common_flags(p)
     return p
 
@@ -59,8 +63,10 @@ def cmd_recipes(args) -> None:
     from ..foundations.recipes import RECIPES
 
     for name, r in RECIPES.items():
-        print(f"{name:20s} data={r.data.name:9s} model={r.model.name:9s} steps={r.train.steps:<7d} "
-              f"batch={r.train.batch_size:<5d} lr={r.train.lr:g} rewind={r.prune.rewind_step}")
+        print(
+            f"{name:20s} data={r.data.name:9s} model={r.model.name:9s} steps={r.train.steps:<7d} "
+            f"batch={r.train.batch_size:<5d} lr={r.train.lr:g} rewind={r.prune.rewind_step}"
+        )
     print("\noverridable keys: " + ", ".join(valid_keys()))
 
 
@@ -81,8 +87,10 @@ def cmd_pretrain(args) -> None:
 def cmd_train_level(args) -> None:
     run = open_run(args)
     m = run.train_level(args.level)
-    print(f"level {args.level}: test error {m['test_error']:.4f}, density {m['density']:.4f}; "
-          f"wrote {run.final_path(args.level)}")
+    print(
+        f"level {args.level}: test error {m['test_error']:.4f}, density {m['density']:.4f}; "
+        f"wrote {run.final_path(args.level)}"
+    )
 
 
 def cmd_prune(args) -> None:
@@ -101,8 +109,10 @@ def cmd_imp(args) -> None:
     out = write_dataset(ds, Path(args.out) if args.out else run.root / "imp.nc")
     for level in ds.level.values:
         r = ds.sel(level=level).isel(seed=0)
-        print(f"level {level:2d}  density {float(r.density):.4f}  test error {float(r.test_error):.4f}  "
-              f"train error {float(r.train_error):.4f}")
+        print(
+            f"level {level:2d}  density {float(r.density):.4f}  test error {float(r.test_error):.4f}  "
+            f"train error {float(r.train_error):.4f}"
+        )
     print(f"wrote {out}")
 
 

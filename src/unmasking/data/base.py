@@ -35,13 +35,21 @@ class Data(abc.ABC):
         return self.num_train // batch_size  # the last partial batch is dropped
 
     @abc.abstractmethod
-    def train_batches(self, start: int, end: int, batch_size: int, order_seed: int, augment_seed: int,
-                      device: torch.device | str = "cpu") -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self,
+        start: int,
+        end: int,
+        batch_size: int,
+        order_seed: int,
+        augment_seed: int,
+        device: torch.device | str = "cpu",
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Yield ``(step, x, y)`` for steps ``start … end-1``."""
 
     @abc.abstractmethod
-    def eval_batches(self, split: str, batch_size: int, device: torch.device | str = "cpu"
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def eval_batches(
+        self, split: str, batch_size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield un-augmented ``(x, y)`` batches of ``split`` ('train' or 'test') in a fixed order."""
 
     @abc.abstractmethod
@@ -72,9 +80,17 @@ class TensorData(Data):
         return len(self.y_train)
 
     def to(self, device) -> "TensorData":
-        return TensorData(self.name, self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
-                          self.y_test.to(device), self.num_classes, self.augment, self.normalize,
-                          self.train_eval_size)
+        return TensorData(
+            self.name,
+            self.x_train.to(device),
+            self.y_train.to(device),
+            self.x_test.to(device),
+            self.y_test.to(device),
+            self.num_classes,
+            self.augment,
+            self.normalize,
+            self.train_eval_size,
+        )
 
     def _prepare(self, x: torch.Tensor, device) -> torch.Tensor:
         x = x.to(device, non_blocking=True)
@@ -93,7 +109,7 @@ class TensorData(Data):
             perm = epoch_permutation(self.num_train, order_seed, epoch)
             if _cache is not None:
                 _cache.update(epoch=epoch, perm=perm)
-        return perm[i * batch_size:(i + 1) * batch_size]
+        return perm[i * batch_size : (i + 1) * batch_size]
 
     def train_batches(self, start, end, batch_size, order_seed, augment_seed, device="cpu"):
         cache: dict = {}
@@ -117,7 +133,7 @@ class TensorData(Data):
     def eval_batches(self, split, batch_size, device="cpu"):
         x, y = self._split(split)
         for i in range(0, len(y), batch_size):
-            yield self._prepare(x[i:i + batch_size], device), y[i:i + batch_size].to(device)
+            yield self._prepare(x[i : i + batch_size], device), y[i : i + batch_size].to(device)
 
     def subset(self, split, size, seed=0):
         x, y = self._split(split)

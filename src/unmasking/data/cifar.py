@@ -34,7 +34,8 @@ def check_cifar(name: str, root: Path, download: bool = False) -> None:
             f"{name} not found: looked for {folder}. Put the python-version archive from "
             f"https://www.cs.toronto.edu/~kriz/cifar.html extracted there, point data.root (or the "
             f"UNMASKING_DATA environment variable) at the folder that holds {_FOLDERS[name]}, "
-            f"or set data.download=true to let torchvision download it.")
+            f"or set data.download=true to let torchvision download it."
+        )
 
 
 def random_crop_flip(x: torch.Tensor, g: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -68,8 +69,10 @@ def load_cifar(name: str, hparams: DataHparams, root: Path) -> TensorData:
         train = cls(str(root), train=True, download=hparams.download)
         test = cls(str(root), train=False, download=hparams.download)
     except RuntimeError as e:
-        raise DataMissingError(f"{name} at {root / _FOLDERS[name]} is incomplete or corrupted ({e}); "
-                               f"re-extract the archive there or set data.download=true.") from e
+        raise DataMissingError(
+            f"{name} at {root / _FOLDERS[name]} is incomplete or corrupted ({e}); "
+            f"re-extract the archive there or set data.download=true."
+        ) from e
 
     def tensors(ds):
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # uint8 N,3,32,32
@@ -77,6 +80,14 @@ def load_cifar(name: str, hparams: DataHparams, root: Path) -> TensorData:
 
     x_train, y_train = tensors(train)
     x_test, y_test = tensors(test)
-    return TensorData(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                      num_classes=len(train.classes), augment=random_crop_flip if hparams.augment else None,
-                      normalize=normalizer(name), train_eval_size=hparams.train_eval_size)
+    return TensorData(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=len(train.classes),
+        augment=random_crop_flip if hparams.augment else None,
+        normalize=normalizer(name),
+        train_eval_size=hparams.train_eval_size,
+    )

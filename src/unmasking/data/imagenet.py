@@ -25,7 +25,8 @@ def check_imagenet(root: Path) -> None:
             raise DataMissingError(
                 f"ImageNet not found: looked for {folder}. Download ILSVRC2012 from https://image-net.org, "
                 f"arrange train/ and val/ as one sub-folder per class (torchvision ImageFolder layout) under "
-                f"{root / 'imagenet'}, or point data.root / UNMASKING_DATA at the folder that holds imagenet/.")
+                f"{root / 'imagenet'}, or point data.root / UNMASKING_DATA at the folder that holds imagenet/."
+            )
 
 
 class _SeededTransform:
@@ -70,8 +71,11 @@ class ImageFolderData(Data):
         self.val = torchvision.datasets.ImageFolder(str(root / "imagenet" / "val"))
         self.num_classes = len(self.train.classes)
         norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
-        aug = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if hparams.augment else [T.Resize(256),
-                                                                                          T.CenterCrop(224)]
+        aug = (
+            [T.RandomResizedCrop(224), T.RandomHorizontalFlip()]
+            if hparams.augment
+            else [T.Resize(256), T.CenterCrop(224)]
+        )
         self.train_transform = T.Compose(aug + norm)
         self.eval_transform = T.Compose([T.Resize(256), T.CenterCrop(224)] + norm)
 
@@ -82,8 +86,13 @@ class ImageFolderData(Data):
     def _loader(self, dataset, indices, batch_size, transform, steps=None):
         from torch.utils.data import DataLoader
 
-        return DataLoader(_Items(dataset, indices, transform, steps, batch_size), batch_size=batch_size,
-                          shuffle=False, num_workers=self.hparams.workers, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            _Items(dataset, indices, transform, steps, batch_size),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.hparams.workers,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_batches(self, start, end, batch_size, order_seed, augment_seed, device="cpu"):
         spe = self.steps_per_epoch(batch_size)
@@ -92,7 +101,7 @@ class ImageFolderData(Data):
         while step < end:
             epoch, first = divmod(step, spe)
             last = min(spe, first + (end - step))
-            perm = epoch_permutation(self.num_train, order_seed, epoch)[first * batch_size:last * batch_size]
+            perm = epoch_permutation(self.num_train, order_seed, epoch)[first * batch_size : last * batch_size]
             steps = [epoch * spe + first + j // batch_size for j in range(len(perm))]
             for x, y in self._loader(self.train, perm.tolist(), batch_size, transform, steps):
                 yield step, x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -32,4 +32,5 @@ def load_checkpoint(path: str | Path, map_location="cpu"):
     except Exception as e:
         raise CorruptCheckpointError(
             f"cannot read {path} ({type(e).__name__}: {e}); it is corrupt or truncated: delete it and rerun "
-            f"the step that writes it") from e
+            f"the step that writes it"
+        ) from e

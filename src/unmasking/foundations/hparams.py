@@ -175,8 +175,11 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     """Return a copy of ``recipe`` with dotted-key overrides applied (nested dicts are flattened)."""
     recipe = dataclasses.replace(
         recipe,
-        **{f.name: dataclasses.replace(getattr(recipe, f.name)) for f in dataclasses.fields(recipe)
-           if dataclasses.is_dataclass(getattr(recipe, f.name))},
+        **{
+            f.name: dataclasses.replace(getattr(recipe, f.name))
+            for f in dataclasses.fields(recipe)
+            if dataclasses.is_dataclass(getattr(recipe, f.name))
+        },
     )
     for key, value in _flatten(overrides).items():
         parts = key.split(".")

@@ -30,15 +30,21 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         commit = out.stdout.strip() if out.returncode == 0 else "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty and commit != "unknown" else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def provenance(config_hash: str | None = None, seeds: dict[str, int] | None = None,
-               device: str | None = None, **extra: Any) -> dict[str, Any]:
+def provenance(
+    config_hash: str | None = None, seeds: dict[str, int] | None = None, device: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """Attributes recorded in every output: versions, commit, config hash, seeds, device, time."""
     import torch
 
@@ -64,8 +70,10 @@ def _sanitize_value(value: Any) -> Any:
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (dict, tuple, list)) and not (
-            isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                            for v in value)):
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         return json.dumps(value, sort_keys=True, default=str)
     if isinstance(value, Path):
         return str(value)
@@ -104,8 +112,15 @@ def load_dataset(path: str | Path) -> xr.Dataset:
     return ds
 
 
-def combine(items: Iterable[str | Path | xr.Dataset], *, data_vars: str = "all", compat: str = "no_conflicts",
-            coords: str = "different", join: str = "outer", combine_attrs: str = "drop_conflicts") -> xr.Dataset:
+def combine(
+    items: Iterable[str | Path | xr.Dataset],
+    *,
+    data_vars: str = "all",
+    compat: str = "no_conflicts",
+    coords: str = "different",
+    join: str = "outer",
+    combine_attrs: str = "drop_conflicts",
+) -> xr.Dataset:
     """Combine result datasets (or the files holding them) along their shared coordinates.
 
     The one function that combines results: the workflow's aggregation, ``unmasking combine`` and the
@@ -125,8 +140,9 @@ def combine(items: Iterable[str | Path | xr.Dataset], *, data_vars: str = "all",
     datasets = [item if isinstance(item, xr.Dataset) else load_dataset(item) for item in items]
     if not datasets:
         raise ValueError("nothing to combine: no input files")
-    combined = xr.combine_by_coords(datasets, data_vars=data_vars, compat=compat, coords=coords, join=join,
-                                    combine_attrs=combine_attrs)
+    combined = xr.combine_by_coords(
+        datasets, data_vars=data_vars, compat=compat, coords=coords, join=join, combine_attrs=combine_attrs
+    )
     if isinstance(combined, xr.DataArray):
         combined = combined.to_dataset()
     return combined

@@ -50,40 +50,98 @@ class Figure:
 
 # Scheduling: IMP first (every analysis waits for it), then the long analyses, so that no long
 # job starts last and runs alone on an otherwise idle machine.
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment("imp", "E1", "iterative magnitude pruning with rewinding", priority=100),
-    Experiment("interpolation", "E2", "linear interpolation between successive IMP solutions",
-               "unmasking.analyses.interpolation"),
-    Experiment("perturbation", "E3", "robustness of SGD to perturbations of the rewind point",
-               "unmasking.analyses.perturbation", priority=60, retrains=True),
-    Experiment("hessian", "E4", "Hessian eigenspectrum at each level", "unmasking.analyses.hessian", priority=50),
-    Experiment("pruning_theory", "E5", "maximal pruning ratio predicted from the Hessian spectrum",
-               "unmasking.analyses.pruning_theory", section="hessian", has_errors=False),
-    Experiment("pruning_ratio", "E6", "maximal pruning ratio measured by one-shot pruning and retraining",
-               "unmasking.analyses.pruning_ratio", priority=50, retrains=True),
-    Experiment("flatness", "E7", "flatness of the directions that pruning removes", "unmasking.analyses.flatness"),
-    Experiment("small_weights", "E8", "where the new small weights come from", "unmasking.analyses.small_weights"),
-    Experiment("landscape", "E9", "error landscape on the plane of three IMP solutions",
-               "unmasking.analyses.landscape", priority=20, needs_next_level=True),
-)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment("imp", "E1", "iterative magnitude pruning with rewinding", priority=100),
+        Experiment(
+            "interpolation",
+            "E2",
+            "linear interpolation between successive IMP solutions",
+            "unmasking.analyses.interpolation",
+        ),
+        Experiment(
+            "perturbation",
+            "E3",
+            "robustness of SGD to perturbations of the rewind point",
+            "unmasking.analyses.perturbation",
+            priority=60,
+            retrains=True,
+        ),
+        Experiment("hessian", "E4", "Hessian eigenspectrum at each level", "unmasking.analyses.hessian", priority=50),
+        Experiment(
+            "pruning_theory",
+            "E5",
+            "maximal pruning ratio predicted from the Hessian spectrum",
+            "unmasking.analyses.pruning_theory",
+            section="hessian",
+            has_errors=False,
+        ),
+        Experiment(
+            "pruning_ratio",
+            "E6",
+            "maximal pruning ratio measured by one-shot pruning and retraining",
+            "unmasking.analyses.pruning_ratio",
+            priority=50,
+            retrains=True,
+        ),
+        Experiment("flatness", "E7", "flatness of the directions that pruning removes", "unmasking.analyses.flatness"),
+        Experiment("small_weights", "E8", "where the new small weights come from", "unmasking.analyses.small_weights"),
+        Experiment(
+            "landscape",
+            "E9",
+            "error landscape on the plane of three IMP solutions",
+            "unmasking.analyses.landscape",
+            priority=20,
+            needs_next_level=True,
+        ),
+    )
+}
 
 # Experiments after IMP: the analyses E2-E9, one rule and one subcommand each.
 ANALYSES: tuple[str, ...] = tuple(name for name, e in EXPERIMENTS.items() if e.module is not None)
 
-FIGURES: dict[str, Figure] = {f.id: f for f in (
-    Figure("fig1_landscape", "Fig. 1: error landscape", ("landscape",), ("imp",), claim=4),
-    Figure("fig2_imp_connectivity", "Fig. 2: IMP error and successive barriers", ("imp", "interpolation"), claim=1,
-           train_variant=True),
-    Figure("fig3_interpolation", "Fig. 3: linear interpolation", ("interpolation",), ("imp",), claim=1,
-           train_variant=True),
-    Figure("fig4_robustness", "Fig. 4: robustness to perturbation", ("perturbation",), ("imp",), claim=2,
-           train_variant=True),
-    Figure("fig5_hessian", "Fig. 5: Hessian spectrum", ("hessian", "imp"), claim=3),
-    Figure("fig6_pruning_ratio", "Fig. 6: maximal pruning ratio", ("imp",), ("pruning_theory", "pruning_ratio"),
-           claim=3, train_variant=True, needs_any_use=True),
-    Figure("fig7_flat_directions", "Fig. 7: flatness of pruning directions", ("flatness", "imp"), claim=4),
-    Figure("fig8_small_weights", "Fig. 8: new small weights", ("small_weights",), ("imp",), claim=4),
-)}
+FIGURES: dict[str, Figure] = {
+    f.id: f
+    for f in (
+        Figure("fig1_landscape", "Fig. 1: error landscape", ("landscape",), ("imp",), claim=4),
+        Figure(
+            "fig2_imp_connectivity",
+            "Fig. 2: IMP error and successive barriers",
+            ("imp", "interpolation"),
+            claim=1,
+            train_variant=True,
+        ),
+        Figure(
+            "fig3_interpolation",
+            "Fig. 3: linear interpolation",
+            ("interpolation",),
+            ("imp",),
+            claim=1,
+            train_variant=True,
+        ),
+        Figure(
+            "fig4_robustness",
+            "Fig. 4: robustness to perturbation",
+            ("perturbation",),
+            ("imp",),
+            claim=2,
+            train_variant=True,
+        ),
+        Figure("fig5_hessian", "Fig. 5: Hessian spectrum", ("hessian", "imp"), claim=3),
+        Figure(
+            "fig6_pruning_ratio",
+            "Fig. 6: maximal pruning ratio",
+            ("imp",),
+            ("pruning_theory", "pruning_ratio"),
+            claim=3,
+            train_variant=True,
+            needs_any_use=True,
+        ),
+        Figure("fig7_flat_directions", "Fig. 7: flatness of pruning directions", ("flatness", "imp"), claim=4),
+        Figure("fig8_small_weights", "Fig. 8: new small weights", ("small_weights",), ("imp",), claim=4),
+    )
+}
 
 CLAIMS: tuple[int, ...] = (1, 2, 3, 4)
 

@@ -28,8 +28,10 @@ def experiment_of(ds: xr.Dataset, path: str | Path | None = None) -> str:
         return labelled.name
     if path is not None and Path(path).stem in EXPERIMENTS:
         return Path(path).stem
-    raise ConfigError(f"cannot tell which experiment {path or 'a dataset'} holds: it has no experiment_name/"
-                      f"experiment attribute and its file name is not one of {', '.join(EXPERIMENTS)}.nc")
+    raise ConfigError(
+        f"cannot tell which experiment {path or 'a dataset'} holds: it has no experiment_name/"
+        f"experiment attribute and its file name is not one of {', '.join(EXPERIMENTS)}.nc"
+    )
 
 
 def load_inputs(paths: Iterable[str | Path]) -> dict[str, xr.Dataset]:

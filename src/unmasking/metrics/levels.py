@@ -16,8 +16,11 @@ def level_density(ds: xr.Dataset) -> xr.DataArray | None:
     if "density" not in ds or "level" not in ds["density"].dims or not set(ds["density"].dims) <= {"seed", "level"}:
         return None
     d = ds["density"]
-    return xr.DataArray(spread(d.values, d.dims.index("seed"))[0], coords={"level": d.level.values},
-                        dims="level") if "seed" in d.dims else d
+    return (
+        xr.DataArray(spread(d.values, d.dims.index("seed"))[0], coords={"level": d.level.values}, dims="level")
+        if "seed" in d.dims
+        else d
+    )
 
 
 def level_percent(levels: Sequence[int], *sources: xr.Dataset | None) -> np.ndarray:

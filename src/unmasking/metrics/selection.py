@@ -104,6 +104,7 @@ def steps_with_data(datasets: Mapping[str, xr.Dataset], arch: str) -> list[int]:
     steps: set[int] = set()
     for ds in datasets.values():
         if arch in [str(a) for a in ds.arch.values]:
-            steps |= {int(t) for t in select_arch(ds, arch).rewind_step.values
-                      if run_with_data(ds, arch, int(t)) is not None}
+            steps |= {
+                int(t) for t in select_arch(ds, arch).rewind_step.values if run_with_data(ds, arch, int(t)) is not None
+            }
     return sorted(steps)

@@ -21,7 +21,7 @@ def spread(values, axis=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
         dev = np.where(ok, v - np.expand_dims(mean, axis), 0.0)
-        var = (dev ** 2).sum(axis=axis) / np.maximum(n - 1, 1)
+        var = (dev**2).sum(axis=axis) / np.maximum(n - 1, 1)
     std = np.where(n > 1, np.sqrt(var), np.where(n == 1, 0.0, np.nan))
     return mean, std, n
 

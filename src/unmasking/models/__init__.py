@@ -51,8 +51,11 @@ def build_model(name: str, num_classes: int, width: int | None = None, seed: int
 
 def prunable_names(model: nn.Module, ignore: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Names of the prunable weight tensors, in ``named_parameters`` order."""
-    names = [f"{mod_name}.weight" if mod_name else "weight" for mod_name, mod in model.named_modules()
-             if isinstance(mod, PRUNABLE_TYPES)]
+    names = [
+        f"{mod_name}.weight" if mod_name else "weight"
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, PRUNABLE_TYPES)
+    ]
     params = dict(model.named_parameters())
     unknown = [n for n in ignore if n not in params]
     if unknown:

@@ -41,5 +41,15 @@ from .forwards import STACKED_FORWARDS, VMAP_ONLY, stacked_forward
 from .kernels import StackedOps
 from .trainer import MultiTrainer, train_many
 
-__all__ = ["BACKENDS", "STACKED_FORWARDS", "VMAP_ONLY", "BatchFeeder", "MultiTrainer", "StackedOps", "crop_flip",
-           "crop_flip_draws", "stacked_forward", "train_many"]
+__all__ = [
+    "BACKENDS",
+    "STACKED_FORWARDS",
+    "VMAP_ONLY",
+    "BatchFeeder",
+    "MultiTrainer",
+    "StackedOps",
+    "crop_flip",
+    "crop_flip_draws",
+    "stacked_forward",
+    "train_many",
+]

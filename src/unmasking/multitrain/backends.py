@@ -61,9 +61,14 @@ def compiled_loss(model: nn.Module, backend: str, k: int, channels_last: bool) -
     A fresh closure per trainer would make dynamo recompile for each one (and fall back to eager
     after its cache limit); one compiled function per (architecture, K, options) is reused.
     """
-    key = (type(model), repr(model), tuple((n, tuple(t.shape), t.dtype) for n, t in model.state_dict().items()),
-           backend, k, channels_last)
+    key = (
+        type(model),
+        repr(model),
+        tuple((n, tuple(t.shape), t.dtype) for n, t in model.state_dict().items()),
+        backend,
+        k,
+        channels_last,
+    )
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(loss_function(model, backend, k, channels_last))
     return _COMPILED[key]
-

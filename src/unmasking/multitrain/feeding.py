@@ -32,8 +32,9 @@ def crop_flip_draws(n: int, g: torch.Generator, padding: int = 4) -> tuple[torch
     return dy, dx, flip
 
 
-def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
-              padding: int = 4) -> torch.Tensor:
+def crop_flip(
+    x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, padding: int = 4
+) -> torch.Tensor:
     """Crop sample ``i`` of ``x`` (N, C, H, W), zero-padded by ``padding``, at rows ``dy[i]…`` and
     columns ``dx[i]…``, then mirror it horizontally where ``flip[i]``.
 
@@ -72,23 +73,27 @@ class BatchFeeder:
             for step in range(start, end):
                 yield (step, *self._tensor_batch(step))
             return
-        its = [self.data.train_batches(start, end, self.batch_size, s.order, s.augment, self.device)
-               for s in self.seeds_list]
+        its = [
+            self.data.train_batches(start, end, self.batch_size, s.order, s.augment, self.device)
+            for s in self.seeds_list
+        ]
         for items in zip(*its):
             yield items[0][0], torch.stack([it[1] for it in items]), torch.stack([it[2] for it in items])
 
     def _tensor_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         data, k = self.data, len(self.seeds_list)
-        idx = torch.stack([data.batch_indices(step, self.batch_size, s.order, c)
-                           for s, c in zip(self.seeds_list, self._caches)])
+        idx = torch.stack(
+            [data.batch_indices(step, self.batch_size, s.order, c) for s, c in zip(self.seeds_list, self._caches)]
+        )
         flat = idx.reshape(-1).to(data.x_train.device)
         x = data.x_train[flat]
         if data.augment is random_crop_flip:
             draws = [crop_flip_draws(self.batch_size, generator(s.augment, "augment", step)) for s in self.seeds_list]
             x = crop_flip(x, *(torch.cat(d) for d in zip(*draws)))
         elif data.augment is not None:
-            x = torch.cat([data.augment(xk, generator(s.augment, "augment", step))
-                           for xk, s in zip(x.chunk(k), self.seeds_list)])
+            x = torch.cat(
+                [data.augment(xk, generator(s.augment, "augment", step)) for xk, s in zip(x.chunk(k), self.seeds_list)]
+            )
         x = data._prepare(x, self.device)
         y = data.y_train[flat.to(data.y_train.device)].to(self.device)
         return x.reshape(k, self.batch_size, *x.shape[1:]), y.reshape(k, self.batch_size)

@@ -63,8 +63,8 @@ class _RowConv1d(torch.autograd.Function):
             dcols = torch.bmm(d, wm).view(k, n, lo, ks, c)
             dxp = dout.new_zeros(k, n, length + 2 * pad, c)
             for j in range(ks):
-                dxp[:, :, j:j + stride * (lo - 1) + 1:stride].add_(dcols[:, :, :, j])
-            dx = dxp[:, :, pad:pad + length]
+                dxp[:, :, j : j + stride * (lo - 1) + 1 : stride].add_(dcols[:, :, :, j])
+            dx = dxp[:, :, pad : pad + length]
         return dx, dw, None, None
 
 
@@ -108,8 +108,13 @@ class StackedOps:
 
     _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
-    def __init__(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], k: int,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        k: int,
+        channels_last: bool = False,
+    ):
         self.p, self.b, self.k, self.channels_last = params, buffers, k, channels_last
 
     def enter(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,8 +130,9 @@ class StackedOps:
         if self.channels_last and w.dim() == 4:
             w = w.contiguous(memory_format=torch.channels_last)
         b = self.p.get(f"{name}.bias")
-        return self._CONV[w.dim() - 2](x, w, None if b is None else b.reshape(-1), mod.stride, mod.padding,
-                                       mod.dilation, mod.groups * self.k)
+        return self._CONV[w.dim() - 2](
+            x, w, None if b is None else b.reshape(-1), mod.stride, mod.padding, mod.dilation, mod.groups * self.k
+        )
 
     def _running_stats(self, name: str, mod: nn.Module) -> bool:
         """Count the batch and check the module; True when it tracks running statistics."""
@@ -143,8 +149,16 @@ class StackedOps:
         rm = self.b[f"{name}.running_mean"].view(-1) if tracked else None
         rv = self.b[f"{name}.running_var"].view(-1) if tracked else None
         w, b = self.p.get(f"{name}.weight"), self.p.get(f"{name}.bias")
-        return F.batch_norm(x, rm, rv, None if w is None else w.reshape(-1), None if b is None else b.reshape(-1),
-                            True, mod.momentum or 0.0, mod.eps)
+        return F.batch_norm(
+            x,
+            rm,
+            rv,
+            None if w is None else w.reshape(-1),
+            None if b is None else b.reshape(-1),
+            True,
+            mod.momentum or 0.0,
+            mod.eps,
+        )
 
     def conv_rows(self, name: str, mod: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
         """``Conv1d`` on (K, N, L, C) → (K, N, L', C')."""
@@ -159,8 +173,9 @@ class StackedOps:
         if not mod.affine:
             raise ValueError(f"stacked backend: {name} has affine=False; use backend='vmap'")
         k, n, length, c = x.shape
-        y, mean, var = _RowBatchNorm.apply(x.reshape(k, n * length, c), self.p[f"{name}.weight"],
-                                           self.p[f"{name}.bias"], mod.eps)
+        y, mean, var = _RowBatchNorm.apply(
+            x.reshape(k, n * length, c), self.p[f"{name}.weight"], self.p[f"{name}.bias"], mod.eps
+        )
         if self._running_stats(name, mod):
             m, mom = n * length, mod.momentum
             with torch.no_grad():

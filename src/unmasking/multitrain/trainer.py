@@ -33,9 +33,16 @@ class MultiTrainer:
     tests use it directly.
     """
 
-    def __init__(self, models: Sequence[nn.Module], masks: Sequence[Mapping[str, torch.Tensor] | None],
-                 hp: TrainHparams, backend: str = "auto", bf16: bool = False, channels_last: bool = False,
-                 compile: bool = False):
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        masks: Sequence[Mapping[str, torch.Tensor] | None],
+        hp: TrainHparams,
+        backend: str = "auto",
+        bf16: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
+    ):
         self.models, self.hp, self.k = list(models), hp, len(models)
         if self.k == 0:
             raise ValueError("train_many needs at least one model")
@@ -50,16 +57,22 @@ class MultiTrainer:
             raise ValueError(f"no stacked forward for {type(self.models[0]).__name__}; use backend='vmap' or 'auto'")
         self.backend = "vmap" if backend == "vmap" or stacked_forward(self.models[0]) is None else "stacked"
         if bf16 and self.backend == "vmap":
-            raise ValueError("bf16 autocast needs the stacked backend (BatchNorm under vmap(grad) rejects bf16 "
-                             f"activations with fp32 statistics); {type(self.models[0]).__name__} has none: train "
-                             "it in fp32 or with training.train")
+            raise ValueError(
+                "bf16 autocast needs the stacked backend (BatchNorm under vmap(grad) rejects bf16 "
+                f"activations with fp32 statistics); {type(self.models[0]).__name__} has none: train "
+                "it in fp32 or with training.train"
+            )
         self.bf16, self.channels_last = bf16, channels_last
 
         with torch.no_grad():
-            self.params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in self.models]).clone()
-                           for n, _ in self.models[0].named_parameters()}
-            self.buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in self.models]).clone()
-                            for n, _ in self.models[0].named_buffers()}
+            self.params = {
+                n: torch.stack([dict(m.named_parameters())[n].detach() for m in self.models]).clone()
+                for n, _ in self.models[0].named_parameters()
+            }
+            self.buffers = {
+                n: torch.stack([dict(m.named_buffers())[n].detach() for m in self.models]).clone()
+                for n, _ in self.models[0].named_buffers()
+            }
         self.masks = _stack_masks(masks, self.params)
         with torch.no_grad():
             for n, m in self.masks.items():
@@ -135,8 +148,11 @@ class MultiTrainer:
                 b.copy_(self.buffers[n][k])
 
     def state_dict(self) -> dict:
-        return {"params": {n: p.detach() for n, p in self.params.items()}, "buffers": self.buffers,
-                "momentum": self.momentum}
+        return {
+            "params": {n: p.detach() for n, p in self.params.items()},
+            "buffers": self.buffers,
+            "momentum": self.momentum,
+        }
 
     @torch.no_grad()
     def load_state_dict(self, state: Mapping) -> None:
@@ -154,16 +170,20 @@ def _check_same_architecture(models: list[nn.Module]) -> torch.device:
     device = next(first.parameters()).device
     for k, m in enumerate(models[1:], 1):
         if type(m) is not type(first) or {n: (t.shape, t.dtype) for n, t in m.state_dict().items()} != shapes:
-            raise ValueError(f"model {k} is not the same architecture as model 0 ({type(first).__name__}); "
-                             f"train_many stacks models of one architecture")
+            raise ValueError(
+                f"model {k} is not the same architecture as model 0 ({type(first).__name__}); "
+                f"train_many stacks models of one architecture"
+            )
         if next(m.parameters()).device != device:
-            raise ValueError(f"model {k} is on {next(m.parameters()).device}, model 0 on {device}; "
-                             f"move all models to one device")
+            raise ValueError(
+                f"model {k} is on {next(m.parameters()).device}, model 0 on {device}; move all models to one device"
+            )
     return device
 
 
-def _stack_masks(masks: Sequence[Mapping[str, torch.Tensor] | None], params: Mapping[str, torch.Tensor]
-                 ) -> dict[str, torch.Tensor]:
+def _stack_masks(
+    masks: Sequence[Mapping[str, torch.Tensor] | None], params: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Masks as 0/1 tensors (K, …) in the parameter dtype; a model without a mask for a name gets ones."""
     names = sorted({n for m in masks if m for n in m}, key=list(params).index) if any(masks) else []
     for n in names:
@@ -176,8 +196,9 @@ def _stack_masks(masks: Sequence[Mapping[str, torch.Tensor] | None], params: Map
         for k, m in enumerate(masks):
             if m and n in m:
                 if tuple(m[n].shape) != tuple(p.shape[1:]):
-                    raise ValueError(f"mask {k} for {n!r} has shape {tuple(m[n].shape)}, "
-                                     f"the weight {tuple(p.shape[1:])}")
+                    raise ValueError(
+                        f"mask {k} for {n!r} has shape {tuple(m[n].shape)}, the weight {tuple(p.shape[1:])}"
+                    )
                 rows.append(m[n].to(p.device, p.dtype))
             else:
                 rows.append(torch.ones(p.shape[1:], device=p.device, dtype=p.dtype))
@@ -213,8 +234,7 @@ def train_many(
     end_step = hp.steps if end_step is None else end_step
     if len(seeds_list) != len(models):
         raise ValueError(f"got {len(seeds_list)} seeds for {len(models)} models; pass one Seeds per model")
-    trainer = MultiTrainer(models, masks, hp, backend=backend, bf16=bf16, channels_last=channels_last,
-                           compile=compile)
+    trainer = MultiTrainer(models, masks, hp, backend=backend, bf16=bf16, channels_last=channels_last, compile=compile)
     for model in trainer.models:
         model.train()
     device, k = trainer.device, trainer.k
@@ -225,20 +245,38 @@ def train_many(
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=device)
         if (state.get("start_step"), state.get("end_step"), state.get("seeds")) != (start_step, end_step, seed_key):
-            raise RuntimeError(f"checkpoint {checkpoint} belongs to another training (steps "
-                               f"{state.get('start_step')}–{state.get('end_step')} of {len(state.get('seeds') or [])} "
-                               f"models, or other seeds) than this one (steps {start_step}–{end_step} of {k} models); "
-                               f"delete it to start over")
+            raise RuntimeError(
+                f"checkpoint {checkpoint} belongs to another training (steps "
+                f"{state.get('start_step')}–{state.get('end_step')} of {len(state.get('seeds') or [])} "
+                f"models, or other seeds) than this one (steps {start_step}–{end_step} of {k} models); "
+                f"delete it to start over"
+            )
         trainer.load_state_dict(state["trainer"])
         step, histories = state["step"], state["histories"]
 
     def save(at: int) -> None:
-        atomic_torch_save({"trainer": trainer.state_dict(), "step": at, "start_step": start_step,
-                           "end_step": end_step, "seeds": seed_key, "histories": histories}, checkpoint)
+        atomic_torch_save(
+            {
+                "trainer": trainer.state_dict(),
+                "step": at,
+                "start_step": start_step,
+                "end_step": end_step,
+                "seeds": seed_key,
+                "histories": histories,
+            },
+            checkpoint,
+        )
 
     desc = progress if isinstance(progress, str) else f"train x{k}"
-    bar = tqdm(total=end_step - start_step, initial=step - start_step, desc=desc, disable=not progress,
-               mininterval=1.0, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=end_step - start_step,
+        initial=step - start_step,
+        desc=desc,
+        disable=not progress,
+        mininterval=1.0,
+        leave=False,
+        dynamic_ncols=True,
+    )
     nonfinite = torch.zeros(k, dtype=torch.bool, device=device)
     check_every = 1 if device.type == "cpu" else 50
     feeder = BatchFeeder(data, seeds_list, hp.batch_size, device)
@@ -251,7 +289,8 @@ def train_many(
                 raise TrainingDiverged(
                     f"model(s) {bad} of {k} (order seeds {[seeds_list[i].order for i in bad]}): training loss "
                     f"became non-finite by step {step} (lr {lr_at(step, hp):g}); lower train.lr, add "
-                    f"train.warmup_steps, or check the data")
+                    f"train.warmup_steps, or check the data"
+                )
             done = step + 1
             bar.update(1)
             if hp.eval_every and done % hp.eval_every == 0 and done < end_step:
@@ -265,4 +304,3 @@ def train_many(
         bar.close()
         trainer.write_back()
     return histories
-

@@ -100,8 +100,13 @@ def _restart_vector(basis: torch.Tensor, seed: int, count: int) -> torch.Tensor:
     raise RuntimeError("Lanczos: could not find a restart vector outside the Krylov basis")
 
 
-def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int,
-            restart_seed: int = 0, progress: bool | str = False) -> Lanczos:
+def lanczos(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    steps: int,
+    restart_seed: int = 0,
+    progress: bool | str = False,
+) -> Lanczos:
     """``steps`` Lanczos iterations from ``start`` with full reorthogonalization (Gram–Schmidt twice).
 
     When the Krylov space becomes invariant (the new residual vanishes to rounding), the run
@@ -117,13 +122,14 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
     alpha, beta = np.zeros(steps), np.zeros(max(steps - 1, 0))
     q = start / torch.linalg.vector_norm(start)
     scale, residual, restarts = 0.0, 0.0, 0
-    for j in tqdm(range(steps), desc=progress if isinstance(progress, str) else "lanczos",
-                  disable=not progress, leave=False):
+    for j in tqdm(
+        range(steps), desc=progress if isinstance(progress, str) else "lanczos", disable=not progress, leave=False
+    ):
         basis[j] = q
         w = matvec(q)
         a = float(torch.dot(q, w))
         alpha[j] = a
-        done = basis[:j + 1]
+        done = basis[: j + 1]
         for _ in range(2):
             w = w - done.T @ (done @ w)
         b = float(torch.linalg.vector_norm(w))
@@ -140,24 +146,25 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
     return Lanczos(alpha, beta, residual, basis)
 
 
-def slq(op: Operator, probes: int, steps: int, seed: int, *purpose: object,
-        progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[Lanczos]]:
+def slq(
+    op: Operator, probes: int, steps: int, seed: int, *purpose: object, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[Lanczos]]:
     """Stochastic Lanczos quadrature: nodes and weights ``(probes, steps)`` (padding: NaN nodes, zero weights)."""
     m = min(steps, op.dim)
     nodes, weights = np.full((probes, steps), np.nan), np.zeros((probes, steps))
     runs = []
     for i in range(probes):
         z = probe_vector(op.dim, seed, "hessian", "slq", *purpose, i, dtype=op.dtype, device=op.device)
-        run = lanczos(op.matvec, z, m, restart_seed=seed,
-                      progress=f"SLQ probe {i + 1}/{probes}" if progress else False)
+        run = lanczos(op.matvec, z, m, restart_seed=seed, progress=f"SLQ probe {i + 1}/{probes}" if progress else False)
         theta, tau = run.quadrature()
-        nodes[i, :len(theta)], weights[i, :len(theta)] = theta, tau
+        nodes[i, : len(theta)], weights[i, : len(theta)] = theta, tau
         runs.append(run)
     return nodes, weights, runs
 
 
-def hutchinson_trace(op: Operator, probes: int, seed: int, *purpose: object,
-                     deflation: Lanczos | None = None) -> tuple[float, float, np.ndarray]:
+def hutchinson_trace(
+    op: Operator, probes: int, seed: int, *purpose: object, deflation: Lanczos | None = None
+) -> tuple[float, float, np.ndarray]:
     """Hutchinson's trace estimate, its standard error and the per-probe samples.
 
     With ``deflation``, the exactly known ``tr(QᵀHQ) = Σ α`` of that Lanczos basis ``Q`` is added to
@@ -180,8 +187,9 @@ def hutchinson_trace(op: Operator, probes: int, seed: int, *purpose: object,
     return float(np.mean(samples)), std, samples
 
 
-def broadened_density(nodes: np.ndarray, weights: np.ndarray, broadening: float = 0.01,
-                      points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+def broadened_density(
+    nodes: np.ndarray, weights: np.ndarray, broadening: float = 0.01, points: int = 400
+) -> tuple[np.ndarray, np.ndarray]:
     """The probe-averaged discrete measure convolved with a Gaussian, on a grid spanning the nodes.
 
     The width is ``broadening × (max node − min node)`` (absolute ``broadening`` when all nodes

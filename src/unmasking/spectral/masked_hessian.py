@@ -59,8 +59,16 @@ class MaskedHessian:
     move to the model's device chunk by chunk.
     """
 
-    def __init__(self, model: nn.Module, mask: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                 chunk_size: int = 4096, dtype: torch.dtype = torch.float32, retain: bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        mask: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        chunk_size: int = 4096,
+        dtype: torch.dtype = torch.float32,
+        retain: bool | None = None,
+    ):
         if len(x) != len(y) or len(y) == 0:
             raise ValueError(f"need matching, non-empty inputs and labels, got {len(x)} and {len(y)}")
         params = dict(model.named_parameters())
@@ -93,9 +101,11 @@ class MaskedHessian:
 
     def _chunks(self):
         for i in range(0, self.num_examples, self.chunk_size):
-            x = self.x[i:i + self.chunk_size]
-            yield (x.to(self.device, self.dtype if x.is_floating_point() else x.dtype),
-                   self.y[i:i + self.chunk_size].to(self.device))
+            x = self.x[i : i + self.chunk_size]
+            yield (
+                x.to(self.device, self.dtype if x.is_floating_point() else x.dtype),
+                self.y[i : i + self.chunk_size].to(self.device),
+            )
 
     def _loss_sum(self, weights: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = functional_call(self.model, ({**self.fixed, **weights}, self.buffers), (x,))
@@ -132,10 +142,12 @@ class MaskedHessian:
         total = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
         for leaves, grads in self._gradient_graphs():
             with torch.enable_grad():
-                hv = torch.autograd.grad(grads, leaves, grad_outputs=outputs, retain_graph=self.retain,
-                                         allow_unused=True)
-            total += self.gather({n: (h if h is not None else torch.zeros_like(leaf))
-                                  for n, h, leaf in zip(self.names, hv, leaves)})
+                hv = torch.autograd.grad(
+                    grads, leaves, grad_outputs=outputs, retain_graph=self.retain, allow_unused=True
+                )
+            total += self.gather(
+                {n: (h if h is not None else torch.zeros_like(leaf)) for n, h, leaf in zip(self.names, hv, leaves)}
+            )
         self.matvecs += 1
         return total
 

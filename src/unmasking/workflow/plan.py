@@ -20,6 +20,7 @@ from ..foundations.recipes import build_recipe
 from ..foundations.registry import ANALYSES, EXPERIMENTS, FIGURES
 from .paths import Paths
 
+
 class PlanError(ConfigError):
     """A workflow config that passes the schema but cannot be run; the message names the key and the fix."""
 
@@ -53,8 +54,9 @@ def arch_from_config(entry: dict, seeds: list) -> Arch:
     name = entry["name"]
     for key, field_name in (("prune.levels", "levels"), ("prune.rewind_step", "rewind_steps")):
         if key in entry["set"]:
-            raise PlanError(f"architectures[{name}].set: {key} is set by architectures[{name}].{field_name}; "
-                            f"move it there")
+            raise PlanError(
+                f"architectures[{name}].set: {key} is set by architectures[{name}].{field_name}; move it there"
+            )
     try:
         base = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()])
     except ConfigError as e:
@@ -89,8 +91,10 @@ def data_missing(arch: Arch) -> str | None:
     try:
         check_available(arch.data)
     except DataMissingError as e:
-        return (f"architectures[{arch.name}].data_root: {e} In this workflow, set "
-                f"architectures[{arch.name}].data_root (or $UNMASKING_DATA) to that folder.")
+        return (
+            f"architectures[{arch.name}].data_root: {e} In this workflow, set "
+            f"architectures[{arch.name}].data_root (or $UNMASKING_DATA) to that folder."
+        )
     return None
 
 
@@ -116,8 +120,10 @@ class Plan:
     def _check_hessian_needed(self) -> None:
         exps = self.config["experiments"]
         if exps["pruning_theory"]["enabled"] and not exps["hessian"]["enabled"]:
-            raise PlanError("experiments.pruning_theory needs experiments.hessian (it reads the Hessian "
-                            "spectrum): enable hessian or set pruning_theory.enabled: false")
+            raise PlanError(
+                "experiments.pruning_theory needs experiments.hessian (it reads the Hessian "
+                "spectrum): enable hessian or set pruning_theory.enabled: false"
+            )
 
     def _check_experiment(self, exp: str) -> None:
         """An experiment's architectures, seeds and levels must exist in the runs it uses."""
@@ -125,41 +131,53 @@ class Plan:
         names = sec["architectures"]
         unknown = sorted(set(names or []) - set(self.archs))
         if unknown:
-            raise PlanError(f"experiments.{exp}.architectures: no architecture named {', '.join(unknown)}; "
-                            f"the config has {', '.join(self.archs)}")
+            raise PlanError(
+                f"experiments.{exp}.architectures: no architecture named {', '.join(unknown)}; "
+                f"the config has {', '.join(self.archs)}"
+            )
         for arch in self.archs.values():
             if names is not None and arch.name not in names:
                 continue
             levels, top = sec["levels"], self.last_level(arch, exp)
             if isinstance(levels, list) and any(level > top for level in levels):
-                raise PlanError(f"experiments.{exp}.levels: {levels} goes past level {top}, the last level "
-                                f"{exp} can run at for architecture {arch.name!r} (levels: {arch.levels}); use "
-                                f"levels 0 ... {top} or `all`")
+                raise PlanError(
+                    f"experiments.{exp}.levels: {levels} goes past level {top}, the last level "
+                    f"{exp} can run at for architecture {arch.name!r} (levels: {arch.levels}); use "
+                    f"levels 0 ... {top} or `all`"
+                )
             extra = sorted(set(sec["seeds"] or []) - set(arch.seeds))
             if extra:
-                raise PlanError(f"experiments.{exp}.seeds: {extra} not among the seeds of architecture "
-                                f"{arch.name!r} ({arch.seeds}); use some of those, or list the experiment's "
-                                f"architectures in experiments.{exp}.architectures")
+                raise PlanError(
+                    f"experiments.{exp}.seeds: {extra} not among the seeds of architecture "
+                    f"{arch.name!r} ({arch.seeds}); use some of those, or list the experiment's "
+                    f"architectures in experiments.{exp}.architectures"
+                )
 
     def _check_flatness_hessian(self) -> None:
         """With use_hessian, E4 must have run at every run and level where E7 runs, in files E7 can read."""
         if not (self.enabled("flatness") and self.reads_hessian("flatness")):
             return
         if self.granularity("hessian") == "level" and self.granularity("flatness") == "run":
-            raise PlanError("experiments.flatness.granularity: E7 reads E4's output, which comes per level "
-                            "(experiments.hessian.granularity level); set experiments.flatness.granularity: "
-                            "level, or experiments.flatness.use_hessian: false")
+            raise PlanError(
+                "experiments.flatness.granularity: E7 reads E4's output, which comes per level "
+                "(experiments.hessian.granularity level); set experiments.flatness.granularity: "
+                "level, or experiments.flatness.use_hessian: false"
+            )
         for arch in self.archs.values():
-            missing = [(t, s, level) for t, s in self.runs(arch, "flatness")
-                       for level in self.experiment_levels(arch, "flatness")
-                       if (t, s) not in self.runs(arch, "hessian")
-                       or level not in self.experiment_levels(arch, "hessian")]
+            missing = [
+                (t, s, level)
+                for t, s in self.runs(arch, "flatness")
+                for level in self.experiment_levels(arch, "flatness")
+                if (t, s) not in self.runs(arch, "hessian") or level not in self.experiment_levels(arch, "hessian")
+            ]
             if missing:
                 t, s, level = missing[0]
-                raise PlanError(f"experiments.flatness.use_hessian: E7 runs where E4 does not (architecture "
-                                f"{arch.name!r}, rewind step {t}, seed {s}, level {level}); widen "
-                                f"experiments.hessian (levels, seeds, architectures) or set "
-                                f"experiments.flatness.use_hessian: false")
+                raise PlanError(
+                    f"experiments.flatness.use_hessian: E7 runs where E4 does not (architecture "
+                    f"{arch.name!r}, rewind step {t}, seed {s}, level {level}); widen "
+                    f"experiments.hessian (levels, seeds, architectures) or set "
+                    f"experiments.flatness.use_hessian: false"
+                )
 
     def data_missing(self) -> list[str]:
         """The data check's message for every architecture whose data set is not on disk."""
@@ -236,8 +254,12 @@ class Plan:
 
     def result_targets(self) -> list[str]:
         """Every aggregated dataset of the config: E1 (imp) and each enabled analysis with levels and runs."""
-        return [self.paths.aggregate(arch.name, exp)
-                for arch in self.archs.values() for exp in ("imp", *ANALYSES) if self.available(arch, exp)]
+        return [
+            self.paths.aggregate(arch.name, exp)
+            for arch in self.archs.values()
+            for exp in ("imp", *ANALYSES)
+            if self.available(arch, exp)
+        ]
 
     # --- figures ---------------------------------------------------------------------------------
 
@@ -270,8 +292,12 @@ class Plan:
         for fig_id in FIGURES:
             for split in self.figure_splits(fig_id):
                 stem = self.paths.figure_stem(fig_id, split)
-                out += [f"{stem.format(arch=arch.name)}{ext}" for arch in self.archs.values()
-                        if self.figure_made(arch, fig_id, split) for ext in (".pdf", ".png")]
+                out += [
+                    f"{stem.format(arch=arch.name)}{ext}"
+                    for arch in self.archs.values()
+                    if self.figure_made(arch, fig_id, split)
+                    for ext in (".pdf", ".png")
+                ]
         return out + list(self.paths.claims.values())
 
     def targets(self) -> list[str]:

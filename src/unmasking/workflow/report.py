@@ -32,8 +32,9 @@ def verdict_text(report: dict | None, arch: str, claim: int, reasons: bool = Tru
     rows = claim_rows(report, arch, claim)
     if not rows:
         return "not evaluated for this architecture"
-    return "; ".join(f"rewind step {c['rewind_step']}: {c['verdict']}{' (%s)' % c['reason'] if reasons else ''}"
-                     for c in rows)
+    return "; ".join(
+        f"rewind step {c['rewind_step']}: {c['verdict']}{' (%s)' % c['reason'] if reasons else ''}" for c in rows
+    )
 
 
 def report_verdicts(report: dict | None, archs) -> dict[str, dict[str, str]]:

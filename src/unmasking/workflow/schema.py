@@ -32,8 +32,10 @@ def key_path(config, path) -> str:
 
 def _expected(schema: dict, validator: str) -> str:
     """`expected null or array (...)`: the alternatives of a failed oneOf/anyOf."""
-    options = [sub.get("type") or ("one of " + ", ".join(map(str, sub["enum"])) if "enum" in sub else "?")
-               for sub in schema[validator]]
+    options = [
+        sub.get("type") or ("one of " + ", ".join(map(str, sub["enum"])) if "enum" in sub else "?")
+        for sub in schema[validator]
+    ]
     wanted = schema.get("description", "")
     return "expected " + " or ".join(map(str, options)) + (f" ({wanted})" if wanted else "")
 
@@ -46,8 +48,10 @@ def explain(config, error) -> str:
         extra = sorted(set(error.instance) - set(schema.get("properties", {})))
         valid = ", ".join(sorted(schema.get("properties", {}))) or "none"
         where = f"{key}." if error.absolute_path else ""
-        return (f"unknown key {', '.join(where + k for k in extra)}: remove it or fix its spelling "
-                f"(valid keys here: {valid})")
+        return (
+            f"unknown key {', '.join(where + k for k in extra)}: remove it or fix its spelling "
+            f"(valid keys here: {valid})"
+        )
     if error.validator == "required":
         return f"{key}: {error.message}; add it (see workflow/schemas/config.schema.yaml)"
     if error.validator == "propertyNames":
@@ -62,8 +66,9 @@ def schema_errors(config, schema: dict) -> list[str]:
     """The explained violations of ``schema`` by ``config``, ordered by key."""
     import jsonschema  # a dependency of Snakemake: imported only when a config is checked
 
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
-                    key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     return [explain(config, e) for e in errors]
 
 
@@ -77,6 +82,8 @@ def check_config(config, schema_file: str | Path, basedir: str | Path = ".") -> 
     lines = schema_errors(config, schema)
     if lines:
         listed = "\n".join(f"  - {line}" for line in lines)
-        raise PlanError(f"invalid workflow configuration:\n{listed}\n"
-                        f"Fix the config file (or --config/--configfile); the schema with every key, "
-                        f"type and default is {schema_file}.")
+        raise PlanError(
+            f"invalid workflow configuration:\n{listed}\n"
+            f"Fix the config file (or --config/--configfile); the schema with every key, "
+            f"type and default is {schema_file}."
+        )
