@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import Data
-from ..foundations.hparams import ConfigError
+from ..foundations.hparams import ConfigError, settings_kwargs
 from ..foundations.netcdf import provenance
 from ..training import evaluate
 
@@ -59,13 +59,10 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class InterpolationSettings:
-    """Options of E2 (the ``interpolation`` command's flags)."""
+class PathSettings:
+    """How a linear path between two networks is evaluated: E2's curves and the barriers of E3 and E6."""
 
     gammas: int = field(default=DEFAULT_GAMMAS, metadata={"help": "points on the γ grid, ends included"})
-    bn_modes: tuple[str, ...] = field(
-        default=("interpolate",), metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
-    )
     bn_batches: int = field(
         default=DEFAULT_BN_BATCHES, metadata={"help": "training batches for the 'reset' mode's statistics"}
     )
@@ -74,6 +71,15 @@ class InterpolationSettings:
     )
     batch_size: int | None = field(
         default=None, metadata={"help": "evaluation batch size (default: the recipe's train.eval_batch_size)"}
+    )
+
+
+@dataclass(frozen=True)
+class InterpolationSettings(PathSettings):
+    """Options of E2 (the ``interpolation`` command's flags)."""
+
+    bn_modes: tuple[str, ...] = field(
+        default=("interpolate",), metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
     )
 
 
@@ -457,13 +463,4 @@ SETTINGS = InterpolationSettings
 
 def analyse(run, levels: Sequence[int], settings: InterpolationSettings = InterpolationSettings()) -> xr.Dataset:
     """E2 on an opened :class:`~unmasking.imp.ImpRun` (the library entry point of the ``interpolation`` command)."""
-    return successive_levels(
-        run,
-        levels,
-        settings.gammas,
-        settings.bn_modes,
-        settings.batch_size,
-        settings.bn_batches,
-        settings.bn_batch_size,
-        progress=run.progress,
-    )
+    return successive_levels(run, levels, **settings_kwargs(settings), progress=run.progress)

@@ -34,13 +34,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import masks as M
-from ..foundations.hparams import ConfigError
+from ..foundations.hparams import ConfigError, settings_kwargs
 from ..foundations.io import read_json
 from ..foundations.seeds import derive_seed
 from .interpolation import (
     BN_MODES,
     DEFAULT_BN_BATCHES,
     PathEvaluator,
+    PathSettings,
     _check_levels,
     barrier,
     eval_settings,
@@ -64,25 +65,15 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class PerturbationSettings:
+class PerturbationSettings(PathSettings):
     """Options of E3 (the ``perturbation`` command's flags)."""
 
     strengths: tuple[float, ...] = field(
         default=DEFAULT_STRENGTHS, metadata={"help": "perturbation norms in units of d_L (0: SGD-noise baseline)"}
     )
     replicates: int = field(default=DEFAULT_REPLICATES, metadata={"help": "replicates per strength"})
-    gammas: int = field(default=11, metadata={"help": "points on the γ grid, ends included"})
     bn_mode: str = field(
         default="interpolate", metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
-    )
-    bn_batches: int = field(
-        default=DEFAULT_BN_BATCHES, metadata={"help": "training batches for the 'reset' mode's statistics"}
-    )
-    bn_batch_size: int | None = field(
-        default=None, metadata={"help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"}
-    )
-    batch_size: int | None = field(
-        default=None, metadata={"help": "evaluation batch size (default: the recipe's train.eval_batch_size)"}
     )
 
 
@@ -328,13 +319,7 @@ def analyse(
     return perturbation_robustness(
         run,
         levels,
-        settings.strengths,
-        settings.replicates,
-        settings.gammas,
-        settings.bn_mode,
-        settings.batch_size,
-        settings.bn_batches,
-        settings.bn_batch_size,
+        **settings_kwargs(settings),
         scratch=scratch,
         models_at_once=models_at_once,
         compile=compile,

@@ -37,12 +37,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import masks as M
-from ..foundations.hparams import ConfigError
+from ..foundations.hparams import ConfigError, settings_kwargs
 from ..foundations.seeds import derive_seed
 from .interpolation import (
     BN_MODES,
     DEFAULT_BN_BATCHES,
     PathEvaluator,
+    PathSettings,
     _check_levels,
     barrier,
     eval_settings,
@@ -68,7 +69,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class PruningRatioSettings:
+class PruningRatioSettings(PathSettings):
     """Options of E6 (the ``pruning_ratio`` command's flags)."""
 
     fractions: tuple[float, ...] = field(
@@ -81,18 +82,8 @@ class PruningRatioSettings:
         metadata={"help": "matching tolerance on test error (absolute) over the dense level-0 solution"},
     )
     eps_barrier: float = field(default=DEFAULT_EPS_BARRIER, metadata={"help": "zero-barrier threshold"})
-    gammas: int = field(default=11, metadata={"help": "points on the γ grid, ends included"})
     bn_mode: str = field(
         default="interpolate", metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
-    )
-    bn_batches: int = field(
-        default=DEFAULT_BN_BATCHES, metadata={"help": "training batches for the 'reset' mode's statistics"}
-    )
-    bn_batch_size: int | None = field(
-        default=None, metadata={"help": "batch size of the 'reset' pass (default: the recipe's train.batch_size)"}
-    )
-    batch_size: int | None = field(
-        default=None, metadata={"help": "evaluation batch size (default: the recipe's train.eval_batch_size)"}
     )
 
 
@@ -448,16 +439,7 @@ def analyse(
     return pruning_ratio(
         run,
         levels,
-        settings.fractions,
-        settings.methods,
-        settings.random_masks,
-        settings.eps_match,
-        settings.eps_barrier,
-        settings.gammas,
-        settings.bn_mode,
-        settings.batch_size,
-        settings.bn_batches,
-        settings.bn_batch_size,
+        **settings_kwargs(settings),
         scratch=scratch,
         models_at_once=models_at_once,
         compile=compile,

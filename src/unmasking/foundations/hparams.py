@@ -236,3 +236,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     return data
+
+
+def settings_kwargs(settings) -> dict[str, Any]:
+    """The fields of a settings dataclass as keyword arguments (shallow: nested values are not copied),
+    for library functions whose parameters carry the fields' names."""
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
