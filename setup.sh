@@ -12,8 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch/torchvision first, pinned to the releases this project is tested with (a CUDA build on x86_64).
 .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-# The executor plugin is a package of its own in this repository; install it before the [slurm] extra,
-# which names it, so that pip takes it from here.
+# The executor plugin is a package of its own in this repository, installed from here (no extra names
+# it, so pip never looks for it on PyPI).
 .venv/bin/pip install -q -e plugins/snakemake-executor-plugin-submitit
 .venv/bin/pip install -q -e ".[workflow,slurm,test]"
 echo "environment ready: $(pwd)/.venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -74,7 +74,9 @@ def imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module.split(".")
-                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                keep = len(base) - node.level + (1 if is_package else 0)
+                assert keep >= 1, f"{path}:{node.lineno}: relative import goes above the {PACKAGE} package"
+                base = base[:keep]
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
@@ -169,3 +171,14 @@ def test_resolution_of_relative_imports(tmp_path):
         "from .. import masks as M\nfrom .hessian import MaskedHessian\ndef f():\n    from ..foundations import io\n"
     )
     assert imports("unmasking.analyses.x", f, known) == {"unmasking.masks", "unmasking.analyses.hessian", "unmasking"}
+
+
+def test_a_relative_import_above_the_package_is_an_error(tmp_path):
+    f = tmp_path / "masks.py"
+    f.write_text("def f():\n    from ..commands import main\n")
+    try:
+        imports("unmasking.masks", f, {"unmasking": Path("__init__.py")})
+    except AssertionError as e:
+        assert "relative import goes above the unmasking package" in str(e)
+    else:
+        raise AssertionError("an import above the package went unnoticed")

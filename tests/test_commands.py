@@ -144,3 +144,14 @@ def test_figure_and_claims_import_neither_torch_nor_the_science():
 def test_python_dash_m_unmasking():
     out = subprocess.run([sys.executable, "-m", "unmasking", "claims", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("usage: unmasking claims")
+
+
+def test_an_old_command_name_says_the_new_one(capsys):
+    from unmasking.commands import main
+
+    assert main(["pruning-ratio", "--run", "r", "--levels", "1", "--out", "o.nc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "unmasking: error: the command 'pruning-ratio' is now 'pruning_ratio' (analysis commands carry their "
+        "experiment's name; docs/architecture.md)"
+    ]

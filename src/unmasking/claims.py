@@ -383,7 +383,7 @@ def claim_pruning_ratio(
     used = {"p_star_tolerance": th.p_star_tolerance, "min_levels": th.min_levels, "majority": th.majority}
     result = ClaimResult(arch, rewind_step, 3, INCONCLUSIVE, "", thresholds=used)
     if pruning_theory is None or pruning_ratio is None:
-        result.reason = "needs the pruning-theory (E5) and pruning-ratio (E6) results"
+        result.reason = "needs the pruning_theory (E5) and pruning_ratio (E6) results"
         return result
     exp_random = _p_star_experiment(pruning_ratio, "random")
     exp_mag = _p_star_experiment(pruning_ratio, "magnitude")
@@ -516,7 +516,7 @@ def _level_mean(da: xr.DataArray, levels: Sequence[int]) -> float:
 def _shorter_part(small_weights: xr.Dataset | None, th: Thresholds, numbers: dict) -> tuple[str, bool | None]:
     """Claim 4, E8: IMP's next projection after retraining shorter than the unretrained step at most levels."""
     if small_weights is None:
-        return "small-weights (E8) results missing", None
+        return "small_weights (E8) results missing", None
     nxt = seed_mean(small_weights.next_projection_length)
     un = seed_mean(small_weights.unretrained_step_length)
     levels = [

@@ -331,19 +331,10 @@ def levels_arg(exp):
 
 
 def claims_options():
-    """Claim thresholds from the config's `thresholds` (the two the schema defines, and any others set)."""
+    """The claim thresholds the config sets (`thresholds.barrier`, `thresholds.match_floor`); the
+    others are `unmasking claims`' defaults (claims.Thresholds)."""
     th = config["thresholds"]
-    options = {"eps_barrier": th["barrier"], "match_floor": th["match_floor"]}
-    for key in (
-        "min_levels",
-        "min_agreement",
-        "majority",
-        "strength",
-        "p_star_tolerance",
-    ):
-        if key in th:
-            options[key] = th[key]
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+    return f"--eps-barrier {th['barrier']} --match-floor {th['match_floor']}"
 
 
 def resource(rule_name, key):

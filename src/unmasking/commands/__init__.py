@@ -51,9 +51,26 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+# Analysis commands of earlier versions (they now carry their experiment's name): a clear error, no alias.
+RENAMED = {
+    "interpolate": "interpolation",
+    "perturb": "perturbation",
+    "pruning-theory": "pruning_theory",
+    "pruning-ratio": "pruning_ratio",
+    "small-weights": "small_weights",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command (``argv`` without the program name; default: ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in RENAMED:
+        print(
+            f"unmasking: error: the command {argv[0]!r} is now {RENAMED[argv[0]]!r} (analysis commands carry "
+            f"their experiment's name; docs/architecture.md)",
+            file=sys.stderr,
+        )
+        return 2
     light = bool(argv) and argv[0] in LIGHT_COMMANDS
     args = build_parser(light).parse_args(argv)
     try:
