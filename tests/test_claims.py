@@ -391,13 +391,3 @@ def test_claims_and_metrics_import_neither_torch_nor_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-
-
-def test_thresholds_declare_their_options():
-    """Each threshold is declared once, with the default and help text its command-line option needs."""
-    from dataclasses import asdict
-
-    options = C.Thresholds.options()
-    assert {name: default for name, _, default, _ in options} == asdict(C.Thresholds())
-    assert all(isinstance(default, kind) and text for _, kind, default, text in options)
-    assert dict((name, kind) for name, kind, _, _ in options)["min_levels"] is int

@@ -155,3 +155,16 @@ def test_an_old_command_name_says_the_new_one(capsys):
         "unmasking: error: the command 'pruning-ratio' is now 'pruning_ratio' (analysis commands carry their "
         "experiment's name; docs/architecture.md)"
     ]
+
+
+def test_claims_flags_are_the_thresholds():
+    """`unmasking claims` offers every threshold of claims.Thresholds, with its default and help."""
+    from unmasking.claims import Thresholds
+    from unmasking.commands import build_parser
+    from unmasking.commands.flags import settings_from_args
+
+    parser = build_parser(light=True)
+    args = parser.parse_args(["claims", "--inputs", "a.nc", "--out-json", "c.json"])
+    assert settings_from_args(Thresholds, args) == Thresholds()
+    args = parser.parse_args(["claims", "--inputs", "a.nc", "--out-json", "c.json", "--min-levels", "2"])
+    assert settings_from_args(Thresholds, args).min_levels == 2

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -102,12 +102,6 @@ class Thresholds:
     p_star_tolerance: float = _threshold(
         0.1, "claim 3: allowed mean |p*_theory - p*_experiment| (at least E6's fraction grid step)"
     )
-
-    @classmethod
-    def options(cls) -> list[tuple[str, type, float | int, str]]:
-        """``(name, type, default, help)`` of each threshold, in order: what a command line or a
-        workflow needs to offer them as options (``--eps-barrier``, ...)."""
-        return [(f.name, type(f.default), f.default, f.metadata["help"]) for f in fields(cls)]
 
     def check(self) -> "Thresholds":
         """``self``, after checking every threshold's range (a ConfigError names the first out of range)."""

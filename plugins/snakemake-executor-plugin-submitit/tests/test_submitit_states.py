@@ -47,24 +47,6 @@ def test_slurm_base_state(state, base):
     assert slurm_base_state(state) == base
 
 
-def test_active_states():
-    assert SLURM_ACTIVE_STATES == {
-        "PENDING",
-        "RUNNING",
-        "REQUEUED",
-        "REQUEUE_HOLD",
-        "REQUEUE_FED",
-        "RESIZING",
-        "SUSPENDED",
-        "COMPLETING",
-        "CONFIGURING",
-        "SIGNALING",
-        "STAGE_OUT",
-        "STOPPED",
-        "UNKNOWN",
-    }
-
-
 @pytest.mark.parametrize("state", sorted(SLURM_ACTIVE_STATES) + ["PREEMPTED", "", "RUNNING+"])
 def test_states_that_may_still_run_are_polled_again(state):
     assert slurm_may_still_run(state)
