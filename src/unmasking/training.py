@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -70,10 +70,20 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean cross-entropy and 0-1 error of ``model`` (eval mode) on ``split``."""
     device = device or next(model.parameters()).device
+    return evaluate_batches(model, data.eval_batches(split, batch_size, device), device)
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str | None = None
+) -> dict[str, float]:
+    """Mean cross-entropy and 0-1 error of ``model`` (eval mode) over ``(x, y)`` batches."""
+    device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     loss_sum, wrong, n = 0.0, 0, 0
-    for x, y in data.eval_batches(split, batch_size, device):
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
         out = model(x)
         loss_sum += float(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
         wrong += int((out.argmax(1) != y).sum())

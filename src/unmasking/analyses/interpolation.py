@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..data import Data
 from ..foundations.hparams import ConfigError, settings_kwargs
 from ..foundations.netcdf import provenance
-from ..training import evaluate
+from ..training import evaluate, evaluate_batches
 
 BN_MODES = ("interpolate", "reset")
 SPLITS = ("test", "train")
@@ -184,10 +184,12 @@ class PathEvaluator:
         bn_batch_size: int = 100,
         device: torch.device | str | None = None,
         splits: Sequence[str] = SPLITS,
+        extra: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         if batch_size < 1 or bn_batches < 1 or bn_batch_size < 1:
             raise ConfigError("batch_size, bn_batches and bn_batch_size must be positive")
-        self.data, self.batch_size, self.splits = data, int(batch_size), tuple(splits)
+        self.extra = dict(extra or {})  # further evaluation sets by name: (inputs, labels), e.g. E5's examples
+        self.data, self.batch_size, self.splits = data, int(batch_size), tuple(splits) + tuple(self.extra)
         self.bn_batches, self.bn_batch_size = int(bn_batches), int(bn_batch_size)
         self.device = torch.device(device) if device is not None else None
         self._bn_inputs: list[torch.Tensor] | None = None
@@ -205,7 +207,11 @@ class PathEvaluator:
         self.evaluations += 1
         out = np.empty((2, len(self.splits)))
         for j, split in enumerate(self.splits):
-            r = evaluate(model, self.data, split, self.batch_size, self.device)
+            if split in self.extra:
+                x, y = self.extra[split]
+                r = evaluate_batches(model, _chunks(x, y, self.batch_size), self.device)
+            else:
+                r = evaluate(model, self.data, split, self.batch_size, self.device)
             out[:, j] = r["error"], r["loss"]
         return out
 
@@ -267,6 +273,11 @@ class PathEvaluator:
                 if key is not None:
                     self.cache[key, mode] = out[i, j].copy()
         return out
+
+
+def _chunks(x: torch.Tensor, y: torch.Tensor, size: int):
+    for i in range(0, len(y), size):
+        yield x[i : i + size], y[i : i + size]
 
 
 def _modes(bn_mode: str | Sequence[str]) -> tuple[str, ...]:

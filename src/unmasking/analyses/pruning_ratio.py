@@ -1,6 +1,6 @@
-"""E6 — the maximal pruning ratio, measured (SPEC §3).
+"""E6 — the maximal pruning ratio, measured on the theory's own terms (SPEC §3, E5/E6).
 
-For level ``L`` and each fraction ``p`` on a grid: prune ``ceil(p × D_L)`` of the surviving
+For level ``L``, a pruning method and a fraction ``p``, prune ``ceil(p × D_L)`` of the surviving
 weights of ``w_L`` into a mask ``m'`` by
 
 - ``magnitude``: the smallest ``|w_L|``, ranked globally (IMP's rule);
@@ -8,13 +8,31 @@ weights of ``w_L`` into a mask ``m'`` by
 - ``random_layerwise``: uniformly at random within each layer, each layer losing as many
   weights as magnitude pruning removes from it at the same ``p``;
 
-record the error right after pruning (``m' ⊙ w_L``, no retraining), then rewind to
-``m' ⊙ w_t``, retrain on the same schedule from ``t`` with the run's seeds, and record the
-result's error and ``B(w_L, result)`` (the path lives on ``m_L``).  Success means the result is
-matching (``E_test ≤ E_test(w_0) + ε_match``, ``w_0`` the run's dense level-0 solution) and
-connected (test-error barrier ``≤ ε_barrier``); ``p*`` is the largest successful ``p`` (0 when
-none is).  Raw errors are stored, so matching can be recomputed with another ``ε_match``
-(e.g. the dense standard deviation over seeds).
+rewind to ``m' ⊙ w_t`` and retrain on the same schedule from ``t`` with the run's seeds, giving
+``w'``.  Three criteria judge each retraining; the path ``w_L → w'`` lives on ``m_L``:
+
+- **headline** (``success``), the object of E5's theory: ``w'`` lies in the linearly connected
+  training-loss sublevel set of ``w_L`` — ``L(w') ≤ L(w_L) + ε`` and the loss barrier of the path
+  ``≤ ε``, with ``L`` the mean cross-entropy on E5's training examples (E4's subset:
+  ``subset_size``/``subset_seed``) and ``ε`` E5's tolerance (``epsilon``, nats);
+- ``success_matching`` (the criterion used before): the test error of ``w'`` matches the dense
+  level-0 solution's (``≤ E_test(w_0) + ε_match``) and the test-error barrier is ``≤ ε_barrier``;
+- ``success_connected``: the test-error barrier ``≤ ε_barrier`` alone.
+
+**The search.**  ``p`` is found by bisection per (level, method, random mask) on the dyadic grid
+``k / 2^n`` (``n = bisection_steps``): start from the bracket ``[0, 1]`` (``p = 0`` is ``w_L``
+itself, inside its own sublevel set; ``p = 1`` removes every weight), retrain at the midpoint,
+keep the half whose ends disagree under the headline criterion.  After ``n`` retrainings the
+headline ``p*`` is known to ``2^-n``; it is the largest successful evaluated ``p`` (0 when none
+is).  Bisection assumes that success does not come back at a larger ``p`` once lost; every
+evaluated ``p`` is stored with all three criteria, so a reader can see a non-monotone case.  The
+secondary criteria's ``p*`` are the largest evaluated ``p`` that satisfy them: evaluated where the
+headline bisection went, so only as fine as those points.  Each bisection round trains all
+(level, method, mask) cells together (``models_at_once``).
+
+The error and loss right after pruning (``m' ⊙ w_L``, no retraining) are stored at every grid
+fraction, for every method.  Raw errors, losses and barriers are stored, so each criterion can be
+recomputed with other tolerances (:mod:`unmasking.metrics.pruning`).
 
 Random masks: ``random_masks`` independent masks per (level, method, fraction), seed
 ``derive_seed(run_seed, "pruning-ratio", method, L, p, r)`` (recorded).  Magnitude pruning is
@@ -50,18 +68,26 @@ from .interpolation import (
     gamma_grid,
     run_provenance,
 )
+from .pruning_theory import DEFAULT_EPSILON
 from .retraining import TrainJob, scratch_folder, train_jobs
 
 METHODS = ("magnitude", "random", "random_layerwise")
-DEFAULT_FRACTIONS = tuple(round(0.1 * i, 10) for i in range(1, 10))
+DEFAULT_BISECTION_STEPS = 4
 DEFAULT_EPS_MATCH = 0.01
 DEFAULT_EPS_BARRIER = 0.02
+CRITERIA = {
+    "success": "headline: L(w') <= L(w_L) + epsilon and loss barrier <= epsilon on E5's training examples",
+    "success_matching": "test error <= dense + eps_match and test-error barrier <= eps_barrier",
+    "success_connected": "test-error barrier <= eps_barrier",
+}
+P_STAR_OF = {"success": "p_star", "success_matching": "p_star_matching", "success_connected": "p_star_connected"}
 
 __all__ = [
-    "DEFAULT_FRACTIONS",
+    "CRITERIA",
     "METHODS",
     "PruningRatioSettings",
     "analyse",
+    "dyadic_fractions",
     "empirical_p_star",
     "pruned_mask",
     "pruning_ratio",
@@ -72,19 +98,38 @@ __all__ = [
 class PruningRatioSettings(PathSettings):
     """Options of E6 (the ``pruning_ratio`` command's flags)."""
 
-    fractions: tuple[float, ...] = field(
-        default=DEFAULT_FRACTIONS, metadata={"help": "fractions of the surviving weights to prune"}
+    bisection_steps: int = field(
+        default=DEFAULT_BISECTION_STEPS,
+        metadata={"help": "retrainings per (level, method, mask): p* is found to 1/2^steps on the grid k/2^steps"},
     )
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "pruning methods", "choices": METHODS})
     random_masks: int = field(default=1, metadata={"help": "random masks per (method, fraction)"})
+    epsilon: float = field(
+        default=DEFAULT_EPSILON,
+        metadata={"help": "headline: train-loss tolerance of the sublevel set in nats, E5's epsilon (0.02 ln 2)"},
+    )
+    subset_size: int | None = field(
+        default=None,
+        metadata={"help": "headline: training examples of the train loss, E4's subset (default: the train-eval set)"},
+    )
+    subset_seed: int = field(default=0, metadata={"help": "seed of that subset, E4's seed (%(default)s)"})
     eps_match: float = field(
         default=DEFAULT_EPS_MATCH,
-        metadata={"help": "matching tolerance on test error (absolute) over the dense level-0 solution"},
+        metadata={"help": "secondary: matching tolerance on test error (absolute) over the dense level-0 solution"},
     )
-    eps_barrier: float = field(default=DEFAULT_EPS_BARRIER, metadata={"help": "zero-barrier threshold"})
+    eps_barrier: float = field(
+        default=DEFAULT_EPS_BARRIER, metadata={"help": "secondary: zero-barrier threshold on test error"}
+    )
     bn_mode: str = field(
         default="interpolate", metadata={"help": "BatchNorm handling along the path", "choices": BN_MODES}
     )
+
+
+def dyadic_fractions(steps: int) -> np.ndarray:
+    """The fractions bisection can evaluate in ``steps`` steps: ``k / 2^steps`` for ``k = 1 … 2^steps − 1``."""
+    if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 10:
+        raise ConfigError(f"bisection_steps must be an integer from 1 to 10, got {steps!r}")
+    return np.arange(1, 2**steps) / 2**steps
 
 
 def pruned_mask(
@@ -117,29 +162,42 @@ def empirical_p_star(fractions: Sequence[float], success, axis: int = -1):
     return float(out) if np.ndim(out) == 0 else out
 
 
-def _check(fractions, methods, random_masks) -> tuple[np.ndarray, tuple[str, ...], int]:
-    f = np.asarray(sorted(float(p) for p in fractions))
-    if len(f) == 0 or np.any(f <= 0) or np.any(f >= 1) or len(set(f.tolist())) != len(f):
-        raise ConfigError(f"fractions must be distinct numbers in (0, 1), got {list(fractions)}")
+def _check(methods, random_masks, epsilon, subset_size) -> tuple[tuple[str, ...], int]:
     methods = tuple(methods)
     bad = [m for m in methods if m not in METHODS]
     if not methods or bad or len(set(methods)) != len(methods):
         raise ConfigError(f"methods must be distinct values from {METHODS}, got {list(methods)}")
     if random_masks < 1:
         raise ConfigError(f"random_masks must be >= 1, got {random_masks}")
-    return f, methods, int(random_masks)
+    if not (epsilon > 0 and np.isfinite(epsilon)):
+        raise ConfigError(f"epsilon must be a positive number of nats, got {epsilon}")
+    if subset_size is not None and subset_size < 1:
+        raise ConfigError(f"subset_size must be >= 1 (or None: the train-eval set), got {subset_size}")
+    return methods, int(random_masks)
 
 
 def _same_mask(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
     return set(a) == set(b) and all(torch.equal(a[n].cpu(), b[n].cpu()) for n in a)
 
 
+def _sublevel_split(run, subset_size: int | None, subset_seed: int) -> tuple[str, dict, int]:
+    """The evaluation set of the headline train loss and its size: the train-eval split itself when E4's
+    subset is all of it, else E4's subset as an extra set named ``sublevel``."""
+    n = len(run.data.subset("train", None)[1])
+    if subset_size is None or subset_size >= n:
+        return "train", {}, n
+    return "sublevel", {"sublevel": run.data.subset("train", subset_size, subset_seed)}, int(subset_size)
+
+
 def pruning_ratio(
     run,
     levels: Sequence[int],
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    bisection_steps: int = DEFAULT_BISECTION_STEPS,
     methods: Sequence[str] = METHODS,
     random_masks: int = 1,
+    epsilon: float = DEFAULT_EPSILON,
+    subset_size: int | None = None,
+    subset_seed: int = 0,
     eps_match: float = DEFAULT_EPS_MATCH,
     eps_barrier: float = DEFAULT_EPS_BARRIER,
     gammas: int | Sequence[float] = 11,
@@ -154,30 +212,56 @@ def pruning_ratio(
 ) -> xr.Dataset:
     """E6 on an :class:`~unmasking.imp.ImpRun`.
 
-    Dims ``seed, level, prune_method, fraction, replicate`` (+ ``split``, ``gamma`` for curves).
-
-    ``scratch`` keeps finished retrainings so a rerun resumes (default: a temporary folder);
-    ``models_at_once`` and ``compile``: see :func:`~unmasking.analyses.retraining.train_jobs`.
+    Dims ``seed, level, prune_method, fraction, replicate`` (+ ``split``, ``gamma`` for curves);
+    ``fraction`` is the dyadic grid of :func:`dyadic_fractions`, retrained values NaN where the
+    bisection did not go.  ``scratch`` keeps finished retrainings so a rerun resumes (default: a
+    temporary folder); ``models_at_once`` and ``compile``: see
+    :func:`~unmasking.analyses.retraining.train_jobs`.
     """
     levels = _check_levels(run, levels)
-    fractions, methods, nrep = _check(fractions, methods, random_masks)
+    fractions = dyadic_fractions(bisection_steps)
+    methods, nrep = _check(methods, random_masks, epsilon, subset_size)
     g = gamma_grid(gammas)
     if bn_mode not in BN_MODES:
         raise ConfigError(f"unknown BatchNorm mode {bn_mode!r}; choose from {BN_MODES}")
     batch_size, bn_batch_size = eval_settings(run, batch_size, bn_batch_size)
-    ev = PathEvaluator(run.data, batch_size, bn_batches, bn_batch_size, run.device)
-    sweep = _Sweep(levels, methods, fractions, nrep, g, ev.splits)
-    _plan_trainings(run, sweep, ev, bn_mode, progress)
-    _retrain(run, sweep, scratch, models_at_once, compile, progress)
-    dense_test = _evaluate(run, sweep, ev, bn_mode, progress)
-    ds = _dataset(run, sweep, dense_test, eps_match, eps_barrier)
+    sublevel, extra, examples = _sublevel_split(run, subset_size, subset_seed)
+    ev = PathEvaluator(run.data, batch_size, bn_batches, bn_batch_size, run.device, extra=extra)
+    sweep = _Sweep(levels, methods, fractions, nrep, g, ev.splits, sublevel)
+    _prune_all(run, sweep, ev, bn_mode, progress)
+    with scratch_folder(scratch) as folder:
+        for step in range(int(bisection_steps)):
+            jobs = _plan_round(run, sweep)
+            desc = f"pruning-ratio: retrain (bisection step {step + 1}/{bisection_steps})"
+            trained = train_jobs(
+                [job for _, job in jobs],
+                run.data,
+                run.recipe.train,
+                run.recipe.prune.rewind_step,
+                folder,
+                models_at_once,
+                compile,
+                progress,
+                desc=desc,
+            )
+            sweep.results.update(zip([idx for idx, _ in jobs], trained))
+            _evaluate_round(run, sweep, ev, bn_mode)
+            _bisect(sweep, epsilon)
+    dense_test = ev.endpoint(run.solution(0).eval(), bn_mode, run.mask(0), key=0)[0, sweep.splits.index("test")]
+    ds = _dataset(run, sweep, dense_test, epsilon, eps_match, eps_barrier)
     ds.attrs.update(
         run_provenance(
             run,
             "E6_pruning_ratio",
-            fractions=fractions.tolist(),
+            search="bisection",
+            bisection_steps=int(bisection_steps),
             methods=list(methods),
             random_masks=nrep,
+            epsilon=epsilon,
+            epsilon_units="nats",
+            sublevel_examples=examples,
+            subset_size=-1 if subset_size is None else int(subset_size),
+            subset_seed=int(subset_seed),
             eps_match=eps_match,
             eps_barrier=eps_barrier,
             gammas=list(g),
@@ -185,14 +269,14 @@ def pruning_ratio(
             batch_size=batch_size,
             bn_batches=bn_batches,
             bn_batch_size=bn_batch_size,
-            trainings=len(sweep.jobs),
+            trainings=sweep.trainings,
         )
     )
     return ds
 
 
 class _Sweep:
-    """E6's cells (level, method, fraction, replicate) and what the steps learn about each of them."""
+    """E6's cells (level, method, fraction, replicate), the bisection brackets, and what the steps learn."""
 
     def __init__(
         self,
@@ -202,9 +286,10 @@ class _Sweep:
         replicates: int,
         gammas: np.ndarray,
         splits: Sequence[str],
+        sublevel: str,
     ):
         self.levels, self.methods, self.fractions, self.replicates = levels, methods, fractions, replicates
-        self.gammas, self.splits = gammas, tuple(splits)
+        self.gammas, self.splits, self.sublevel = gammas, tuple(splits), sublevel
         self.shape = (len(levels), len(methods), len(fractions), replicates)
         self.pruned = self.nan(2, len(self.splits))  # [metric, split] of m' ⊙ w_L (no retraining)
         self.curves = self.nan(len(gammas), 2, len(self.splits))  # w_L -> the retrained network
@@ -213,26 +298,36 @@ class _Sweep:
         self.reused, self.diverged = np.zeros(self.shape, dtype=np.int8), np.zeros(self.shape, dtype=np.int8)
         self.ran = np.zeros(self.shape, dtype=bool)
         self.level_values = np.empty((len(levels), 2, len(self.splits)))  # [metric, split] of w_L
-        self.jobs: list[TrainJob] = []  # the retrainings to run ...
-        self.slots: list[tuple[int, int, int, int]] = []  # ... and their cells
+        self.masks: dict[tuple[int, int, int, int], M.Mask] = {}  # every cell's m'
+        self.reusable: dict[tuple[int, int, int, int], int] = {}  # cells whose m' is the run's m_L+1
         self.results: dict[tuple[int, int, int, int], nn.Module | None] = {}  # retrained (None: diverged)
+        self.evaluated: set[tuple[int, int, int, int]] = set()
+        n = len(fractions) + 1  # brackets in grid steps: p = k / n, k = 0 … n
+        self.lo = {b: 0 for b in self.brackets()}
+        self.hi = {b: n for b in self.brackets()}
+        self.trainings = 0
 
     def nan(self, *extra: int) -> np.ndarray:
         return np.full(self.shape + extra, np.nan)
 
+    def brackets(self):
+        """``(level index, method index, replicate)`` of every bisection (magnitude pruning: replicate 0 only)."""
+        for i in range(len(self.levels)):
+            for a, method in enumerate(self.methods):
+                for r in range(self.replicates if method != "magnitude" else 1):
+                    yield i, a, r
+
     def cells(self, i: int):
-        """``(cell, method, fraction, replicate)`` of level index ``i`` (magnitude pruning: replicate 0 only)."""
+        """``(cell, method, fraction, replicate)`` of level index ``i``, every grid fraction."""
         for a, method in enumerate(self.methods):
             for b, p in enumerate(self.fractions):
                 for r in range(self.replicates if method != "magnitude" else 1):
                     yield (i, a, b, r), method, p, r
 
 
-def _plan_trainings(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str, progress: bool) -> None:
-    """Prune every level's ``w_L`` into each cell's mask ``m'``, evaluate ``m' ⊙ w_L`` and queue the retraining
-    from ``m' ⊙ w_t`` (or take the run's ``w_{L+1}`` where ``m'`` is the run's own ``m_{L+1}``)."""
-    rewind = run.rewind_model()
-    rewind_w = dict(rewind.named_parameters())
+def _prune_all(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str, progress: bool) -> None:
+    """Prune every level's ``w_L`` into each cell's mask ``m'`` and evaluate ``m' ⊙ w_L`` (no retraining)."""
+    rewind_w = dict(run.rewind_model().named_parameters())
     for i, level in enumerate(tqdm(sweep.levels, desc="pruning-ratio: prune", disable=not progress)):
         wl, ml = run.solution(level).eval(), run.mask(level)
         weights = dict(wl.named_parameters())
@@ -250,52 +345,75 @@ def _plan_trainings(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str, progres
             at_once = copy.deepcopy(wl)
             M.apply_mask(at_once, mask)
             sweep.pruned[idx] = ev.endpoint(at_once, bn_mode, mask)
+            sweep.masks[idx] = mask
             if method == "magnitude" and nxt is not None and _same_mask(mask, nxt):
-                sweep.results[idx] = run.solution(level + 1)
-                sweep.reused[idx] = 1
-                continue
-            start = copy.deepcopy(rewind)
-            M.apply_mask(start, mask)
-            sweep.slots.append(idx)
-            sweep.jobs.append(TrainJob(f"L{level:02d}_{method}_p{p:g}_r{r}", start, mask, run.seeds))
+                sweep.reusable[idx] = level + 1
 
 
-def _retrain(
-    run, sweep: _Sweep, scratch: str | Path | None, models_at_once: int, compile: bool, progress: bool
-) -> None:
-    """Run the queued retrainings (see :func:`~unmasking.analyses.retraining.train_jobs`)."""
-    with scratch_folder(scratch) as folder:
-        trained = train_jobs(
-            sweep.jobs,
-            run.data,
-            run.recipe.train,
-            run.recipe.prune.rewind_step,
-            folder,
-            models_at_once,
-            compile,
-            progress,
-            desc="pruning-ratio: retrain",
-        )
-    sweep.results.update(zip(sweep.slots, trained))
+def _plan_round(run, sweep: _Sweep) -> list[tuple[tuple[int, int, int, int], TrainJob]]:
+    """The retrainings of one bisection step: each bracket's midpoint (the run's ``w_{L+1}`` where ``m'`` is
+    the run's own ``m_{L+1}``)."""
+    rewind = run.rewind_model()
+    jobs = []
+    for i, a, r in sweep.brackets():
+        mid = (sweep.lo[i, a, r] + sweep.hi[i, a, r]) // 2
+        idx = (i, a, mid - 1, r)
+        if idx in sweep.reusable:
+            sweep.results[idx] = run.solution(sweep.reusable[idx])
+            sweep.reused[idx] = 1
+            continue
+        level, method, p = sweep.levels[i], sweep.methods[a], sweep.fractions[mid - 1]
+        start = copy.deepcopy(rewind)
+        M.apply_mask(start, sweep.masks[idx])
+        jobs.append((idx, TrainJob(f"L{level:02d}_{method}_p{p:g}_r{r}", start, sweep.masks[idx], run.seeds)))
+    sweep.trainings += len(jobs)
+    return jobs
 
 
-def _evaluate(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str, progress: bool) -> float:
-    """Error and loss along ``w_L → retrained`` for every cell; returns the dense level-0 solution's test error."""
-    current: tuple | None = None
-    for idx, model in tqdm(sorted(sweep.results.items()), desc="pruning-ratio: evaluate", disable=not progress):
+def _evaluate_round(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str) -> None:
+    """Error and loss along ``w_L → retrained`` for the cells retrained in this step."""
+    solutions: dict[int, tuple] = {}
+    for idx, model in sorted(sweep.results.items()):
+        if idx in sweep.evaluated:
+            continue
+        sweep.evaluated.add(idx)
         sweep.ran[idx] = True
         if model is None:
             sweep.diverged[idx] = 1
             continue
         level = sweep.levels[idx[0]]
-        if current is None or current[0] != level:
-            current = (level, run.solution(level).eval(), run.mask(level))
-        sweep.curves[idx] = ev.curve(current[1], model.eval(), sweep.gammas, (bn_mode,), current[2], key_a=level)[0]
-    return ev.endpoint(run.solution(0).eval(), bn_mode, run.mask(0), key=0)[0, sweep.splits.index("test")]
+        if level not in solutions:
+            solutions[level] = (run.solution(level).eval(), run.mask(level))
+        wl, ml = solutions[level]
+        sweep.curves[idx] = ev.curve(wl, model.eval(), sweep.gammas, (bn_mode,), ml, key_a=level)[0]
 
 
-def _judge(sweep: _Sweep, dense_test: float, eps_match: float, eps_barrier: float) -> dict[str, np.ndarray]:
-    """Barriers, matching, connectedness and success of every cell, and ``p*`` (NaN where a cell did not run)."""
+def _headline(sweep: _Sweep, epsilon: float) -> np.ndarray:
+    """The headline criterion of every cell (NaN where it did not run; a diverged retraining fails)."""
+    s = sweep.splits.index(sweep.sublevel)
+    after = sweep.curves[..., -1, 1, s]
+    level_loss = sweep.level_values[:, 1, s][:, None, None, None]
+    b = barrier(sweep.curves[..., 1, s], sweep.gammas, axis=-1)
+    with np.errstate(invalid="ignore"):
+        ok = (after <= level_loss + epsilon) & (b <= epsilon)
+    return np.where(sweep.ran, ok, np.nan)
+
+
+def _bisect(sweep: _Sweep, epsilon: float) -> None:
+    """Move every bracket to the half whose ends disagree under the headline criterion."""
+    success = _headline(sweep, epsilon)
+    for i, a, r in sweep.brackets():
+        mid = (sweep.lo[i, a, r] + sweep.hi[i, a, r]) // 2
+        if success[i, a, mid - 1, r] == 1.0:
+            sweep.lo[i, a, r] = mid
+        else:
+            sweep.hi[i, a, r] = mid
+
+
+def _judge(
+    sweep: _Sweep, dense_test: float, epsilon: float, eps_match: float, eps_barrier: float
+) -> dict[str, np.ndarray]:
+    """Barriers, the three criteria of every cell and their ``p*`` (NaN where a cell did not run)."""
     t = sweep.splits.index("test")
     after = sweep.curves[..., -1, :, :]
     b_err = barrier(sweep.curves[..., 0, :], sweep.gammas, axis=-2)
@@ -304,105 +422,152 @@ def _judge(sweep: _Sweep, dense_test: float, eps_match: float, eps_barrier: floa
     with np.errstate(invalid="ignore"):  # a diverged retraining (NaN) is neither matching nor connected
         is_matching = after[..., 0, t] <= dense_test + eps_match + tie
         is_connected = b_err[..., t] <= eps_barrier + tie
-    matching = np.where(sweep.ran, is_matching, np.nan)
-    connected = np.where(sweep.ran, is_connected, np.nan)
-    success = np.where(sweep.ran, is_matching & is_connected, np.nan)
-    return {
+    out = {
         "after": after,
         "barrier_error": b_err,
         "barrier_loss": b_loss,
-        "matching": matching,
-        "connected": connected,
-        "success": success,
-        "p_star": empirical_p_star(sweep.fractions, success, axis=2),
+        "matching": np.where(sweep.ran, is_matching, np.nan),
+        "connected": np.where(sweep.ran, is_connected, np.nan),
+        "success": _headline(sweep, epsilon),
+        "success_matching": np.where(sweep.ran, is_matching & is_connected, np.nan),
+        "success_connected": np.where(sweep.ran, is_connected, np.nan),
     }
+    for crit, name in P_STAR_OF.items():
+        out[name] = empirical_p_star(sweep.fractions, out[crit], axis=2)
+    return out
 
 
-def _dataset(run, sweep: _Sweep, dense_test: float, eps_match: float, eps_barrier: float) -> xr.Dataset:
+def _dataset(run, sweep: _Sweep, dense_test: float, epsilon: float, eps_match: float, eps_barrier: float) -> xr.Dataset:
     """E6's result dataset (without provenance)."""
-    judged = _judge(sweep, dense_test, eps_match, eps_barrier)
-    after, b_err, b_loss, matching, connected, success, p_star = (
-        judged[k] for k in ("after", "barrier_error", "barrier_loss", "matching", "connected", "success", "p_star")
-    )
-    curves = sweep.curves
+    j = _judge(sweep, dense_test, epsilon, eps_match, eps_barrier)
+    keep = [sweep.splits.index(s) for s in ("test", "train")]  # the stored splits (E5's subset separately)
+    sub = sweep.splits.index(sweep.sublevel)
+    curves = sweep.curves[..., keep]
     dims = ("seed", "level", "prune_method", "fraction", "replicate")
     sd, cd = dims + ("split",), dims + ("gamma", "split")
-    frac_attrs = {"units": "fraction"}
+    pdims = ("seed", "level", "prune_method", "replicate")
+    frac, nats = {"units": "fraction"}, {"units": "nats"}
+    flag = "1/0; NaN: not evaluated"
+    variables = {
+        "pruned_error": (
+            sd,
+            sweep.pruned[None, ..., 0, keep],
+            {"description": "error of m' * w_L (no retraining)", **frac},
+        ),
+        "pruned_loss": (
+            sd,
+            sweep.pruned[None, ..., 1, keep],
+            {"description": "loss of m' * w_L (no retraining)", **nats},
+        ),
+        "error": (
+            sd,
+            j["after"][None, ..., 0, keep],
+            {"description": "error after rewinding to m' * w_t and retraining", **frac},
+        ),
+        "loss": (
+            sd,
+            j["after"][None, ..., 1, keep],
+            {"description": "loss after rewinding to m' * w_t and retraining", **nats},
+        ),
+        "barrier_error": (
+            sd,
+            j["barrier_error"][None][..., keep],
+            {"description": "B(w_L, retrained) of the error curve", **frac},
+        ),
+        "barrier_loss": (
+            sd,
+            j["barrier_loss"][None][..., keep],
+            {"description": "B(w_L, retrained) of the loss curve", **nats},
+        ),
+        "error_curve": (cd, curves[None, ..., 0, :], {"description": "error along (1-γ) w_L + γ retrained", **frac}),
+        "loss_curve": (cd, curves[None, ..., 1, :], {"description": "loss along (1-γ) w_L + γ retrained", **nats}),
+        "sublevel_loss": (
+            dims,
+            j["after"][None, ..., 1, sub],
+            {"description": "L(w'): train loss on E5's examples", **nats},
+        ),
+        "sublevel_barrier": (
+            dims,
+            j["barrier_loss"][None, ..., sub],
+            {"description": "loss barrier of w_L -> w' on E5's examples", **nats},
+        ),
+        "success": (
+            dims,
+            j["success"][None],
+            {"description": f"headline ({flag}): {CRITERIA['success']}, epsilon {epsilon:g}"},
+        ),
+        "success_matching": (
+            dims,
+            j["success_matching"][None],
+            {"description": f"secondary ({flag}): {CRITERIA['success_matching']}"},
+        ),
+        "success_connected": (
+            dims,
+            j["success_connected"][None],
+            {"description": f"secondary ({flag}): {CRITERIA['success_connected']}"},
+        ),
+        "matching": (dims, j["matching"][None], {"description": f"1 if test error <= dense + eps_match ({eps_match})"}),
+        "connected": (
+            dims,
+            j["connected"][None],
+            {"description": f"1 if test-error barrier <= eps_barrier ({eps_barrier})"},
+        ),
+        "p_star": (
+            pdims,
+            j["p_star"][None],
+            {"description": "largest p that succeeded under the headline criterion (bisection; 0: none)", **frac},
+        ),
+        "p_star_matching": (
+            pdims,
+            j["p_star_matching"][None],
+            {"description": "largest evaluated p that succeeded under success_matching", **frac},
+        ),
+        "p_star_connected": (
+            pdims,
+            j["p_star_connected"][None],
+            {"description": "largest evaluated p that succeeded under success_connected", **frac},
+        ),
+        "density": (dims, sweep.density[None], {"description": "density of the pruned mask m'", **frac}),
+        "projection_length": (
+            dims,
+            sweep.projection[None],
+            {"description": "R(p) = |(m_L - m') * w_L|", "units": "weight-space L2"},
+        ),
+        "rewind_distance": (
+            dims,
+            sweep.rewind_distance[None],
+            {"description": "|(m_L - m') * w_t|", "units": "weight-space L2"},
+        ),
+        "mask_seed": (dims, sweep.mask_seed[None], {"description": "seed of the random mask (-1: magnitude)"}),
+        "reused_imp_level": (
+            dims,
+            sweep.reused[None],
+            {"description": "1: m' equals the run's m_L+1, so the run's w_L+1 is the result"},
+        ),
+        "diverged": (dims, sweep.diverged[None], {"description": "1 where retraining diverged (values NaN)"}),
+        "level_error": (
+            ("seed", "level", "split"),
+            sweep.level_values[None, :, 0][..., keep],
+            {"description": "error of the IMP solution w_L", **frac},
+        ),
+        "level_loss": (
+            ("seed", "level", "split"),
+            sweep.level_values[None, :, 1][..., keep],
+            {"description": "loss of the IMP solution w_L", **nats},
+        ),
+        "level_sublevel_loss": (
+            ("seed", "level"),
+            sweep.level_values[None, :, 1, sub],
+            {"description": "L(w_L): train loss on E5's examples", **nats},
+        ),
+        "dense_test_error": (
+            ("seed",),
+            [dense_test],
+            {"description": "test error of the run's dense level-0 solution", **frac},
+        ),
+    }
     ds = xr.Dataset(
-        {
-            "pruned_error": (
-                sd,
-                sweep.pruned[None, ..., 0, :],
-                {"description": "error of m' * w_L right after pruning (no retraining)", **frac_attrs},
-            ),
-            "pruned_loss": (
-                sd,
-                sweep.pruned[None, ..., 1, :],
-                {"description": "loss of m' * w_L right after pruning (no retraining)", "units": "nats"},
-            ),
-            "error": (
-                sd,
-                after[None, ..., 0, :],
-                {"description": "error after rewinding to m' * w_t and retraining", **frac_attrs},
-            ),
-            "loss": (
-                sd,
-                after[None, ..., 1, :],
-                {"description": "loss after rewinding to m' * w_t and retraining", "units": "nats"},
-            ),
-            "barrier_error": (sd, b_err[None], {"description": "B(w_L, retrained) of the error curve", **frac_attrs}),
-            "barrier_loss": (sd, b_loss[None], {"description": "B(w_L, retrained) of the loss curve", "units": "nats"}),
-            "error_curve": (
-                cd,
-                curves[None, ..., 0, :],
-                {"description": "error along (1-γ) w_L + γ retrained", **frac_attrs},
-            ),
-            "loss_curve": (
-                cd,
-                curves[None, ..., 1, :],
-                {"description": "loss along (1-γ) w_L + γ retrained", "units": "nats"},
-            ),
-            "matching": (dims, matching[None], {"description": f"1 if test error <= dense + eps_match ({eps_match})"}),
-            "connected": (
-                dims,
-                connected[None],
-                {"description": f"1 if test-error barrier <= eps_barrier ({eps_barrier})"},
-            ),
-            "success": (dims, success[None], {"description": "matching and connected (1/0; NaN: not run)"}),
-            "p_star": (
-                ("seed", "level", "prune_method", "replicate"),
-                p_star[None],
-                {"description": "largest fraction p on the grid that succeeded (0: none)", **frac_attrs},
-            ),
-            "density": (dims, sweep.density[None], {"description": "density of the pruned mask m'", **frac_attrs}),
-            "projection_length": (
-                dims,
-                sweep.projection[None],
-                {"description": "R(p) = |(m_L - m') * w_L|", "units": "weight-space L2"},
-            ),
-            "rewind_distance": (
-                dims,
-                sweep.rewind_distance[None],
-                {"description": "|(m_L - m') * w_t|", "units": "weight-space L2"},
-            ),
-            "mask_seed": (dims, sweep.mask_seed[None], {"description": "seed of the random mask (-1: magnitude)"}),
-            "reused_imp_level": (
-                dims,
-                sweep.reused[None],
-                {"description": "1: m' equals the run's m_L+1, so the run's w_L+1 is the result"},
-            ),
-            "diverged": (dims, sweep.diverged[None], {"description": "1 where retraining diverged (values NaN)"}),
-            "level_error": (
-                ("seed", "level", "split"),
-                sweep.level_values[None, :, 0],
-                {"description": "error of the IMP solution w_L", **frac_attrs},
-            ),
-            "dense_test_error": (
-                ("seed",),
-                [dense_test],
-                {"description": "test error of the run's dense level-0 solution", **frac_attrs},
-            ),
-        },
+        variables,
         coords={
             "seed": [run.seed],
             "level": sweep.levels,
@@ -410,10 +575,10 @@ def _dataset(run, sweep: _Sweep, dense_test: float, eps_match: float, eps_barrie
             "fraction": sweep.fractions,
             "replicate": np.arange(sweep.replicates),
             "gamma": sweep.gammas,
-            "split": list(sweep.splits),
+            "split": ["test", "train"],
         },
     )
-    ds["fraction"].attrs["description"] = "p: fraction of the surviving weights of w_L pruned at once"
+    ds["fraction"].attrs["description"] = "p: fraction of the surviving weights of w_L pruned at once (k / 2^steps)"
     ds["prune_method"].attrs["description"] = (
         "pruning rule (not named 'method': that name is a keyword of xarray's .sel)"
     )
