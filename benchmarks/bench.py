@@ -230,13 +230,13 @@ def barrier_curve_seconds(data: TensorData, device: torch.device, eval_batch: in
 def _assumed_trainings(args, total_steps: int) -> tuple[int, int, str]:
     e1 = args.seeds * args.rewinds * args.levels
     e3 = args.seeds * args.rewinds * args.strengths * args.replicates * args.levels
-    e6 = args.seeds * args.rewinds * args.fractions * args.methods * args.e6_levels
+    e6 = args.seeds * args.rewinds * args.bisection_steps * args.methods * args.e6_levels
     n = e1 + e3 + e6
     note = (
         f"assumed (--seeds/--rewinds/...): {args.seeds} seeds x {args.rewinds} rewind steps; "
         f"E1 IMP x {args.levels} "
         f"levels = {e1}; E3 x {args.strengths} strengths x {args.replicates} replicates x {args.levels} levels = "
-        f"{e3}; E6 x {args.fractions} fractions x {args.methods} methods x {args.e6_levels} levels = {e6}; "
+        f"{e3}; E6 x {args.bisection_steps} bisection steps x {args.methods} methods x {args.e6_levels} levels = {e6}; "
         f"total {n} trainings of {total_steps:,} steps"
     )
     return n, n * total_steps, note
@@ -274,7 +274,7 @@ def paper_trainings(args, total_steps: int, config: Path = PAPER_CONFIG) -> tupl
         if ratio and "resnet20" in ratio.get("architectures", ["resnet20"]):
             methods = ratio["methods"]
             per_fraction = sum(1 if m == "magnitude" else int(ratio.get("random_masks", 1)) for m in methods)
-            per_level["E6 pruning ratio"] = (len(ratio["fractions"]) * per_fraction, _levels(ratio["levels"], levels))
+            per_level["E6 pruning ratio"] = (int(ratio.get("bisection_steps", 4)) * per_fraction, _levels(ratio["levels"], levels))
     except (KeyError, TypeError, ValueError, StopIteration, yaml.YAMLError) as e:
         n, steps, note = _assumed_trainings(args, total_steps)
         return n, steps, f"{note} ({config} not understood: {type(e).__name__} {e})"
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--levels", type=int, default=21, help="IMP levels 0..20")
     g.add_argument("--strengths", type=int, default=5, help="E3 perturbation strengths")
     g.add_argument("--replicates", type=int, default=2, help="E3 replicates per strength")
-    g.add_argument("--fractions", type=int, default=9, help="E6 pruning fractions")
+    g.add_argument("--bisection-steps", type=int, default=4, help="E6 bisection steps (retrainings per method)")
     g.add_argument("--methods", type=int, default=3, help="E6 pruning methods")
     g.add_argument("--e6-levels", type=int, default=7, help="E6 levels")
     e = p.add_argument_group("embedded")

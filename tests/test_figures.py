@@ -55,7 +55,7 @@ def run_experiments(run: ImpRun) -> dict[str, xr.Dataset]:
         "hessian": hessian,
         "pruning_theory": pruning_theory(run, hessian, progress=False),
         "pruning_ratio": pruning_ratio(
-            run, [1, 2], fractions=[0.2, 0.6], methods=("magnitude", "random"), gammas=3, progress=False
+            run, [1, 2], bisection_steps=2, methods=("magnitude", "random"), gammas=3, progress=False
         ),
         "flatness": flatness(
             run, levels, random_masks=2, settings=HessianSettings(lanczos_steps=4, hutchinson_probes=2), progress=False

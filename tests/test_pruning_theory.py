@@ -183,7 +183,14 @@ def test_on_a_run(run, e4):
     ds = T.pruning_theory(run, e4, [1, 2], progress=False)
     again = T.pruning_theory(run, e4, [1, 2], progress=False)
     assert ds.equals(again)
-    assert dict(ds.sizes) == {"seed": 1, "level": 2, "prune_method": 2, "p": 101, "epsilon": len(T.SWEEP_FACTORS)}
+    assert dict(ds.sizes) == {
+        "seed": 1,
+        "level": 2,
+        "prune_method": 2,
+        "p": 101,
+        "epsilon": len(T.SWEEP_FACTORS),
+        "spectrum_part": 3,
+    }
     assert ds.attrs["epsilon"] == pytest.approx(0.02 * math.log(2)) and ds.attrs["experiment"] == "E5_pruning_theory"
     p = ds.p_star.values
     assert np.all((0 <= p) & (p <= 1))
@@ -207,6 +214,21 @@ def test_on_a_run(run, e4):
     removed = M.difference(mask, M.magnitude_prune(params, mask, 0.2))
     assert r.sel(p=0.2).item() == pytest.approx(M.masked_norm(params, removed), rel=1e-12)
     assert r.sel(p=0.0).item() == 0.0 and float(ds.right_side.sel(p=0.0).min()) == 1.0
+    # the parts of the spectrum that carry F(p*) sum to F at p*'s pruning step, their masses to 1
+    parts = ds.right_side_part.sel(level=2, prune_method="magnitude").isel(seed=0).values
+    k = max(1, math.ceil(ds.p_star.sel(level=2, prune_method="magnitude").item() * len(w)))
+    assert parts.sum() == pytest.approx(float(T.right_side(*averaged, T.DEFAULT_EPSILON, r2[k])), rel=1e-12)
+    np.testing.assert_allclose(ds.spectral_mass_part.sum("spectrum_part"), 1.0, rtol=1e-12)
+
+
+def test_right_side_parts_by_hand():
+    """Eigenvalues -1, 0, 0.5, 1, 100 with equal mass, eps = 1 and R^2 = 2: the flat edge 2 eps / R^2 is 1, so
+    -1 and 0 count fully, 0.5 and 1 count 2/(2 + l R^2) = 2/3 and 1/2, and 100 counts 2/202."""
+    lam, mu = np.array([-1.0, 0.0, 0.5, 1.0, 100.0]), np.full(5, 0.2)
+    contrib, mass = T.right_side_parts(lam, mu, 1.0, 2.0)
+    np.testing.assert_allclose(contrib, [0.4, 0.2 * (2 / 3 + 1 / 2), 0.2 * 2 / 202], rtol=1e-12)
+    np.testing.assert_allclose(mass, [0.4, 0.4, 0.2], rtol=1e-12)
+    assert contrib.sum() == pytest.approx(float(T.right_side(lam, mu, 1.0, 2.0)), rel=1e-12)
 
 
 def test_rejects_mismatched_inputs(run, e4, tmp_path):

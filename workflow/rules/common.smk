@@ -280,9 +280,12 @@ def _option(key, value):
 def experiment_options(exp):
     """The experiment's command-line options from its config section (plus the thresholds E6 needs)."""
     section = dict(config["experiments"][exp])
-    if exp == "pruning_ratio":
+    if exp == "pruning_ratio":  # E6's headline criterion: E5's epsilon on E4's examples
         section["eps_barrier"] = config["thresholds"]["barrier"]
         section["eps_match"] = config["thresholds"]["match_floor"]
+        section["epsilon"] = config["experiments"]["pruning_theory"].get("epsilon")
+        section["subset_size"] = config["experiments"]["hessian"].get("subset_size")
+        section["subset_seed"] = config["experiments"]["hessian"].get("seed")
     return " ".join(
         o
         for o in (_option(k, v) for k, v in section.items() if k not in NOT_OPTIONS)

@@ -72,6 +72,7 @@ __all__ = [
     "EPS_BARRIER",
     "METHODS",
     "QUADRATURES",
+    "SPECTRUM_PARTS",
     "SWEEP_FACTORS",
     "PruningTheorySettings",
     "analyse",
@@ -80,6 +81,7 @@ __all__ = [
     "projection_r2",
     "pruning_theory",
     "right_side",
+    "right_side_parts",
     "spectral_measure",
 ]
 
@@ -195,6 +197,25 @@ def right_side(lam: np.ndarray, mu: np.ndarray, epsilon: float, r2) -> np.ndarra
     return (g @ np.asarray(mu, dtype=np.float64)).reshape(r2.shape)
 
 
+SPECTRUM_PARTS = ("nonpositive", "flat", "curved")
+
+
+def right_side_parts(lam: np.ndarray, mu: np.ndarray, epsilon: float, r2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which part of the spectrum carries ``F`` at ``R²``: contributions to ``F`` and spectral mass of
+    :data:`SPECTRUM_PARTS` — eigenvalues ``≤ 0`` (free directions, each counting fully), the flat bulk
+    ``0 < λ ≤ 2ε/R²`` (sublevel radius at least ``R``: each counts at least 1/2) and the rest."""
+    lam, mu = np.asarray(lam, dtype=np.float64), np.asarray(mu, dtype=np.float64)
+    r2 = float(r2)
+    edge = 2.0 * float(epsilon) / r2 if r2 > 0 else np.inf
+    parts = [lam <= 0, (lam > 0) & (lam <= edge), lam > edge]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curv = np.maximum(lam, 0.0) * r2
+        each = np.where(curv > 0, 2.0 * epsilon / (2.0 * epsilon + curv), 1.0)
+    contrib = np.array([float(np.sum(mu[p] * each[p])) for p in parts])
+    mass = np.array([float(np.sum(mu[p])) for p in parts])
+    return contrib, mass
+
+
 def _supremum(f_at: Callable[[int], float], d: int) -> float:
     """``sup {p : p ≤ F(p)}`` where ``F(p) = f_at(ceil(p·d))`` does not increase (see the module docstring)."""
     f1 = f_at(1)
@@ -274,6 +295,7 @@ def pruning_theory(
     ps, lo, hi, q_lo, q_hi, gauss = (np.zeros(shape) for _ in range(6))
     swp = np.zeros(shape + (len(sweep),))
     r_curve, f_curve = np.zeros(shape + (p_grid,)), np.zeros(shape + (p_grid,))
+    part_f, part_mass = np.zeros(shape + (len(SPECTRUM_PARTS),)), np.zeros(shape + (len(SPECTRUM_PARTS),))
     norms = np.zeros(len(levels))
     for i, level in enumerate(tqdm(levels, desc="pruning-theory", disable=not progress)):
         h = hessian.sel(level=level).isel(seed=0)
@@ -295,6 +317,8 @@ def pruning_theory(
         for j, method in enumerate(methods):
             r2 = projection_r2(w, method)
             ps[i, j] = p_star(*measure, r2, epsilon)
+            k_star = min(d, max(1, math.ceil(ps[i, j] * d)))  # the pruning step at p* (at least one weight)
+            part_f[i, j], part_mass[i, j] = right_side_parts(*measure, epsilon, r2[k_star])
             lo[i, j] = p_star(*measure, r2, epsilon / band)
             hi[i, j] = p_star(*measure, r2, epsilon * band)
             halves = [p_star(*rules[name], r2, epsilon) for name in ("gauss_previous", "anti_gauss")]
@@ -350,6 +374,20 @@ def pruning_theory(
                     **frac,
                 },
             ),
+            "right_side_part": (
+                dims + ("spectrum_part",),
+                part_f[None],
+                {
+                    "description": "F(p*) split by the part of the spectrum that carries it: eigenvalues <= 0, "
+                    "the flat bulk 0 < l <= 2 eps / R(p*)^2, and the rest (sums to F(p*))",
+                    **frac,
+                },
+            ),
+            "spectral_mass_part": (
+                dims + ("spectrum_part",),
+                part_mass[None],
+                {"description": "spectral mass of each part (at R(p*)), out of 1", **frac},
+            ),
             "weight_norm": (("seed", "level"), norms[None], {"description": "|m_L * w_L|", "units": "weight-space L2"}),
             "num_weights": (
                 ("seed", "level"),
@@ -357,7 +395,14 @@ def pruning_theory(
                 {"description": "D_L: surviving prunable weights"},
             ),
         },
-        coords={"seed": [run.seed], "level": levels, "prune_method": list(methods), "p": grid, "epsilon": sweep},
+        coords={
+            "seed": [run.seed],
+            "level": levels,
+            "prune_method": list(methods),
+            "p": grid,
+            "epsilon": sweep,
+            "spectrum_part": list(SPECTRUM_PARTS),
+        },
     )
     ds["epsilon"].attrs.update(description="train-loss increase tolerance of the sublevel set", units="nats")
     ds["p"].attrs["description"] = "fraction of the surviving weights pruned at once"

@@ -1,10 +1,12 @@
 """Fig. 6 — the maximal pruning ratio ``p*``, predicted and measured (E5 + E6; SPEC §4, claim 3).
 
 (a) ``p*`` vs % weights remaining at level L: theory (E5, dashed; band = ``p*`` at ``ε/band``
-… ``ε·band``) for magnitude and random pruning, and experiment (E6, solid; mean ± std over
-seeds and random masks) for each pruning method.  (b…) for a few E6 levels: the error of
-``w_L`` pruned by a fraction ``p`` without retraining (solid) and after rewinding and
-retraining (dotted), with the dense error + ``ε_match`` (dash-dot: the matching threshold).
+… ``ε·band``) for magnitude and random pruning, and experiment (E6, solid with dots: the headline
+criterion, the retrained network in the linearly connected train-loss sublevel set of ``w_L``;
+mean ± std over seeds and random masks) for each pruning method, with E6's ``p*`` under the
+earlier test-matching criterion dotted.  (b…) for a few E6 levels: the error of ``w_L`` pruned
+by a fraction ``p`` without retraining (solid) and after rewinding and retraining (crosses, at
+the fractions the bisection evaluated), with the dense error + ``ε_match`` (dash-dot).
 Either experiment may be missing (its curves are then absent).
 """
 
@@ -73,6 +75,10 @@ def plot(*, imp: xr.Dataset, pruning_theory: xr.Dataset | None = None, pruning_r
         for m in [str(x) for x in e6.prune_method.values]:
             ps = e6.p_star.sel(prune_method=m).transpose("seed", "replicate", "level").values
             S.mean_band(ax_p, pct, ps, axis=(0, 1), color=S.METHOD_COLORS.get(m, "k"), marker="o")
+            if "p_star_matching" in e6:  # the earlier criterion, for comparison
+                pm = e6.p_star_matching.sel(prune_method=m).transpose("seed", "replicate", "level").values
+                mean, _, _ = spread(pm, (0, 1))
+                ax_p.plot(pct, mean, color=S.METHOD_COLORS.get(m, "k"), linestyle=":", linewidth=1.0, alpha=0.8)
             methods.append(m)
         counts["E6"] = count_seeds(e6.p_star)
     S.percent_axis(ax_p, sorted(set(np.round(plotted_pct, 6)), reverse=True))
@@ -94,12 +100,15 @@ def plot(*, imp: xr.Dataset, pruning_theory: xr.Dataset | None = None, pruning_r
     band = f"{float(e5.attrs.get('epsilon_band', 2)):g}" if e5 is not None else ""
     styles = ([Line2D([], [], color=grey, linestyle="--", label=f"theory (E5); band: ε/{band} … {band}ε")]
               if e5 is not None else [])
-    styles += [Line2D([], [], color=grey, marker="o", label="experiment (E6)")] if e6 is not None else []
+    styles += [Line2D([], [], color=grey, marker="o", label="experiment (E6): train-loss sublevel set")] if e6 is not None else []
+    if e6 is not None and "p_star_matching" in e6:
+        styles.append(Line2D([], [], color=grey, linestyle=":", label="experiment (E6): test-matching criterion"))
     groups = [(left, colours + styles, 1)]
     if shown:
         groups.append((right, [Line2D([], [], color=grey, marker="o", markersize=2.5,
                                       label="pruned by p, not retrained"),
-                               Line2D([], [], color=grey, linestyle=":", label="rewound and retrained"),
+                               Line2D([], [], color=grey, linestyle="none", marker="x",
+                                      label="rewound and retrained (bisection points)"),
                                Line2D([], [], color="0.35", linestyle="-.", linewidth=1.0,
                                       label=f"dense + ε_match ({split})")], 1))
     S.panel_legends(groups)
@@ -129,8 +138,8 @@ def _error_panels(subfig, run: xr.Dataset, e6: xr.Dataset, shown: Sequence[int],
             c = S.METHOD_COLORS.get(m, "k")
             S.mean_band(ax, fractions, curves[lv, m, "pruned"], axis=(0, 1), color=c, marker="o", markersize=2.5,
                         band=band)
-            S.mean_band(ax, fractions, curves[lv, m, "after"], axis=(0, 1), color=c, linestyle=":", linewidth=1.1,
-                        alpha=0.1, band=band)
+            S.mean_band(ax, fractions, curves[lv, m, "after"], axis=(0, 1), color=c, linestyle="none", marker="x",
+                        markersize=4, alpha=0.1, band=band)
         ax.axhline((dense + eps) * 100, color="0.35", linestyle="-.", linewidth=1.0)
         S.panel(ax, letters[i], S.level_label(lv, float(pct[i])))
     for ax in axes.ravel()[len(shown):]:
