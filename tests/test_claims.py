@@ -91,26 +91,58 @@ def pert_ds(barrier_by_strength: dict[float, np.ndarray], levels: list[int], **k
     return aggregate(ds, "perturbation", **kw)
 
 
-def theory_ds(random, magnitude, levels, **kw) -> xr.Dataset:
-    p = np.stack([magnitude, random], axis=-1)[None].repeat(len(SEEDS), 0)
+EPS = 0.02 * math.log(2)  # E5's default tolerance (nats)
+
+
+def theory_ds(random, magnitude, levels, low=None, high=None, **kw) -> xr.Dataset:
+    """E5's p* per level; ``low``/``high``: ``(random, magnitude)`` p* at ε / 2 and ε × 2 (default: the same)."""
+
+    def stack(pair):
+        return np.stack(pair, axis=-1)[None].repeat(len(SEEDS), 0)
+
+    dims = ("seed", "level", "prune_method")
     ds = xr.Dataset(
-        {"p_star": (("seed", "level", "prune_method"), p)},
+        {
+            "p_star": (dims, stack([magnitude, random])),
+            "p_star_low": (dims, stack(low[::-1] if low else [magnitude, random])),
+            "p_star_high": (dims, stack(high[::-1] if high else [magnitude, random])),
+        },
         coords={"seed": SEEDS, "level": levels, "prune_method": ["magnitude", "random"]},
+        attrs={"epsilon": EPS, "epsilon_band": 2.0},
     )
     return aggregate(ds, "pruning_theory", **kw)
 
 
-def ratio_ds(random, magnitude, levels, **kw) -> xr.Dataset:
-    p = np.stack([magnitude, random], axis=-1)[None, ..., None].repeat(len(SEEDS), 0)
+FRACTIONS = np.round(np.arange(1, 10) * 0.1, 10)
+
+
+def ratio_ds(random, magnitude, levels, excess=None, **kw) -> xr.Dataset:
+    """E6 with every fraction evaluated: ``w'`` is inside the ε-sublevel set of ``w_L`` (train loss 0.1) up to the
+    given p*, far outside above it; ``excess(p, p*)`` (nats above L(w_L)) overrides that, e.g. to make a point
+    inside at ε and outside at ε / 2."""
+    target = np.stack([magnitude, random], axis=-1)  # level, method
+    over = np.where(FRACTIONS[None, None, :] <= target[..., None] + 1e-9, 0.0, 1.0)
+    if excess is not None:
+        over = np.vectorize(excess)(np.broadcast_to(FRACTIONS, over.shape), target[..., None].repeat(9, -1))
+    loss = (0.1 + over)[None, ..., None].repeat(len(SEEDS), 0)  # seed, level, method, fraction, replicate
+    success = (over <= EPS)[None, ..., None].repeat(len(SEEDS), 0).astype(float)
+    dims = ("seed", "level", "prune_method", "fraction", "replicate")
     ds = xr.Dataset(
-        {"p_star": (("seed", "level", "prune_method", "replicate"), p)},
+        {
+            "sublevel_loss": (dims, loss),
+            "sublevel_barrier": (dims, np.zeros_like(loss)),
+            "level_sublevel_loss": (("seed", "level"), np.full((len(SEEDS), len(levels)), 0.1)),
+            "success": (dims, success),
+            "p_star": (dims[:3] + ("replicate",), (success * FRACTIONS[:, None]).max(3)),
+        },
         coords={
             "seed": SEEDS,
             "level": levels,
             "prune_method": ["magnitude", "random"],
             "replicate": [0],
-            "fraction": np.round(np.arange(1, 10) * 0.1, 10),
+            "fraction": FRACTIONS,
         },
+        attrs={"epsilon": EPS},
     )
     return aggregate(ds, "pruning_ratio", **kw)
 
@@ -179,6 +211,29 @@ def test_claim1_holds_when_barriers_appear_where_matching_ends():
     # judged on w_L alone, the pair (5, 6) (w_5 matching, w_6 not, barrier 0.1) disagrees
     assert n["agreement_level_L_only"] == pytest.approx(8 / 9)
     assert n["agreement_per_seed"] == 1.0
+
+
+def test_claim1_robustness_to_the_barrier_threshold_and_per_seed():
+    """Matching pairs with barrier 0.015: zero at ε_barrier 0.02 and 0.03, not at 0.01 (agreement 5/9 < 0.8).
+    Seed 2 alone has barriers 0.1 at the matching pairs 0-2 as well: its own agreement 6/9 fails."""
+    b = step_barriers(MATCHING_UNTIL - 1)
+    b[:, :MATCHING_UNTIL] = 0.015
+    imp, interp = run(imp_ds()), run(interp_ds(b))
+    r = C.claim_mask_information(imp, interp, TH)
+    assert r.verdict == C.HOLDS
+    rob = C.robustness(1, r, {"imp": imp, "interpolation": interp}, TH)
+    assert rob["variations"] == {
+        "ε_barrier 0.01": C.FAILS,
+        "ε_barrier 0.03": C.HOLDS,
+        "ε_match floor 0.005": C.HOLDS,
+        "ε_match floor 0.02": C.HOLDS,
+    }
+    assert not rob["robust"] and rob["text"] == "does not hold at ε_barrier 0.01; 3/3 seeds hold"
+    b[2, :3] = 0.1
+    interp = run(interp_ds(b))
+    r = C.claim_mask_information(imp, interp, TH)  # seed means 0.043 at levels 0-2: agreement 6/9
+    rob = C.robustness(1, r, {"imp": imp, "interpolation": interp}, TH)
+    assert rob["per_seed"] == {"0": C.HOLDS, "1": C.HOLDS, "2": C.FAILS} and rob["seeds_holding"] == 2
 
 
 def test_claim1_fails_when_barriers_stay_zero_past_matching():
@@ -265,6 +320,60 @@ def test_claim3_fails_on_a_wrong_theory_or_a_worse_magnitude_pruning():
     assert r.verdict == C.FAILS and "not higher" in r.reason
 
 
+def test_claim3_reads_the_headline_criterion_at_e5s_epsilon():
+    """E6's p* is recomputed from the stored sublevel losses at E5's ε, and again at ε / 2 and ε × 2."""
+    theory = theory_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)
+    # inside by 0.01 nats above the target p* (in at ε = 0.0139 and 2ε, out at ε / 2), far out beyond p* + 0.1
+    exp = ratio_ds(
+        random=[0.4, 0.3, 0.2, 0.1],
+        magnitude=[0.5, 0.4, 0.3, 0.2],
+        levels=RATIO_LEVELS,
+        excess=lambda p, t: 0.0 if p <= t + 1e-9 else 0.01 if p <= t + 0.1 + 1e-9 else 1.0,
+    )
+    r = C.claim_pruning_ratio(run(theory), run(exp), TH)
+    assert r.numbers["experiment_random"] == pytest.approx([0.5, 0.4, 0.3, 0.2])
+    assert r.verdict == C.HOLDS and r.thresholds["epsilon"] == pytest.approx(EPS)
+    assert "E6 headline (train-loss sublevel set" in r.evidence and "levels 2, 4, 6, 8" in r.evidence
+    low = C.claim_pruning_ratio(run(theory), run(exp), TH, epsilon_side="low")
+    assert low.numbers["experiment_random"] == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    assert low.thresholds["epsilon"] == pytest.approx(EPS / 2)
+    assert low.numbers["mean_abs_difference"] == pytest.approx(0.1) and low.verdict == C.HOLDS  # |Δ| 0.1 <= 0.1
+    high = C.claim_pruning_ratio(run(theory), run(exp), TH, epsilon_side="high")
+    assert high.numbers["experiment_random"] == pytest.approx([0.5, 0.4, 0.3, 0.2])
+    rob = C.robustness(3, r, {"pruning_theory": run(theory), "pruning_ratio": run(exp)}, TH)
+    assert set(rob["variations"]) == {"E5's ε / band", "E5's ε × band"} and rob["robust"]
+    assert rob["per_seed"] == {"0": C.HOLDS, "1": C.HOLDS, "2": C.HOLDS} and rob["text"] == "robust; 3/3 seeds hold"
+
+
+def test_claim3_not_robust_when_the_agreement_rests_on_epsilon():
+    theory = theory_ds(
+        random=[0.5, 0.4, 0.3, 0.2],
+        magnitude=[0.6, 0.5, 0.4, 0.3],
+        levels=RATIO_LEVELS,
+        low=([0.5, 0.4, 0.3, 0.2], [0.6, 0.5, 0.4, 0.3]),
+    )
+    exp = ratio_ds(
+        random=[0.3, 0.2, 0.1, 0.0],
+        magnitude=[0.4, 0.3, 0.2, 0.1],
+        levels=RATIO_LEVELS,
+        excess=lambda p, t: 0.0 if p <= t + 1e-9 else 0.01 if p <= t + 0.2 + 1e-9 else 1.0,
+    )
+    d = {"pruning_theory": run(theory), "pruning_ratio": run(exp)}
+    r = C.claim_pruning_ratio(d["pruning_theory"], d["pruning_ratio"], TH)
+    assert r.verdict == C.HOLDS
+    rob = C.robustness(3, r, d, TH)
+    assert not rob["robust"] and rob["variations"]["E5's ε / band"] == C.FAILS
+    assert rob["text"].startswith("does not hold at E5's ε / band")
+
+
+def test_claim3_refuses_e6_results_without_the_headline_criterion():
+    theory = theory_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)
+    old = ratio_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)
+    old = old.drop_vars(["sublevel_loss", "sublevel_barrier", "level_sublevel_loss"])
+    r = C.claim_pruning_ratio(run(theory), run(old), TH)
+    assert r.verdict == C.INCONCLUSIVE and "rerun E6" in r.reason
+
+
 def test_claim3_inconclusive_with_too_few_common_levels():
     theory = theory_ds(random=[0.5, 0.4], magnitude=[0.5, 0.4], levels=[2, 4])
     exp = ratio_ds(random=[0.5, 0.4], magnitude=[0.6, 0.5], levels=[2, 4])
@@ -326,6 +435,8 @@ def test_evaluate_every_architecture_and_rewind_step():
     assert all(r.verdict == C.HOLDS for r in results), [(r.claim, r.reason) for r in results]
     rep = C.report(results, TH, "embedded", ["a.nc"])
     assert rep["schema"] == C.SCHEMA and rep["summary"]["mlp"]["40"] == {str(n): C.HOLDS for n in (1, 2, 3, 4)}
+    assert all(r.robustness["text"] == "robust; 3/3 seeds hold" for r in results if r.claim in (1, 2, 3))
+    assert all(r.robustness["text"] == "no threshold to vary; 3/3 seeds hold" for r in results if r.claim == 4)
     text = json.dumps(rep, allow_nan=False)  # JSON-safe: no NaN, numpy types converted
     assert json.loads(text)["claims"][0]["numbers"]["matching"][:6] == [True] * 5 + [False]
     md = C.to_markdown(rep)

@@ -25,20 +25,27 @@ claim 4, as the report's brief asks):
 3. *Flatness limits the pruning ratio*: theoretical (E5) and empirical (E6) ``p*`` of random
    pruning agree (mean absolute difference within the tolerance: the larger of
    ``p_star_tolerance`` and E6's grid spacing), and magnitude pruning reaches a higher
-   empirical ``p*`` than random pruning.
+   empirical ``p*`` than random pruning.  E6's ``p*`` is its headline one, the object of the
+   theory: the retrained network lies in the linearly connected train-loss sublevel set of
+   ``w_L`` at E5's ``ε`` (recomputed from E6's stored losses, :mod:`unmasking.metrics.pruning`).
 4. *New small weights*: magnitude-pruning directions are flatter than random ones
    (``qᵀHq`` below the random mean at most levels, E7), and IMP's next projection after
    retraining ``R_{L+1}`` is shorter than the same step taken without retraining (E8).
 
 A claim needs ``min_levels`` evaluable levels; an "iff" claim also needs both matching and
 non-matching levels (otherwise one direction cannot be tested).
+
+**Robustness** (:func:`robustness`): every verdict is computed again under each threshold variation that
+concerns its claim (ε_barrier at ½ and 1½ times, the ε_match floor at half and double, E5's ε divided
+and multiplied by its band with E6's headline recomputed) and on each seed alone; the report shows
+"robust" or the variations that change the verdict, and how many seeds hold on their own.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -49,6 +56,7 @@ from .foundations.hparams import ConfigError
 from .foundations.io import atomic_path, write_json
 from .metrics.inputs import load_inputs
 from .metrics.matching import dense_error, epsilon_match, matching_levels, pair_matching
+from .metrics.pruning import p_star_at
 from .metrics.selection import architectures, run_with_data, standardize, steps_with_data
 from .metrics.statistics import seed_mean
 
@@ -69,8 +77,8 @@ CLAIMS = {
     ),
     3: (
         "flatness limits the pruning ratio",
-        "The Hessian-based p* predicts the empirical p* of random pruning; magnitude pruning reaches a higher "
-        "p* than random pruning.",
+        "The Hessian-based p* predicts the largest fraction random pruning removes with the retrained network "
+        "in the linearly connected train-loss sublevel set of w_L; magnitude pruning reaches a higher p*.",
     ),
     4: (
         "new small weights",
@@ -132,6 +140,7 @@ class ClaimResult:
     evidence: str = ""
     numbers: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
+    robustness: dict = field(default_factory=dict)  # see robustness(): verdicts under variations and per seed
 
     @property
     def name(self) -> str:
@@ -149,6 +158,7 @@ class ClaimResult:
             "evidence": self.evidence,
             "numbers": _plain(self.numbers),
             "thresholds": _plain(self.thresholds),
+            "robustness": _plain(self.robustness),
         }
 
 
@@ -360,10 +370,31 @@ def claim_sgd_robustness(
     return result
 
 
-def _p_star_experiment(pruning_ratio: xr.Dataset, method: str) -> xr.DataArray | None:
+EPSILON_SIDES = ("base", "low", "high")  # E5's tolerance, E5's ε / band, ε × band
+THEORY_P_STAR = {"base": "p_star", "low": "p_star_low", "high": "p_star_high"}
+
+
+def _epsilon(pruning_theory: xr.Dataset, side: str) -> float:
+    """E5's tolerance (``side`` base), or its band's ends (``low``: ε / band, ``high``: ε × band)."""
+    eps = float(pruning_theory.attrs.get("epsilon", math.nan))
+    band = float(pruning_theory.attrs.get("epsilon_band", 2.0))
+    return {"base": eps, "low": eps / band, "high": eps * band}[side]
+
+
+def _p_star_experiment(pruning_ratio: xr.Dataset, method: str, epsilon: float) -> xr.DataArray | None:
+    """E6's headline ``p*`` of ``method`` at ``epsilon`` (mean over masks and seeds), None without it."""
     if method not in [str(m) for m in pruning_ratio.prune_method.values]:
         return None
-    return seed_mean(pruning_ratio.p_star.sel(prune_method=method), ("replicate", "seed"))
+    p = p_star_at(pruning_ratio.sel(prune_method=method), epsilon)
+    return seed_mean(p, ("replicate", "seed"))
+
+
+def _spectrum_parts(pruning_theory: xr.Dataset, levels: Sequence[int]) -> dict | None:
+    """Mean over ``levels`` of the parts of the spectrum that carry E5's F(p*) for random pruning."""
+    if "right_side_part" not in pruning_theory or not levels:
+        return None
+    parts = seed_mean(pruning_theory.right_side_part.sel(prune_method="random", level=list(levels)))
+    return {str(k): float(parts.sel(spectrum_part=k).mean("level")) for k in parts.spectrum_part.values}
 
 
 def claim_pruning_ratio(
@@ -372,24 +403,34 @@ def claim_pruning_ratio(
     th: Thresholds,
     arch: str = "",
     rewind_step: int = 0,
+    epsilon_side: str = "base",
 ) -> ClaimResult:
-    """Claim 3: theory ≈ experiment for random pruning; magnitude pruning reaches a higher p*."""
+    """Claim 3: E5's p* ≈ E6's headline p* for random pruning; magnitude pruning reaches a higher headline p*.
+
+    E6's headline criterion is the object of E5's theory (the retrained network in the linearly connected
+    train-loss sublevel set of ``w_L``), recomputed from E6's stored values at E5's tolerance; with
+    ``epsilon_side`` ``low``/``high`` both sides use ε / band and ε × band instead.
+    """
     used = {"p_star_tolerance": th.p_star_tolerance, "min_levels": th.min_levels, "majority": th.majority}
     result = ClaimResult(arch, rewind_step, 3, INCONCLUSIVE, "", thresholds=used)
     if pruning_theory is None or pruning_ratio is None:
         result.reason = "needs the pruning_theory (E5) and pruning_ratio (E6) results"
         return result
-    exp_random = _p_star_experiment(pruning_ratio, "random")
-    exp_mag = _p_star_experiment(pruning_ratio, "magnitude")
+    if "sublevel_loss" not in pruning_ratio:
+        result.reason = "the E6 results have no train-loss sublevel criterion (an older version made them); rerun E6"
+        return result
     methods = [str(m) for m in pruning_theory.prune_method.values]
+    eps = _epsilon(pruning_theory, epsilon_side)
+    exp_random = _p_star_experiment(pruning_ratio, "random", eps)
+    exp_mag = _p_star_experiment(pruning_ratio, "magnitude", eps)
     if exp_random is None or "random" not in methods:
         result.reason = "random pruning is missing from E5 or E6"
         return result
-    theory = seed_mean(pruning_theory.p_star.sel(prune_method="random"))
+    theory = seed_mean(pruning_theory[THEORY_P_STAR[epsilon_side]].sel(prune_method="random"))
     fractions = np.sort(np.asarray(pruning_ratio.fraction.values, dtype=float))
     grid = float(np.min(np.diff(fractions))) if len(fractions) > 1 else float(fractions[0])
     tol = max(th.p_star_tolerance, grid)
-    result.thresholds["tolerance_used"] = tol
+    result.thresholds.update(tolerance_used=tol, epsilon=eps)
     t_levels = {int(v) for v in theory.level.values if np.isfinite(float(theory.sel(level=v)))}
     levels = [
         int(v) for v in exp_random.level.values if int(v) in t_levels and np.isfinite(float(exp_random.sel(level=v)))
@@ -399,6 +440,9 @@ def claim_pruning_ratio(
     mad = float(np.mean(np.abs(t - e))) if levels else math.nan
     corr = float(np.corrcoef(t, e)[0, 1]) if len(levels) >= 3 and np.std(t) > 0 and np.std(e) > 0 else math.nan
     numbers = {
+        "criterion": "E6 headline: L_train(w') <= L_train(w_L) + epsilon and train-loss barrier <= epsilon",
+        "epsilon": eps,
+        "epsilon_e6_ran_with": float(pruning_ratio.attrs.get("epsilon", math.nan)),
         "levels": levels,
         "theory_random": t,
         "experiment_random": e,
@@ -406,6 +450,13 @@ def claim_pruning_ratio(
         "correlation": corr,
         "fraction_grid_step": grid,
     }
+    for crit in ("p_star_matching", "p_star_connected"):  # the secondary criteria, for comparison
+        if crit in pruning_ratio and levels:
+            sec = seed_mean(pruning_ratio[crit].sel(prune_method="random"), ("replicate", "seed"))
+            numbers[f"experiment_random_{crit[7:]}"] = [float(sec.sel(level=lv)) for lv in levels]
+    parts = _spectrum_parts(pruning_theory, levels)
+    if parts is not None:
+        numbers["theory_random_right_side_parts"] = parts
     mag_ok = None
     if exp_mag is not None:
         m_levels = [
@@ -427,7 +478,7 @@ def claim_pruning_ratio(
             }
         )
         if "magnitude" in methods:
-            tm = seed_mean(pruning_theory.p_star.sel(prune_method="magnitude"))
+            tm = seed_mean(pruning_theory[THEORY_P_STAR[epsilon_side]].sel(prune_method="magnitude"))
             tl = [lv for lv in m_levels if lv in {int(v) for v in tm.level.values}]
             numbers["theory_magnitude"] = [float(tm.sel(level=lv)) for lv in tl]
             numbers["theory_magnitude_levels"] = tl
@@ -435,11 +486,18 @@ def claim_pruning_ratio(
             mag_ok = bool(diff > 0 and at_least > th.majority)
     result.numbers = numbers
     result.evidence = (
-        f"random p*: theory vs experiment mean |Δ| = {_f(mad, 3)} over {_n(len(levels), 'level')}"
+        f"random p*, E5 theory vs E6 headline (train-loss sublevel set, ε = {eps:.3g} nats) at levels "
+        f"{_levels_text(levels)}: theory {_list(t)}, experiment {_list(e)}; mean |Δ| = {_f(mad, 3)}"
         + (f", r = {corr:.2f}" if math.isfinite(corr) else "")
         + (
             f"; magnitude − random p* = {numbers['magnitude_minus_random_mean']:+.3f}"
             if "magnitude_minus_random_mean" in numbers
+            else ""
+        )
+        + (
+            f"; E5's F(p*) carried by λ ≤ 0: {parts['nonpositive']:.2f}, flat bulk: {parts['flat']:.2f}, "
+            f"curved: {parts['curved']:.2f}"
+            if parts
             else ""
         )
     )
@@ -449,18 +507,22 @@ def claim_pruning_ratio(
         )
         return result
     agree = mad <= tol
-    parts = [
+    parts_text = [
         f"theory {'agrees' if agree else 'disagrees'} with random pruning (|Δ| {mad:.3f} "
         f"{'≤' if agree else '>'} {tol:g})"
     ]
     if mag_ok is None:
-        parts.append("magnitude vs random p* not testable (magnitude missing or too few levels)")
+        parts_text.append("magnitude vs random p* not testable (magnitude missing or too few levels)")
         result.verdict = FAILS if not agree else INCONCLUSIVE
     else:
-        parts.append(f"magnitude p* {'higher' if mag_ok else 'not higher'} than random")
+        parts_text.append(f"magnitude p* {'higher' if mag_ok else 'not higher'} than random")
         result.verdict = HOLDS if (agree and mag_ok) else FAILS
-    result.reason = "; ".join(parts)
+    result.reason = "; ".join(parts_text)
     return result
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(_f(float(v)) for v in values) + "]"
 
 
 def _most_levels(flags: np.ndarray, th: Thresholds, too_few: str, statement: str) -> tuple[str, bool | None]:
@@ -579,8 +641,100 @@ def claim_small_weights(
 # --- the report ---------------------------------------------------------------------------------------------------
 
 
+# --- robustness: each verdict under the threshold variations and per seed ---------------------------------------
+
+BARRIER_FACTORS = (0.5, 1.5)  # ε_barrier × these: 1 % and 3 % around the default 2 %
+MATCH_FLOOR_FACTORS = (0.5, 2.0)  # the ε_match floor at half and double
+CLAIM_INPUTS = {  # the experiments each claim reads (its per-seed check uses the seeds they share)
+    1: ("imp", "interpolation"),
+    2: ("imp", "perturbation"),
+    3: ("pruning_theory", "pruning_ratio"),
+    4: ("flatness", "small_weights"),
+}
+VARIED = {1: ("eps_barrier", "match_floor"), 2: ("eps_barrier", "match_floor"), 3: ("epsilon",), 4: ()}
+
+
+@dataclass(frozen=True)
+class Variation:
+    """One change of the thresholds a verdict is checked under (``epsilon_side``: E5/E6's tolerance)."""
+
+    kind: str
+    label: str
+    thresholds: Thresholds
+    epsilon_side: str = "base"
+
+
+def variations(th: Thresholds) -> list[Variation]:
+    """The threshold variations of the robustness check: ε_barrier at ½ and 1½ times (1 % and 3 % around 2 %),
+    the ε_match floor at half and double, and E5's ε (with E6's headline recomputed) at ε / band and ε × band."""
+    out = [
+        Variation("eps_barrier", f"ε_barrier {th.eps_barrier * f:g}", replace(th, eps_barrier=th.eps_barrier * f))
+        for f in BARRIER_FACTORS
+    ]
+    out += [
+        Variation("match_floor", f"ε_match floor {th.match_floor * f:g}", replace(th, match_floor=th.match_floor * f))
+        for f in MATCH_FLOOR_FACTORS
+    ]
+    out += [Variation("epsilon", "E5's ε / band", th, "low"), Variation("epsilon", "E5's ε × band", th, "high")]
+    return out
+
+
+def _judge(claim: int, d: Mapping[str, xr.Dataset | None], th: Thresholds, side: str = "base", **kw) -> ClaimResult:
+    if claim == 1:
+        return claim_mask_information(d.get("imp"), d.get("interpolation"), th, **kw)
+    if claim == 2:
+        return claim_sgd_robustness(d.get("imp"), d.get("perturbation"), th, **kw)
+    if claim == 3:
+        return claim_pruning_ratio(d.get("pruning_theory"), d.get("pruning_ratio"), th, epsilon_side=side, **kw)
+    return claim_small_weights(d.get("flatness"), d.get("small_weights"), th, **kw)
+
+
+def _seeds(claim: int, d: Mapping[str, xr.Dataset | None]) -> list[int]:
+    """The seeds every input of ``claim`` has."""
+    sets = [
+        {int(v) for v in d[k].seed.values} for k in CLAIM_INPUTS[claim] if d.get(k) is not None and "seed" in d[k].dims
+    ]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def robustness(claim: int, base: ClaimResult, d: Mapping[str, xr.Dataset | None], th: Thresholds, **kw) -> dict:
+    """The verdict of ``claim`` under each relevant threshold variation and on each seed alone.
+
+    On one seed, ``ε_match`` stays the one of all seeds (the standard deviation over seeds, floored), so
+    a per-seed verdict differs from the pooled one only through that seed's own values.
+    """
+    varied = {
+        v.label: _judge(claim, d, v.thresholds, v.epsilon_side, **kw).verdict
+        for v in variations(th)
+        if v.kind in VARIED[claim]
+    }
+    seed_th = th
+    if d.get("imp") is not None:
+        seed_th = replace(th, match_floor=epsilon_match(d["imp"], th.match_floor))
+    per_seed = {}
+    for s in _seeds(claim, d):
+        one = {
+            k: (v.sel(seed=[s]) if v is not None and "seed" in v.dims and s in v.seed.values else v)
+            for k, v in d.items()
+        }
+        per_seed[str(s)] = _judge(claim, one, seed_th, **kw).verdict
+    changed = [f"{verdict} at {label}" for label, verdict in varied.items() if verdict != base.verdict]
+    held = sum(v == HOLDS for v in per_seed.values())
+    text = ("robust" if not changed else "; ".join(changed)) if varied else "no threshold to vary"
+    seeds = f"{held}/{len(per_seed)} seeds hold" if per_seed else "no per-seed results"
+    return {
+        "variations": varied,
+        "robust": not changed,
+        "per_seed": per_seed,
+        "seeds_holding": held,
+        "seeds": len(per_seed),
+        "text": f"{text}; {seeds}",
+    }
+
+
 def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresholds()) -> list[ClaimResult]:
-    """All four claims for every architecture and rewind step in ``datasets`` (``{experiment: aggregate}``)."""
+    """All four claims for every architecture and rewind step in ``datasets`` (``{experiment: aggregate}``),
+    each with its robustness (:func:`robustness`)."""
     thresholds.check()
     datasets = {k: standardize(v) for k, v in datasets.items()}
     if not datasets:
@@ -590,12 +744,10 @@ def evaluate(datasets: Mapping[str, xr.Dataset], thresholds: Thresholds = Thresh
         for t in steps_with_data(datasets, arch):
             d = {k: run_with_data(v, arch, t) for k, v in datasets.items()}
             kw = dict(arch=arch, rewind_step=t)
-            out += [
-                claim_mask_information(d.get("imp"), d.get("interpolation"), thresholds, **kw),
-                claim_sgd_robustness(d.get("imp"), d.get("perturbation"), thresholds, **kw),
-                claim_pruning_ratio(d.get("pruning_theory"), d.get("pruning_ratio"), thresholds, **kw),
-                claim_small_weights(d.get("flatness"), d.get("small_weights"), thresholds, **kw),
-            ]
+            for claim in CLAIMS:
+                result = _judge(claim, d, thresholds, **kw)
+                result.robustness = robustness(claim, result, d, thresholds, **kw)
+                out.append(result)
     return out
 
 
@@ -616,12 +768,21 @@ def report(
             "(L, L+1) is matching when both levels are",
             "zero_barrier": "seed-mean (and replicate-mean) test-error barrier <= eps_barrier",
             "most_levels": "a fraction of the levels strictly above majority",
+            "robustness": "the verdict again under each threshold variation of its claim (eps_barrier x "
+            f"{BARRIER_FACTORS}, match_floor x {MATCH_FLOOR_FACTORS}: claims 1, 2; E5's epsilon / and x its band, "
+            "E6 recomputed: claim 3) and on each seed alone (eps_match of all seeds)",
+            "claim3_experiment": "E6 headline: L_train(w') <= L_train(w_L) + epsilon and train-loss barrier <= "
+            "epsilon, epsilon E5's, on E5's examples",
         },
         "claims_text": {str(k): {"name": v[0], "statement": v[1]} for k, v in CLAIMS.items()},
         "inputs": [str(p) for p in inputs],
         "summary": summary,
         "claims": [r.to_dict() for r in results],
     }
+
+
+def _robust_text(claim: dict) -> str:
+    return (claim.get("robustness") or {}).get("text", "—")
 
 
 def _cell(text: str) -> str:
@@ -637,15 +798,20 @@ def to_markdown(rep: dict) -> str:
         f"Thresholds: ε_barrier = {th['eps_barrier']:g}; ε_match = max(std of the dense test error over "
         f"seeds, {th['match_floor']:g}); a claim needs ≥ {th['min_levels']} levels; 'iff' agreement ≥ "
         f"{th['min_agreement']:g}; 'most levels' > {th['majority']:g}; claim 2 at c = {th['strength']:g}; "
-        f"claim 3 tolerance {th['p_star_tolerance']:g} (at least E6's grid step).",
+        f"claim 3 tolerance {th['p_star_tolerance']:g} (at least E6's grid step), E6's headline criterion "
+        f"(train-loss sublevel set at E5's ε).",
         "",
-        "| architecture | rewind step | claim | verdict | evidence | reason |",
-        "|---|---|---|---|---|---|",
+        f"Robustness: each verdict again with ε_barrier × {' and × '.join(f'{f:g}' for f in BARRIER_FACTORS)} and the "
+        f"ε_match floor × {' and × '.join(f'{f:g}' for f in MATCH_FLOOR_FACTORS)} (claims 1, 2), with E5's ε ÷ and × "
+        f"its band, E6 recomputed (claim 3); 'robust' when no variation changes it; and on each seed alone.",
+        "",
+        "| architecture | rewind step | claim | verdict | robustness | evidence | reason |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in rep["claims"]:
         lines.append(
             f"| {_cell(c['arch'])} | {c['rewind_step']} | {c['claim']}. {_cell(c['name'])} | "
-            f"**{c['verdict']}** | {_cell(c['evidence'] or '—')} | {_cell(c['reason'])} |"
+            f"**{c['verdict']}** | {_cell(_robust_text(c))} | {_cell(c['evidence'] or '—')} | {_cell(c['reason'])} |"
         )
     lines += ["", "Claims: " + " ".join(f"({k}) {v['statement']}" for k, v in rep["claims_text"].items()), ""]
     return "\n".join(lines)
@@ -658,7 +824,8 @@ def to_html(rep: dict) -> str:
     rows = "\n".join(
         f"<tr style='background:{colour.get(c['verdict'], '#fff')}'><td>{html.escape(c['arch'])}</td>"
         f"<td>{c['rewind_step']}</td><td>{c['claim']}. {html.escape(c['name'])}</td>"
-        f"<td><b>{html.escape(c['verdict'])}</b></td><td>{html.escape(c['evidence'] or '—')}</td>"
+        f"<td><b>{html.escape(c['verdict'])}</b></td><td>{html.escape(_robust_text(c))}</td>"
+        f"<td>{html.escape(c['evidence'] or '—')}</td>"
         f"<td>{html.escape(c['reason'])}</td></tr>"
         for c in rep["claims"]
     )
@@ -668,7 +835,8 @@ def to_html(rep: dict) -> str:
         f"<style>body{{font-family:sans-serif;font-size:14px}}table{{border-collapse:collapse}}"
         f"td,th{{border:1px solid #999;padding:4px 6px;vertical-align:top}}</style></head><body>"
         f"<h2>{html.escape(md[0][3:])}</h2><p>{html.escape(md[2])}</p>"
-        f"<table><tr><th>architecture</th><th>rewind step</th><th>claim</th><th>verdict</th><th>evidence</th>"
+        f"<table><tr><th>architecture</th><th>rewind step</th><th>claim</th><th>verdict</th><th>robustness</th>"
+        f"<th>evidence</th>"
         f"<th>reason</th></tr>{rows}</table><ol style='list-style:none'>{statements}</ol></body></html>"
     )
 
