@@ -274,7 +274,10 @@ def paper_trainings(args, total_steps: int, config: Path = PAPER_CONFIG) -> tupl
         if ratio and "resnet20" in ratio.get("architectures", ["resnet20"]):
             methods = ratio["methods"]
             per_fraction = sum(1 if m == "magnitude" else int(ratio.get("random_masks", 1)) for m in methods)
-            per_level["E6 pruning ratio"] = (int(ratio.get("bisection_steps", 4)) * per_fraction, _levels(ratio["levels"], levels))
+            per_level["E6 pruning ratio"] = (
+                int(ratio.get("bisection_steps", 4)) * per_fraction,
+                _levels(ratio["levels"], levels),
+            )
     except (KeyError, TypeError, ValueError, StopIteration, yaml.YAMLError) as e:
         n, steps, note = _assumed_trainings(args, total_steps)
         return n, steps, f"{note} ({config} not understood: {type(e).__name__} {e})"

@@ -16,7 +16,7 @@ from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.io import read_json
 from unmasking.foundations.netcdf import load_dataset
-from unmasking.training import evaluate, train
+from unmasking.training import evaluate
 
 from conftest import teacher_data, tiny_imp_run
 
