@@ -667,7 +667,7 @@ def to_html(rep: dict) -> str:
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims</title>"
         f"<style>body{{font-family:sans-serif;font-size:14px}}table{{border-collapse:collapse}}"
         f"td,th{{border:1px solid #999;padding:4px 6px;vertical-align:top}}</style></head><body>"
-        f"<h2>{html.escape(md[0][3:])}</h2><p>{html.escape(md[2])}</p>"
+        f"<h2>Claims — configuration <code>{html.escape(rep['config'] or '?')}</code></h2><p>{html.escape(md[2])}</p>"
         f"<table><tr><th>architecture</th><th>rewind step</th><th>claim</th><th>verdict</th><th>evidence</th>"
         f"<th>reason</th></tr>{rows}</table><ol style='list-style:none'>{statements}</ol></body></html>"
     )
