@@ -482,7 +482,9 @@ def test_cli_writes_json_markdown_html(tmp_path, capsys):
     assert rep["thresholds"]["eps_barrier"] == 0.03 and rep["thresholds"]["min_agreement"] == 0.9
     assert rep["claims"][0]["thresholds"]["eps_barrier"] == 0.03
     assert (out / "claims.md").read_text() == C.to_markdown(rep)
-    assert (out / "claims.html").read_text().startswith("<!DOCTYPE html>")
+    page = (out / "claims.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Claims — configuration <code>toy</code></h2>" in page
+    assert "`toy`" not in page  # no Markdown in the HTML
     assert cli_main(["claims", "--inputs", paths[0], "--out-json", str(out / "x.json"), "--majority", "1.5"]) == 2
 
 

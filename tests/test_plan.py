@@ -18,7 +18,7 @@ from snakemake.utils import validate
 
 from unmasking.foundations.registry import ANALYSES, EXPERIMENTS, FIGURES
 from unmasking.workflow import Plan, PlanError, check_config
-from unmasking.workflow.report import report_verdicts, verdict_text
+from unmasking.workflow.report import report_verdicts, rst_escape, verdict_text
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -455,9 +455,11 @@ def test_verdict_texts():
     assert verdict_text(report, "cnn", 1) == "rewind step 40: holds (r); rewind step 0: inconclusive (q)"
     assert verdict_text(report, "cnn", 1, reasons=False) == "rewind step 40: holds; rewind step 0: inconclusive"
     assert verdict_text(report, "mlp", 1) == "not evaluated for this architecture"
+    # the captions' texts are reStructuredText (tests/test_report.py renders them)
     assert report_verdicts(None, ["cnn"]) == {
-        "cnn": {str(n): "not evaluated yet (the claims rule has not run)" for n in (1, 2, 3, 4)}
+        "cnn": {str(n): r"not evaluated yet \(the claims rule has not run\)" for n in (1, 2, 3, 4)}
     }
+    assert report_verdicts(report, ["cnn"])["cnn"]["1"] == rst_escape(verdict_text(report, "cnn", 1))
 
 
 def test_import_needs_neither_torch_nor_snakemake():

@@ -1,5 +1,6 @@
 """The Snakemake workflow: dry runs of the shipped configs, an end-to-end run of the tiny config
-(results, no-op rerun, interruption and resume, per-level granularity) and bad configs.
+(results, no-op rerun, interruption and resume, per-level granularity, the HTML report in a headless
+browser) and bad configs.
 
 Each test copies Snakefile, workflow/ and config/ into a temporary directory and runs the
 ``snakemake`` of this Python environment there with the local profile and 2 cores.
@@ -7,6 +8,8 @@ Each test copies Snakefile, workflow/ and config/ into a temporary directory and
 
 from __future__ import annotations
 
+import html
+import json
 import math
 import os
 import re
@@ -21,8 +24,10 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from PIL import Image
 
-from unmasking.foundations.registry import ANALYSES
+from unmasking.foundations.registry import ANALYSES, FIGURES
+from unmasking.workflow.report import verdict_text
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -382,3 +387,141 @@ def test_level_granularity_gives_the_same_numbers(finished, data_env, tmp_path):
             load(work / f"results/test/cnn/{exp}.nc"), load(finished / f"results/test/cnn/{exp}.nc").sel(seed=[0])
         )
     assert (work / "results/test/cnn/rewind_5/seed_0/interpolation/level_02.nc").exists()
+
+
+# --- the report in a browser ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium, run headless: the test is skipped where it is missing, and fails in CI. (Asked
+    for before `finished`, so that a skip does not wait for the run.)"""
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is not installed: CI renders the report in it (.ci/run installs Debian's chromium)")
+    pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+
+
+def browse(browser: str, page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Load ``page`` in headless chromium and let its scripts run (virtual time, so the wait is short)."""
+    return subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",  # root in a container (CI) has no sandbox
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--window-size=1600,1000",
+            "--virtual-time-budget=30000",
+            *args,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def driven_report(report: Path, final: str) -> Path:
+    """A copy of the report with tests/report_driver.js, which opens every result and ends on ``final``."""
+    driver = (REPO / "tests" / "report_driver.js").read_text().replace("__FINAL__", json.dumps(final))
+    page = report.with_name(f"driven_{Path(final).stem}.html")
+    text = report.read_text()
+    end = text.rindex("</body>")
+    page.write_text(f"{text[:end]}<script>\n{driver}\n</script>\n{text[end:]}")
+    return page
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+DOCUTILS_ERRORS = ("System Message", "system-message", "problematic", "Undefined substitution", "ERROR/", "WARNING/")
+
+
+def assert_no_docutils_message(text: str, where: str) -> None:
+    for message in DOCUTILS_ERRORS:
+        at = text.find(message)
+        assert at < 0, f"{where} shows a docutils message: …{text[max(at - 300, 0) : at + 300]}…"
+
+
+@pytest.mark.slow
+def test_report_renders_in_a_browser(chromium, finished, data_env, tmp_path):
+    """`snakemake --report` after the run of config/test.yaml, opened in headless chromium: every figure
+    and the claims table are in it, every caption renders without a docutils message (the verdicts'
+    reasons carry |Δ| and the like), and screenshots of a figure and of the claims table are not blank."""
+    browser = chromium
+    # In the finished run's folder (a copy would rerun every job: the jobs' params hold the workflow's
+    # path); figures, claims and report are added beside its results, which the other tests read.
+    work = finished
+    out = ok(snakemake(work, "--configfile", "config/test.yaml", env=data_env))
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
+    assert ran and ran <= {*FIGURES, *(f"{f}_train" for f in FIGURES), "claims", "all"}, ran
+    # Decide every claim the tiny run can (one level is enough), so that the captions show the verdicts'
+    # reasons (claim 3's reason holds |Δ|, which docutils read as a substitution before rst_escape).
+    claims = work / "figures" / "test"
+    subprocess.run(
+        [
+            str(BIN / "unmasking"),
+            "claims",
+            "--inputs",
+            *sorted(str(p.relative_to(work)) for p in (work / "results/test/cnn").glob("*.nc")),
+            "--out-json",
+            str(claims / "claims.json"),
+            "--out-md",
+            str(claims / "claims.md"),
+            "--out-html",
+            str(claims / "claims.html"),
+            "--config-name",
+            "test",
+            "--min-levels",
+            "1",
+        ],
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
+    claims_report = json.loads((claims / "claims.json").read_text())
+    assert any("|Δ|" in c["reason"] for c in claims_report["claims"])
+    ok(snakemake(work, "--configfile", "config/test.yaml", "--report", "report.html", env=data_env))
+
+    pngs = sorted(str(p.relative_to(work)) for p in claims.rglob("*.png"))
+    assert {Path(p).stem.removesuffix("_train") for p in pngs} == set(FIGURES), pngs  # the tiny run draws them all
+    figure_page = "figures/test/cnn/fig6_pruning_ratio.png"
+    dom = browse(browser, driven_report(work / "report.html", figure_page), tmp_path, "--dump-dom")
+    dumps = re.findall(r'<pre id="unmasking-test-dump"[^>]*>(.*?)</pre>', dom.stdout, re.S)
+    assert dumps, f"the report's driver did not finish:\n{dom.stderr[-3000:]}"
+    record = json.loads(html.unescape(dumps[-1]))
+    assert_no_docutils_message(dom.stdout, "the report")
+
+    # every figure of the run and the claims table are listed, each under its category
+    assert sorted(record["results"]) == sorted([*pngs, "figures/test/claims.html"])
+    menu = record["menu"].splitlines()
+    assert "Claims" in menu and {f.title for f in FIGURES.values()} <= set(menu)
+    for path, page in record["results"].items():
+        assert page["caption_html"], path
+        assert_no_docutils_message(page["page_text"], f"the page of {path}")
+        assert_no_docutils_message(page["caption_html"], f"the caption of {path}")
+        fig_id = Path(path).stem.removesuffix("_train")
+        if fig_id in FIGURES:  # the caption shows the verdict as claims.json has it
+            assert path in page["page_text"] and f"claim {FIGURES[fig_id].claim}" in page["page_text"]
+            assert one_line(verdict_text(claims_report, "cnn", FIGURES[fig_id].claim)) in one_line(page["page_text"])
+    assert "|Δ|" in record["results"][figure_page]["page_text"]
+    assert record["final_image_width"] > 0  # the figure was decoded and shown
+    table = record["claims_html"]
+    assert "<table>" in table and table.count("<tr style=") == len(claims_report["claims"]) == 4
+    assert all(c["verdict"] in table for c in claims_report["claims"])
+
+    # screenshots (kept in tmp_path): a figure with its caption, and the claims table
+    for final in (figure_page, "figures/test/claims.html"):
+        shot = tmp_path / f"report_{Path(final).stem}.png"
+        browse(browser, driven_report(work / "report.html", final), tmp_path, f"--screenshot={shot}")
+        with Image.open(shot) as image:
+            assert image.size == (1600, 1000)
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 16, f"{shot}: blank ({colours})"
+        print(f"screenshot: {shot}")

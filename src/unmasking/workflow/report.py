@@ -2,14 +2,34 @@
 
 They are read from the claims report of the configuration (``claims.json``, written by the
 ``claims`` rule), when the report is built, so that a report shows the current verdicts.
+
+The captions (``workflow/report/*.rst``) are reStructuredText: Snakemake renders them with docutils,
+where ``|Δ|`` is a substitution reference, ``*x*`` emphasis, ``name_`` a link, a leading ``- `` a
+list, ... .  Text generated from the results (the verdicts and their reasons) therefore reaches a
+caption only through :func:`report_verdicts`, which escapes it (:func:`rst_escape`); the labels are
+plain text and stay unescaped.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import string
 from pathlib import Path
 
 from ..foundations.registry import CLAIMS
+
+_RST_SPECIAL = re.compile("([%s])" % re.escape(string.punctuation))
+
+
+def rst_escape(text: str) -> str:
+    """``text`` as reStructuredText that renders as exactly this text, inline or at a line start.
+
+    Every ASCII punctuation character is backslash-escaped (so no inline markup, substitution,
+    reference, role or block markup such as ``- `` or ``1.`` can start) and line breaks become spaces
+    (so the text stays in its paragraph).  Other characters (``Δ``, ``≤``, ``⇔``) are not markup.
+    """
+    return _RST_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def load_claims(path: str | Path) -> dict | None:
@@ -38,5 +58,6 @@ def verdict_text(report: dict | None, arch: str, claim: int, reasons: bool = Tru
 
 
 def report_verdicts(report: dict | None, archs) -> dict[str, dict[str, str]]:
-    """Architecture -> claim number (a string) -> its verdict text, for the report's captions."""
-    return {arch: {str(n): verdict_text(report, arch, n) for n in CLAIMS} for arch in archs}
+    """Architecture -> claim number (a string) -> its verdict text, for the report's captions
+    (reStructuredText, escaped by :func:`rst_escape`)."""
+    return {arch: {str(n): rst_escape(verdict_text(report, arch, n)) for n in CLAIMS} for arch in archs}
