@@ -36,6 +36,28 @@ _CIFAR_TRAIN = dict(
     checkpoint_every=3_900,
 )
 
+
+def _mnist1d_conv(name: str, model: str) -> Recipe:
+    """The recipe of the 1-D convolutional nets (CNN, ResNet): one definition, so that their data,
+    training and pruning hyperparameters are the same and stay the same; only the model differs."""
+    return Recipe(
+        name=name,
+        data=DataHparams(name="mnist1d", augment=False),
+        model=ModelHparams(name=model),
+        train=TrainHparams(
+            batch_size=100,
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=5e-4,
+            steps=1_200,
+            milestones=[600, 900],
+            gamma=0.1,
+            checkpoint_every=300,
+        ),
+        prune=PruneHparams(fraction=0.2, levels=20, rewind_step=40),
+    )
+
+
 RECIPES: dict[str, Recipe] = {
     "mnist1d-mlp": Recipe(
         name="mnist1d-mlp",
@@ -53,22 +75,8 @@ RECIPES: dict[str, Recipe] = {
         ),
         prune=PruneHparams(fraction=0.2, levels=20, rewind_step=40),
     ),
-    "mnist1d-cnn": Recipe(
-        name="mnist1d-cnn",
-        data=DataHparams(name="mnist1d", augment=False),
-        model=ModelHparams(name="cnn1d"),
-        train=TrainHparams(
-            batch_size=100,
-            lr=0.1,
-            momentum=0.9,
-            weight_decay=5e-4,
-            steps=1_200,
-            milestones=[600, 900],
-            gamma=0.1,
-            checkpoint_every=300,
-        ),
-        prune=PruneHparams(fraction=0.2, levels=20, rewind_step=40),
-    ),
+    "mnist1d-cnn": _mnist1d_conv("mnist1d-cnn", "cnn1d"),
+    "mnist1d-resnet1d": _mnist1d_conv("mnist1d-resnet1d", "resnet1d"),
     "resnet20-cifar10": Recipe(
         name="resnet20-cifar10",
         data=DataHparams(name="cifar10", train_eval_size=10_000),
