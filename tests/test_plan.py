@@ -127,110 +127,99 @@ def test_shipped_configs_pass_the_schema():
 
 
 def test_embedded_default_architectures(embedded):
-    assert list(embedded.archs) == ["cnn", "mlp"]
-    cnn, mlp = embedded.archs.values()
-    assert (cnn.recipe, cnn.levels, cnn.rewind_steps, cnn.seeds) == ("mnist1d-cnn", 20, [40], [0, 1, 2])
-    assert (cnn.compile, cnn.models_at_once, mlp.compile, mlp.models_at_once) == (True, 1, False, 32)
+    assert list(embedded.archs) == ["cnn", "resnet1d"]
+    cnn, res = embedded.archs.values()
+    assert (cnn.recipe, cnn.levels, cnn.rewind_steps, cnn.seeds) == ("mnist1d-cnn", 15, [40], [0, 1, 2])
+    assert (res.recipe, res.levels, res.rewind_steps, res.seeds) == ("mnist1d-resnet1d", 15, [40], [0, 1, 2])
+    assert (cnn.compile, cnn.models_at_once, res.compile, res.models_at_once) == (True, 4, True, 4)
     assert cnn.set_args(40) == ["prune.rewind_step=40"]
     # the recipe hash every run folder records: a change here reruns every IMP run of the default
-    assert (cnn.hashes, mlp.hashes) == ({40: "9da43a6aa8218f2c"}, {40: "38ab73163053be0f"})
+    assert (cnn.hashes, res.hashes) == ({40: "54a3ccfed9ce6a4d"}, {40: "8206bbc7f47832bf"})
     assert embedded.paths.run_of("cnn", 40, 1) == "results/embedded/cnn/rewind_40/seed_1"
 
 
-EIGHT = [0, 4, 8, 10, 12, 14, 16, 20]
-ALL = list(range(21))
+FOUR = [4, 8, 11, 14]
+FIVE = [0, 4, 8, 11, 14]
+ALL = list(range(16))
 
 
 @pytest.mark.parametrize(
-    "exp, cnn_runs, mlp_runs, levels, granularity",
+    "exp, runs, levels",
     [
-        ("imp", [0, 1, 2], [0, 1, 2], None, "run"),
-        ("interpolation", [0, 1, 2], [0, 1, 2], ALL, "run"),
-        ("perturbation", [0], [], EIGHT, "run"),
-        ("hessian", [0], [0], EIGHT, "run"),
-        ("pruning_theory", [0], [0], EIGHT, "run"),
-        ("pruning_ratio", [0], [], [4, 10, 16], "level"),
-        ("flatness", [0], [0], EIGHT, "run"),
-        ("small_weights", [0, 1, 2], [0, 1, 2], ALL, "run"),
-        ("landscape", [0], [], [4, 10, 14], "run"),
+        ("imp", [0, 1, 2], None),
+        ("interpolation", [0, 1, 2], ALL),
+        ("perturbation", [0], FOUR),
+        ("hessian", [0], FIVE),
+        ("pruning_theory", [0], FIVE),
+        ("pruning_ratio", [0], FOUR),
+        ("flatness", [0], FIVE),
+        ("small_weights", [0, 1, 2], ALL),
+        ("landscape", [0], [4, 11]),
     ],
 )
-def test_embedded_default_runs_and_levels(embedded, exp, cnn_runs, mlp_runs, levels, granularity):
-    cnn, mlp = embedded.archs.values()
-    assert embedded.runs(cnn, exp) == [(40, s) for s in cnn_runs]
-    assert embedded.runs(mlp, exp) == [(40, s) for s in mlp_runs]
-    if levels is not None:
-        assert embedded.experiment_levels(cnn, exp) == levels
-    assert embedded.granularity(exp) == granularity
+def test_embedded_default_runs_and_levels(embedded, exp, runs, levels):
+    """Every experiment on both architectures, at the same runs and levels."""
+    for arch in embedded.archs.values():
+        assert embedded.runs(arch, exp) == [(40, s) for s in runs]
+        if levels is not None:
+            assert embedded.experiment_levels(arch, exp) == levels
+    assert embedded.granularity(exp) == "run"
 
 
 def test_embedded_default_per_job_results(embedded):
-    cnn, mlp = embedded.archs.values()
+    cnn, res = embedded.archs.values()
     run = "results/embedded/cnn/rewind_40/seed_{}"
     assert embedded.per_job_results(cnn, "imp") == [(f"{run.format(s)}/imp.nc", 40) for s in (0, 1, 2)]
-    assert embedded.per_job_results(cnn, "pruning_ratio") == [
-        (f"{run.format(0)}/pruning_ratio/level_{level:02d}.nc", 40) for level in (4, 10, 16)
+    assert embedded.per_job_results(cnn, "pruning_ratio") == [(f"{run.format(0)}/pruning_ratio.nc", 40)]
+    assert embedded.per_job_results(res, "hessian") == [
+        ("results/embedded/resnet1d/rewind_40/seed_0/hessian.nc", 40)
     ]
-    assert embedded.per_job_results(cnn, "hessian") == [(f"{run.format(0)}/hessian.nc", 40)]
-    assert embedded.per_job_results(mlp, "landscape") == []
-    counts = {
-        exp: (len(embedded.per_job_results(cnn, exp)), len(embedded.per_job_results(mlp, exp)))
-        for exp in ALL_EXPERIMENTS
-    }
+    counts = {exp: [len(embedded.per_job_results(a, exp)) for a in (cnn, res)] for exp in ALL_EXPERIMENTS}
     assert counts == {
-        "imp": (3, 3),
-        "interpolation": (3, 3),
-        "perturbation": (1, 0),
-        "hessian": (1, 1),
-        "pruning_theory": (1, 1),
-        "pruning_ratio": (3, 0),
-        "flatness": (1, 1),
-        "small_weights": (3, 3),
-        "landscape": (1, 0),
+        "imp": [3, 3],
+        "interpolation": [3, 3],
+        "perturbation": [1, 1],
+        "hessian": [1, 1],
+        "pruning_theory": [1, 1],
+        "pruning_ratio": [1, 1],
+        "flatness": [1, 1],
+        "small_weights": [3, 3],
+        "landscape": [1, 1],
     }
 
 
 def test_embedded_default_result_targets(embedded):
-    assert embedded.result_targets() == (
-        [f"results/embedded/cnn/{exp}.nc" for exp in ALL_EXPERIMENTS]
-        + [
-            f"results/embedded/mlp/{exp}.nc"
-            for exp in ("imp", "interpolation", "hessian", "pruning_theory", "flatness", "small_weights")
-        ]
-    )
+    assert embedded.result_targets() == [
+        f"results/embedded/{arch}/{exp}.nc" for arch in ("cnn", "resnet1d") for exp in ALL_EXPERIMENTS
+    ]
 
 
 def test_embedded_default_figure_targets(embedded):
-    both, cnn = ("cnn", "mlp"), ("cnn",)
-    expected = [
-        ("fig1_landscape", cnn),
-        ("fig2_imp_connectivity", both),
-        ("fig2_imp_connectivity_train", both),
-        ("fig3_interpolation", both),
-        ("fig3_interpolation_train", both),
-        ("fig4_robustness", cnn),
-        ("fig4_robustness_train", cnn),
-        ("fig5_hessian", both),
-        ("fig6_pruning_ratio", both),
-        ("fig6_pruning_ratio_train", cnn),
-        ("fig7_flat_directions", both),
-        ("fig8_small_weights", both),
+    """Every figure and its train-error variant for both architectures."""
+    stems = [
+        "fig1_landscape",
+        "fig2_imp_connectivity",
+        "fig2_imp_connectivity_train",
+        "fig3_interpolation",
+        "fig3_interpolation_train",
+        "fig4_robustness",
+        "fig4_robustness_train",
+        "fig5_hessian",
+        "fig6_pruning_ratio",
+        "fig6_pruning_ratio_train",
+        "fig7_flat_directions",
+        "fig8_small_weights",
     ]
     assert embedded.figure_targets() == (
         [
             f"figures/embedded/{arch}/{stem}.{ext}"
-            for stem, archs in expected
-            for arch in archs
+            for stem in stems
+            for arch in ("cnn", "resnet1d")
             for ext in ("pdf", "png")
         ]
         + [f"figures/embedded/claims.{ext}" for ext in ("json", "md", "html")]
     )
     assert embedded.targets() == embedded.result_targets() + embedded.figure_targets()
-    mlp = embedded.archs["mlp"]
-    assert embedded.figure_inputs(mlp, "fig6_pruning_ratio") == [
-        "results/embedded/mlp/imp.nc",
-        "results/embedded/mlp/pruning_theory.nc",
-    ]
 
 
 def test_paper_plan(paper):
