@@ -19,11 +19,11 @@ def bench():
 
 
 def test_paper_count_from_the_repository_config_wherever_run(bench, tmp_path, monkeypatch):
-    """The documented count (docs/performance.md): 3,360 ResNet-20 trainings, 208 M optimizer steps."""
+    """The documented count (docs/performance.md): 2,520 ResNet-20 trainings, 156 M optimizer steps."""
     monkeypatch.chdir(tmp_path)
     assert bench.PAPER_CONFIG == BENCH.parents[1] / "config" / "paper.yaml"
     n, steps, note = bench.paper_trainings(argparse.Namespace(trainings=None), 62_400)
-    assert (n, steps) == (3360, 207_984_000)
+    assert (n, steps) == (2520, 155_988_000)
     assert note.startswith(f"from {bench.PAPER_CONFIG}: resnet20, 4 seeds x 2 rewind steps")
 
 

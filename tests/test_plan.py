@@ -171,9 +171,7 @@ def test_embedded_default_per_job_results(embedded):
     run = "results/embedded/cnn/rewind_40/seed_{}"
     assert embedded.per_job_results(cnn, "imp") == [(f"{run.format(s)}/imp.nc", 40) for s in (0, 1, 2)]
     assert embedded.per_job_results(cnn, "pruning_ratio") == [(f"{run.format(0)}/pruning_ratio.nc", 40)]
-    assert embedded.per_job_results(res, "hessian") == [
-        ("results/embedded/resnet1d/rewind_40/seed_0/hessian.nc", 40)
-    ]
+    assert embedded.per_job_results(res, "hessian") == [("results/embedded/resnet1d/rewind_40/seed_0/hessian.nc", 40)]
     counts = {exp: [len(embedded.per_job_results(a, exp)) for a in (cnn, res)] for exp in ALL_EXPERIMENTS}
     assert counts == {
         "imp": [3, 3],
