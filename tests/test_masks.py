@@ -82,8 +82,9 @@ def test_ignore_list_excludes_layers_from_ranking():
         prunable_names(model, ignore=["fc9.weight"])
 
 
-def test_prunable_names_cover_conv_linear_and_shortcuts():
-    names = prunable_names(build_model("resnet20", 10))
+@pytest.mark.parametrize("name", ["resnet20", "resnet1d"])
+def test_prunable_names_cover_conv_linear_and_shortcuts(name):
+    names = prunable_names(build_model(name, 10))
     assert names[0] == "conv.weight" and names[-1] == "fc.weight"
     assert sum("shortcut" in n for n in names) == 2
     assert not any("bn" in n or n.endswith("bias") for n in names)

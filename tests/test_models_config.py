@@ -1,10 +1,11 @@
 """Model parameter counts, registries and configuration errors."""
 
 import pytest
+import torch
 
 from unmasking.foundations.hparams import ConfigError, apply_overrides, parse_overrides, valid_keys
 from unmasking.foundations.recipes import RECIPES, build_recipe, get_recipe
-from unmasking.models import build_model
+from unmasking.models import build_model, prunable_names
 
 
 def _resnet20_count(classes=10, w=16):
@@ -20,6 +21,15 @@ def _resnet20_count(classes=10, w=16):
     return conv + cin * classes + classes
 
 
+def _resnet1d_count(classes=10, w=16):
+    """Independent count: 5-tap stem, 3 basic blocks of width w, two 1x1 projection shortcuts (stages 2
+    and 3 halve the length), BN (2 params per channel), linear head on the pooled w channels."""
+    stem = 5 * w + 2 * w
+    block = 2 * (3 * w * w + 2 * w)
+    projection = w * w + 2 * w
+    return stem + 3 * block + 2 * projection + w * classes + classes
+
+
 @pytest.mark.parametrize(
     "name,classes,expected",
     [
@@ -29,11 +39,44 @@ def _resnet20_count(classes=10, w=16):
         ("resnet50", 1000, 25_557_032),  # torchvision ResNet-50
         ("mlp", 10, 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10),
         ("cnn1d", 10, 5 * 32 + 2 * 3 * 32 * 32 + 3 * 64 + 320 * 10 + 10),
+        ("resnet1d", 10, _resnet1d_count()),
     ],
 )
 def test_parameter_counts(name, classes, expected):
     model = build_model(name, classes)
     assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_resnet1d_shapes_and_prunable_weights():
+    """The documented architecture: 5,658 parameters, (N, 10) logits from (N, 40) signals, the three
+    stages at length 20, 10 and 5; every conv (stem, blocks, both 1x1 shortcuts) and the head are prunable."""
+    model = build_model("resnet1d", 10, seed=0)
+    assert _resnet1d_count() == 5_658
+    shapes = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda mod, inp, out: shapes.append(tuple(out.shape[1:])))
+    assert model(torch.randn(3, 40)).shape == (3, 10)
+    assert shapes == [(16, 20), (16, 10), (16, 5)]
+    assert prunable_names(model) == [
+        "conv.weight",
+        "blocks.0.conv1.weight",
+        "blocks.0.conv2.weight",
+        "blocks.1.conv1.weight",
+        "blocks.1.conv2.weight",
+        "blocks.1.shortcut.0.weight",
+        "blocks.2.conv1.weight",
+        "blocks.2.conv2.weight",
+        "blocks.2.shortcut.0.weight",
+        "fc.weight",
+    ]
+    assert sum(p.numel() for p in build_model("resnet1d", 7, width=8).parameters()) == _resnet1d_count(7, 8)
+
+
+def test_mnist1d_resnet1d_recipe_is_the_cnn_recipe_but_the_model():
+    cnn, res = get_recipe("mnist1d-cnn"), get_recipe("mnist1d-resnet1d")
+    assert (res.data, res.train, res.prune) == (cnn.data, cnn.train, cnn.prune)
+    assert (res.model.name, cnn.model.name) == ("resnet1d", "cnn1d")
+    assert res.validate() is res
 
 
 def test_same_seed_same_init():

@@ -90,7 +90,7 @@ def _cifar_like(n_train=40, n_test=10, size=32, dtype=torch.uint8, seed=0):
 
 
 @pytest.mark.parametrize("backend", ["stacked", "vmap"])
-@pytest.mark.parametrize("name", ["mlp", "cnn1d"])
+@pytest.mark.parametrize("name", ["mlp", "cnn1d", "resnet1d"])
 def test_k_models_equal_k_separate_runs(name, backend):
     data = make_tensor_data()
     hp = _hp(eval_every=15)
@@ -127,11 +127,13 @@ def test_resnet20_float32_uint8_data_few_steps():
     _assert_same_state(models, refs, rtol=1e-5)
 
 
-def test_vgg_stacked_forward_matches_module():
-    """The stacked VGG forward pass (and BatchNorm statistics) equal the module's, model by model."""
+@pytest.mark.parametrize("name,shape", [("vgg16", (3, 16, 16)), ("resnet1d", (40,))])
+def test_stacked_forward_matches_module(name, shape):
+    """The stacked forward pass (and BatchNorm statistics) of VGG (grouped layout) and of the 1-D ResNet
+    ((K, N, L, C) layout: strided and 1x1 projection convolutions, pooling) equal the module's, model by model."""
     k = 2
-    models = [build_model("vgg16", 10, width=4, seed=i).double().train() for i in range(k)]
-    x = torch.randn(k, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    models = [build_model(name, 10, width=4, seed=i).double().train() for i in range(k)]
+    x = torch.randn(k, 3, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     trainer = MultiTrainer(models, [None] * k, _hp(), backend="stacked")
 
     out = stacked_forward(models[0])(models[0], StackedOps(trainer.params, trainer.buffers, k), x)
@@ -252,7 +254,7 @@ def _interrupting_data(base: TensorData, after_calls: int | None) -> TensorData:
     return TensorData(base.name, base.x_train, base.y_train, base.x_test, base.y_test, base.num_classes, augment)
 
 
-@pytest.mark.parametrize("name", ["cnn1d", "mlp"])
+@pytest.mark.parametrize("name", ["cnn1d", "mlp", "resnet1d"])
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, name):
     data = make_tensor_data()
     hp = _hp(checkpoint_every=5, eval_every=10)

@@ -13,12 +13,13 @@ from torch import nn
 
 from ..foundations.hparams import ConfigError
 from .cifar_resnet import resnet18, resnet20
-from .mnist1d import MLP, CNN1d
+from .mnist1d import MLP, CNN1d, resnet1d
 from .vgg import vgg16
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn1d": CNN1d,
+    "resnet1d": resnet1d,
     "resnet20": resnet20,
     "resnet18": resnet18,
     "vgg16": vgg16,

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.cifar_resnet import CifarResNet
-from ..models.mnist1d import MLP, CNN1d
+from ..models.mnist1d import MLP, CNN1d, ResNet1d
 from ..models.vgg import VGG
 from .kernels import StackedOps, from_groups
 
@@ -38,6 +38,21 @@ def cnn1d_forward(model: CNN1d, ops: StackedOps, x: torch.Tensor) -> torch.Tenso
         h = ops.conv_rows(f"conv{i}", getattr(model, f"conv{i}"), h)
         h = torch.relu(ops.bn_rows(f"bn{i}", getattr(model, f"bn{i}"), h))
     return ops.linear("fc", h.transpose(2, 3).flatten(2))  # the model flattens (C, L)
+
+
+def resnet1d_forward(model: ResNet1d, ops: StackedOps, x: torch.Tensor) -> torch.Tensor:
+    """The 1-D ResNet on (K, N, L, C), as :func:`cnn1d_forward`; global average pooling over L."""
+    h = x.reshape(x.shape[0], x.shape[1], -1, 1)  # (K, N, L, C=1)
+    h = torch.relu(ops.bn_rows("bn", model.bn, ops.conv_rows("conv", model.conv, h)))
+    for i, block in enumerate(model.blocks):
+        pre = f"blocks.{i}"
+        out = torch.relu(ops.bn_rows(f"{pre}.bn1", block.bn1, ops.conv_rows(f"{pre}.conv1", block.conv1, h)))
+        out = ops.bn_rows(f"{pre}.bn2", block.bn2, ops.conv_rows(f"{pre}.conv2", block.conv2, out))
+        if len(block.shortcut):
+            sc = ops.conv_rows(f"{pre}.shortcut.0", block.shortcut[0], h)
+            h = ops.bn_rows(f"{pre}.shortcut.1", block.shortcut[1], sc)
+        h = torch.relu(out + h)
+    return ops.linear("fc", h.mean(2))
 
 
 def resnet_forward(model: CifarResNet, ops: StackedOps, x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +90,7 @@ def vgg_forward(model: VGG, ops: StackedOps, x: torch.Tensor) -> torch.Tensor:
 STACKED_FORWARDS: dict[type[nn.Module], StackedForward] = {
     MLP: mlp_forward,
     CNN1d: cnn1d_forward,
+    ResNet1d: resnet1d_forward,
     CifarResNet: resnet_forward,
     VGG: vgg_forward,
 }
