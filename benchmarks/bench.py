@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--methods", type=int, default=3, help="E6 pruning methods")
     g.add_argument("--e6-levels", type=int, default=7, help="E6 levels")
     e = p.add_argument_group("embedded")
-    e.add_argument("--recipes", type=lambda s: s.split(","), default=["mnist1d-cnn", "mnist1d-mlp"])
+    e.add_argument("--recipes", type=lambda s: s.split(","), default=["mnist1d-cnn", "mnist1d-resnet1d", "mnist1d-mlp"])
     e.add_argument("--threads-list", type=_ints, default=[1, 2], help="torch thread counts, e.g. 1,2")
     e.add_argument("--backends", type=lambda s: s.split(","), default=["stacked", "vmap"])
     args = p.parse_args(argv)

@@ -16,7 +16,7 @@ set of tensors pays it once per step.  Each model keeps everything that
   exact resume.
 
 Two backends compute the K gradients (:mod:`.backends`): ``stacked``, hand-written forward passes
-over stacked parameters for the package's own architectures (MLP, CNN1d, the CIFAR ResNets, VGG;
+over stacked parameters for the package's own architectures (MLP, CNN1d, ResNet1d, the CIFAR ResNets, VGG;
 :mod:`.forwards`, built from the layers of :mod:`.kernels`), and ``vmap``, any architecture through
 ``torch.func.vmap(grad(functional_call(...)))``; ``auto`` picks ``stacked`` where it exists.
 
