@@ -72,8 +72,13 @@ def _pruning_theory(ds, settings) -> Iterator[str]:
 
 def _pruning_ratio(ds, settings) -> Iterator[str]:
     ps = ds.p_star.isel(seed=0).mean("replicate")
+    pm = ds.p_star_matching.isel(seed=0).mean("replicate")
+    yield "p*: headline (train-loss sublevel set of w_L), in brackets the test-matching criterion"
     for level in ds.level.values:
-        row = "  ".join(f"{m}: {float(ps.sel(level=level, prune_method=m)):.2f}" for m in ds.prune_method.values)
+        row = "  ".join(
+            f"{m}: {float(ps.sel(level=level, prune_method=m)):.2f} ({float(pm.sel(level=level, prune_method=m)):.2f})"
+            for m in ds.prune_method.values
+        )
         yield f"level {level:2d}  p*  {row}"
 
 
