@@ -366,6 +366,31 @@ def test_claim3_not_robust_when_the_agreement_rests_on_epsilon():
     assert rob["text"].startswith("does not hold at E5's ε / band")
 
 
+def test_claim3_inconclusive_where_the_bisection_does_not_pin_down_p_star():
+    """E6 evaluated only p* + 0.1 (inside by 0.01 nats) and p* + 0.2 (far out), as a bisection does: at E5's ε
+    p* is resolved (failure one step above it); at ε / 2 nothing below the first failure was evaluated, so
+    p* there is unknown, not 0, and the variation is inconclusive."""
+    theory = theory_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)
+    exp = ratio_ds(
+        random=[0.4, 0.3, 0.2, 0.1],
+        magnitude=[0.5, 0.4, 0.3, 0.2],
+        levels=RATIO_LEVELS,
+        excess=lambda p, t: 0.0 if p <= t + 1e-9 else 0.01 if p <= t + 0.1 + 1e-9 else 1.0,
+    )
+    target = np.stack([[0.5, 0.4, 0.3, 0.2], [0.4, 0.3, 0.2, 0.1]], axis=-1)  # level, method (magnitude, random)
+    keep = np.abs(FRACTIONS[None, None, :] - target[..., None] - 0.15) < 0.06  # p* + 0.1 and p* + 0.2
+    keep = xr.DataArray(keep, dims=("level", "prune_method", "fraction"))
+    for name in ("sublevel_loss", "sublevel_barrier", "success"):
+        exp[name] = exp[name].where(keep)
+    base = C.claim_pruning_ratio(run(theory), run(exp), TH)
+    assert base.verdict == C.HOLDS and base.numbers["unresolved_levels"] == []
+    low = C.claim_pruning_ratio(run(theory), run(exp), TH, epsilon_side="low")
+    assert low.verdict == C.INCONCLUSIVE and low.numbers["unresolved_levels"] == RATIO_LEVELS
+    assert "does not pin down" in low.reason
+    rob = C.robustness(3, base, {"pruning_theory": run(theory), "pruning_ratio": run(exp)}, TH)
+    assert rob["variations"]["E5's ε / band"] == C.INCONCLUSIVE and not rob["robust"]
+
+
 def test_claim3_refuses_e6_results_without_the_headline_criterion():
     theory = theory_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)
     old = ratio_ds(random=[0.5, 0.4, 0.3, 0.2], magnitude=[0.6, 0.5, 0.4, 0.3], levels=RATIO_LEVELS)

@@ -16,6 +16,7 @@ from unmasking.commands import main
 from unmasking.foundations.hparams import ConfigError
 from unmasking.foundations.io import read_json
 from unmasking.foundations.netcdf import load_dataset
+from unmasking.metrics.pruning import p_star_at, sublevel_success
 from unmasking.training import evaluate
 
 from conftest import teacher_data, tiny_imp_run
@@ -88,6 +89,11 @@ def test_experiment(run, tmp_path, monkeypatch):
     inside = (c.sublevel_loss <= level_loss + eps) & (c.sublevel_barrier <= eps)
     np.testing.assert_array_equal(c.success.values, np.where(ran, inside, np.nan))
     np.testing.assert_array_equal(c.sublevel_loss.values, c.loss.sel(split="train").values)
+    excess = c.loss_curve.sel(split="train").max("gamma") - level_loss
+    np.testing.assert_allclose(c.sublevel_path_excess.values, excess.values, rtol=0, atol=1e-12)
+    # the torch-free recomputation (claims robustness) reproduces E6's own verdicts and p* at its epsilon
+    np.testing.assert_array_equal(sublevel_success(ds, eps).values, ds.success.values)
+    np.testing.assert_array_equal(p_star_at(ds, eps).values, ds.p_star.values)
     # after-pruning errors are those of m' * w_L, at every grid fraction
     w1 = run.solution(1)
     pruned = copy.deepcopy(w1)
@@ -198,6 +204,8 @@ def test_bad_parameters(run):
         dict(random_masks=0),
         dict(epsilon=0.0),
         dict(subset_size=0),
+        dict(eps_match=float("nan")),
+        dict(eps_barrier=-1.0),
     ):
         with pytest.raises(ConfigError):
             R.pruning_ratio(run, [1], progress=False, **kw)

@@ -416,8 +416,14 @@ def claim_pruning_ratio(
     if pruning_theory is None or pruning_ratio is None:
         result.reason = "needs the pruning_theory (E5) and pruning_ratio (E6) results"
         return result
-    if "sublevel_loss" not in pruning_ratio:
-        result.reason = "the E6 results have no train-loss sublevel criterion (an older version made them); rerun E6"
+    missing = [
+        v for v in ("sublevel_loss", "sublevel_barrier", "level_sublevel_loss", "success") if v not in pruning_ratio
+    ]
+    if missing:
+        result.reason = (
+            f"the E6 results have no train-loss sublevel criterion ({', '.join(missing)} missing: an older "
+            f"version made them); rerun E6"
+        )
         return result
     methods = [str(m) for m in pruning_theory.prune_method.values]
     eps = _epsilon(pruning_theory, epsilon_side)
@@ -435,6 +441,10 @@ def claim_pruning_ratio(
     levels = [
         int(v) for v in exp_random.level.values if int(v) in t_levels and np.isfinite(float(exp_random.sel(level=v)))
     ]
+    unresolved = sorted(
+        set(_unresolved(pruning_ratio, "random", eps, t_levels))
+        | set(_unresolved(pruning_ratio, "magnitude", eps, t_levels))
+    )
     t = np.array([float(theory.sel(level=lv)) for lv in levels])
     e = np.array([float(exp_random.sel(level=lv)) for lv in levels])
     mad = float(np.mean(np.abs(t - e))) if levels else math.nan
@@ -501,6 +511,13 @@ def claim_pruning_ratio(
             else ""
         )
     )
+    numbers["unresolved_levels"] = unresolved
+    if unresolved:
+        result.reason = (
+            f"E6's bisection (run at ε = {numbers['epsilon_e6_ran_with']:.3g}) does not pin down random pruning's "
+            f"p* at ε = {eps:.3g} at levels {_levels_text(unresolved)} (no failure evaluated one grid step above)"
+        )
+        return result
     if len(levels) < th.min_levels:
         result.reason = (
             f"only {_n(len(levels), 'level')} with both theoretical and empirical p* (needs {th.min_levels})"
@@ -519,6 +536,18 @@ def claim_pruning_ratio(
         result.verdict = HOLDS if (agree and mag_ok) else FAILS
     result.reason = "; ".join(parts_text)
     return result
+
+
+def _unresolved(pruning_ratio: xr.Dataset, method: str, epsilon: float, levels) -> list[int]:
+    """Levels in ``levels`` where E6 evaluated ``method`` but, for some seed or mask, its ``p*`` at ``epsilon`` is
+    not pinned down by the evaluated fractions (:func:`unmasking.metrics.pruning.p_star_at`)."""
+    if method not in [str(m) for m in pruning_ratio.prune_method.values]:
+        return []
+    cells = pruning_ratio.sel(prune_method=method)
+    ran = np.isfinite(cells.success).any("fraction")
+    open_ = ran & ~np.isfinite(p_star_at(cells, epsilon))
+    open_ = open_.any([d for d in open_.dims if d != "level"])
+    return [int(v) for v in open_.level.values if int(v) in levels and bool(open_.sel(level=v))]
 
 
 def _list(values) -> str:

@@ -5,8 +5,8 @@ evaluated, the train loss ``L(w')`` and loss barrier of ``w_L → w'`` on E5's e
 (``sublevel_loss``, ``sublevel_barrier``) and ``L(w_L)`` (``level_sublevel_loss``).  The headline
 criterion at a tolerance ``ε`` is ``L(w') ≤ L(w_L) + ε`` and barrier ``≤ ε``; ``p*`` the largest
 successful evaluated fraction.  At the ``ε`` E6 ran with this reproduces its ``success`` and ``p_star``
-exactly (tested); at another ``ε`` it is evaluated on the fractions E6's bisection chose, so it is only
-as fine as those points.
+exactly (tested); at another ``ε`` it is evaluated on the fractions E6's bisection chose, and a ``p*``
+that those fractions do not pin down (no failure evaluated one grid step above it) is NaN, not a bound.
 """
 
 from __future__ import annotations
@@ -29,5 +29,18 @@ def largest_success(success: xr.DataArray) -> xr.DataArray:
 
 
 def p_star_at(e6: xr.Dataset, epsilon: float) -> xr.DataArray:
-    """E6's headline ``p*`` at tolerance ``epsilon``, on the fractions E6 evaluated."""
-    return largest_success(sublevel_success(e6, epsilon))
+    """E6's headline ``p*`` at tolerance ``epsilon``, on the fractions E6 evaluated; NaN where the evaluated
+    fractions do not pin it down.
+
+    ``p*`` is resolved when the grid fraction one step above it was evaluated and failed (or is 1). At the
+    ``ε`` E6 ran with, the bisection guarantees this; at another ``ε`` the largest success among the
+    evaluated fractions may only be a lower bound (nothing evaluated just above it), and then it is NaN.
+    """
+    success = sublevel_success(e6, epsilon)
+    p = largest_success(success)
+    f = np.sort(np.asarray(success.fraction.values, dtype=float))
+    step = float(np.min(np.diff(f))) if len(f) > 1 else float(f[0])
+    nxt = p + step
+    at_next = np.abs(success.fraction - nxt) < 1e-9
+    failed_next = (success.where(at_next) == 0.0).any("fraction")
+    return p.where(failed_next | (nxt >= 1.0 - 1e-9))
