@@ -126,6 +126,15 @@ def test_cli_imp_on_mnist1d(tmp_path):
     assert info["recipe"]["train"]["steps"] == 200
 
 
+def test_cli_negative_levels_is_refused(tmp_path, capsys):
+    """`--levels -1` used to write an empty imp.nc and exit 0."""
+    out = tmp_path / "imp.nc"
+    code = main(["imp", "--recipe", "mnist1d-cnn", "--run", str(tmp_path / "r"), "--levels", "-1", "--out", str(out)])
+    assert code == 2
+    assert "the last IMP level must be an integer >= 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_bad_key_exits_nonzero_with_message(tmp_path, capsys):
     code = main(["imp", "--recipe", "mnist1d-cnn", "--run", str(tmp_path / "r"), "--set", "train.lrate=1"])
     assert code == 2

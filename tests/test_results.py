@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from unmasking.foundations.netcdf import combine, load_dataset, provenance, sanitize_attrs, write_dataset
+from unmasking.commands import main as cli_main
+from unmasking.foundations.netcdf import (
+    UnreadableResultError,
+    combine,
+    load_dataset,
+    provenance,
+    sanitize_attrs,
+    write_dataset,
+)
 
 
 def _ds(arch, seed, values):
@@ -71,6 +79,27 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 def test_missing_results_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the step"):
         load_dataset(tmp_path / "nope.nc")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_unreadable_results_file_is_one_clear_error(tmp_path, damage, capsys):
+    """A results file that exists but is not readable netCDF: one line naming it and the fix, exit 2, no
+    traceback and no output (also through the torch-free `unmasking combine`)."""
+    good = tmp_path / "good.nc"
+    write_dataset(xr.Dataset({"x": ("level", [1.0, 2.0])}, coords={"level": [0, 1]}), good)
+    bad = tmp_path / "bad.nc"
+    data = good.read_bytes()
+    bad.write_bytes(
+        {"garbage": b"not a netCDF file at all\n" * 40, "truncated": data[: len(data) // 2], "empty": b""}[damage]
+    )
+    with pytest.raises(UnreadableResultError, match="is not a readable netCDF file") as err:
+        load_dataset(bad)
+    assert str(bad) in str(err.value) and "delete it and rerun" in str(err.value) and "\n" not in str(err.value)
+    out = tmp_path / "all.nc"
+    assert cli_main(["combine", str(good), str(bad), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "is not a readable netCDF file" in lines[0] and "Traceback" not in lines[0]
+    assert not out.exists()
 
 
 def _level_file(seed, level, err, dense, created):

@@ -218,6 +218,8 @@ class ImpRun:
     def run(self, levels: int | None = None) -> xr.Dataset:
         """Pretrain, then train and prune level by level up to ``levels`` (default: the recipe's)."""
         levels = self.recipe.prune.levels if levels is None else levels
+        if not isinstance(levels, int) or levels < 0:
+            raise ConfigError(f"the last IMP level must be an integer >= 0 (0: the dense network only), got {levels}")
         self.pretrain()
         for level in tqdm(
             range(levels + 1), desc=f"IMP {self.recipe.name} seed {self.seed}", disable=not self.progress
@@ -233,6 +235,8 @@ class ImpRun:
     def summary(self, levels: int | None = None) -> xr.Dataset:
         """Per-level metrics of the finished levels as a dataset with ``level`` and ``seed`` coordinates."""
         levels = self.recipe.prune.levels if levels is None else levels
+        if not isinstance(levels, int) or levels < 0:
+            raise ConfigError(f"the last IMP level must be an integer >= 0 (0: the dense network only), got {levels}")
         rows = []
         for level in range(levels + 1):
             if not self.metrics_path(level).exists():

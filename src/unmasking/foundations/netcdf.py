@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
+from .hparams import ConfigError
 from .io import atomic_path
 
 
@@ -99,13 +100,23 @@ def write_dataset(ds: xr.Dataset, path: str | Path, attrs: dict[str, Any] | None
     return path
 
 
+class UnreadableResultError(ConfigError):
+    """A results file exists but cannot be read as netCDF (truncated, garbage); delete it and rerun its step."""
+
+
 def load_dataset(path: str | Path) -> xr.Dataset:
     """Load a dataset fully into memory (the file is closed) with encodings dropped."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"results file {path} does not exist; run the step that writes it")
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        ds = ds.load()
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            ds = ds.load()
+    except (OSError, ValueError, RuntimeError) as e:  # truncated, garbage or not netCDF at all
+        raise UnreadableResultError(
+            f"results file {path} is not a readable netCDF file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"delete it and rerun the step that writes it (in the workflow: `snakemake` regenerates a missing file)"
+        ) from None
     ds.encoding = {}
     for name in ds.variables:
         ds[name].encoding = {}
