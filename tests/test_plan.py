@@ -347,6 +347,22 @@ def test_cross_key_errors(case):
     assert str(error.value).startswith(message)
 
 
+def test_every_recipe_problem_is_listed_at_once():
+    """Two bad `set` keys, an unknown model and a second architecture's unknown recipe: one line each, all in
+    one error, before any job (an unknown model used to pass and fail inside the jobs)."""
+    bad_keys = {**CNN, "set": {"train.stpes": 5, "train.lr": "fast"}}
+    bad_model = {**CNN, "name": "other", "set": {"model.name": "resnet1000"}}
+    bad_recipe = {**CNN, "name": "third", "recipe": "no-such"}
+    with pytest.raises(PlanError) as error:
+        planned(overlay(config_file("test"), architectures=[bad_keys, bad_model, bad_recipe]))
+    lines = str(error.value).splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("architectures[cnn].set: unknown config key 'train.stpes'. Did you mean 'train.steps'?")
+    assert lines[1].startswith("architectures[cnn].set: ") and "train.lr" in lines[1]
+    assert lines[2].startswith("architectures[other].set: unknown model 'resnet1000'; choose one of: mlp, cnn1d")
+    assert lines[3].startswith("architectures[third].recipe: unknown recipe 'no-such'")
+
+
 def test_flatness_without_hessian_needs_no_hessian_runs():
     """use_hessian false (or E4 off with E5 off): E7 estimates tr(H) itself and may run where E4 does not."""
     plan = planned(

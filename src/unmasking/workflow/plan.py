@@ -49,19 +49,49 @@ class Arch:
         return [f"{k}={json.dumps(v)}" for k, v in items.items()]
 
 
-def arch_from_config(entry: dict, seeds: list) -> Arch:
-    """An architecture entry with its recipe built (and its hash per rewind step)."""
-    name = entry["name"]
+def recipe_problems(entry: dict) -> list[str]:
+    """Every problem of an architecture entry's recipe and overrides, each one line (all of them, not the
+    first): keys set elsewhere, an unknown recipe, each unknown or ill-typed `set` key, an unknown model or
+    data set."""
+    name, problems = entry["name"], []
     for key, field_name in (("prune.levels", "levels"), ("prune.rewind_step", "rewind_steps")):
         if key in entry["set"]:
-            raise PlanError(
+            problems.append(
                 f"architectures[{name}].set: {key} is set by architectures[{name}].{field_name}; move it there"
             )
     try:
-        base = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()])
+        build_recipe(entry["recipe"])
     except ConfigError as e:
-        key = "recipe" if "unknown recipe" in str(e) else "set"
-        raise PlanError(f"architectures[{name}].{key}: {e}") from None
+        return problems + [f"architectures[{name}].recipe: {e}"]
+    for key, value in entry["set"].items():
+        try:
+            build_recipe(entry["recipe"], None, [f"{key}={json.dumps(value)}"])
+        except ConfigError as e:
+            problems.append(f"architectures[{name}].set: {e}")
+    if problems:
+        return problems
+    recipe = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()])
+    from ..data import DATASETS  # imports torch, as the data check does anyway
+    from ..models import MODELS
+
+    if recipe.model.name not in MODELS:
+        problems.append(
+            f"architectures[{name}].set: unknown model {recipe.model.name!r}; choose one of: {', '.join(MODELS)}"
+        )
+    if recipe.data.name not in DATASETS:
+        problems.append(
+            f"architectures[{name}].set: unknown data set {recipe.data.name!r}; choose one of: {', '.join(DATASETS)}"
+        )
+    return problems
+
+
+def arch_from_config(entry: dict, seeds: list) -> Arch:
+    """An architecture entry with its recipe built (and its hash per rewind step)."""
+    name = entry["name"]
+    problems = recipe_problems(entry)
+    if problems:
+        raise PlanError("\n".join(problems))
+    base = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()])
     arch = Arch(
         name=name,
         recipe=entry["recipe"],
@@ -105,10 +135,17 @@ class Plan:
         self.config = config
         self.paths = Paths(config["name"])
         self.archs: dict[str, Arch] = {}
+        problems = []
         for entry in config["architectures"]:
             if entry["name"] in self.archs:
                 raise PlanError(f"architectures: the name {entry['name']!r} appears twice; names must be unique")
-            self.archs[entry["name"]] = arch_from_config(entry, config["seeds"])
+            try:
+                self.archs[entry["name"]] = arch_from_config(entry, config["seeds"])
+            except PlanError as e:  # collect every architecture's problems, then report them all
+                problems.append(str(e))
+                self.archs[entry["name"]] = None
+        if problems:
+            raise PlanError("\n".join(problems))
         self._check_hessian_needed()
         for exp in ANALYSES:
             if EXPERIMENTS[exp].section is None:
