@@ -84,7 +84,7 @@ def test_missing_results_file(tmp_path):
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_unreadable_results_file_is_one_clear_error(tmp_path, damage, capsys):
     """A results file that exists but is not readable netCDF: one line naming it and the fix, exit 2, no
-    traceback and no output (also through the torch-free `unmasking combine`)."""
+    traceback and no output (also through `unmasking combine`)."""
     good = tmp_path / "good.nc"
     write_dataset(xr.Dataset({"x": ("level", [1.0, 2.0])}, coords={"level": [0, 1]}), good)
     bad = tmp_path / "bad.nc"
@@ -100,6 +100,29 @@ def test_unreadable_results_file_is_one_clear_error(tmp_path, damage, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "is not a readable netCDF file" in lines[0] and "Traceback" not in lines[0]
     assert not out.exists()
+
+
+def test_cli_combine_refuses_mixed_experiments_and_recipes(tmp_path, capsys):
+    """Files of different experiments (or recipes) used to merge with their labels dropped (exit 0)."""
+
+    def part(name, seed, experiment="E1_imp", config_hash="aaaa"):
+        ds = xr.Dataset({"err": (("seed", "level"), [[0.1 * seed]])}, coords={"seed": [seed], "level": [0]})
+        ds.attrs.update(experiment=experiment, config_hash=config_hash)
+        return write_dataset(ds, tmp_path / f"{name}.nc")
+
+    s0, s1 = part("s0", 0), part("s1", 1)
+    other_exp, other_recipe = part("e2", 2, experiment="E2_interpolation"), part("r", 3, config_hash="bbbb")
+    out = tmp_path / "all.nc"
+    assert cli_main(["combine", str(s0), str(s1), "--out", str(out)]) == 0  # one experiment, one recipe: seeds
+    assert list(load_dataset(out).seed.values) == [0, 1] and load_dataset(out).attrs["experiment"] == "E1_imp"
+    capsys.readouterr()
+    for bad, what in ((other_exp, "different experiments"), (other_recipe, "different recipes")):
+        out.unlink(missing_ok=True)
+        assert cli_main(["combine", str(s0), str(bad), "--out", str(out)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0] and str(bad) in lines[0] and "--allow-mixed" in lines[0]
+        assert not out.exists()
+    assert cli_main(["combine", str(s0), str(other_exp), "--out", str(out), "--allow-mixed"]) == 0
 
 
 def _level_file(seed, level, err, dense, created):

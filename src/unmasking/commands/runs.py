@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..foundations.hparams import Recipe, valid_keys
+from ..foundations.hparams import ConfigError, Recipe, valid_keys
 from ..foundations.recipes import build_recipe
 from .flags import add_common_flags
 
@@ -123,10 +123,23 @@ def cmd_summarize(args) -> None:
     print(f"wrote {write_dataset(run.summary(args.levels), args.out)}")
 
 
-def cmd_combine(args) -> None:
-    from ..foundations.netcdf import combine, write_dataset
+IDENTITY_ATTRS = {"experiment": "experiments", "config_hash": "recipes (recipe hash)"}
 
-    print(f"wrote {write_dataset(combine(args.inputs), args.out)}")
+
+def cmd_combine(args) -> None:
+    from ..foundations.netcdf import combine, load_dataset, write_dataset
+
+    datasets = [load_dataset(p) for p in args.inputs]
+    if not args.allow_mixed:
+        for attr, what in IDENTITY_ATTRS.items():
+            held = {str(p): ds.attrs.get(attr, "?") for p, ds in zip(args.inputs, datasets)}
+            if len(set(held.values())) > 1:
+                listed = ", ".join(f"{p} {v}" for p, v in held.items())
+                raise ConfigError(
+                    f"the inputs hold different {what}: {listed}; combine the files of one experiment and one "
+                    f"recipe (or pass --allow-mixed to merge them anyway, dropping the differing labels)"
+                )
+    print(f"wrote {write_dataset(combine(datasets), args.out)}")
 
 
 def register(sub) -> None:
@@ -151,4 +164,9 @@ def register(sub) -> None:
     p = sub.add_parser("combine", help="combine per-job netCDF files along their coordinates")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="merge files of different experiments or recipes (refused by default: their labels are dropped)",
+    )
     p.set_defaults(func=cmd_combine)
