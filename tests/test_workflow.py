@@ -9,6 +9,7 @@ Each test copies Snakefile, workflow/ and config/ into a temporary directory and
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import math
 import os
@@ -26,6 +27,7 @@ import xarray as xr
 import yaml
 from PIL import Image
 
+from unmasking.foundations.netcdf import load_dataset
 from unmasking.foundations.registry import ANALYSES, FIGURES
 from unmasking.workflow.report import verdict_text
 
@@ -525,3 +527,35 @@ def test_report_renders_in_a_browser(chromium, finished, data_env, tmp_path):
             colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 16, f"{shot}: blank ({colours})"
         print(f"screenshot: {shot}")
+
+
+def test_aggregation_refuses_a_file_that_is_not_its_jobs_result(finished, tmp_path):
+    """A valid netCDF of another experiment, seed or recipe in a per-run result's place used to be aggregated
+    without a word; the aggregation now checks each file against what its path stands for."""
+    spec = importlib.util.spec_from_file_location("aggregate_script", REPO / "workflow/scripts/aggregate.py")
+    agg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agg)
+    runs = finished / "results/test/cnn"
+    imp0, imp1 = runs / "rewind_5/seed_0/imp.nc", runs / "rewind_5/seed_1/imp.nc"
+    recipe_hash = load_dataset(imp0).attrs["config_hash"]
+    good = agg.aggregate([str(imp0), str(imp1)], [5, 5], "cnn", "imp", "test", "E1_imp", [recipe_hash] * 2)
+    assert list(good.seed.values) == [0, 1]
+
+    def placed(src: Path, seed: int) -> str:  # src copied to where seed `seed`'s IMP result belongs
+        dest = tmp_path / f"run{src.stat().st_ino}" / "cnn/rewind_5" / f"seed_{seed}" / "imp.nc"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+        return str(dest)
+
+    cases = {
+        "experiment E4_hessian": placed(runs / "rewind_5/seed_0/hessian.nc", 0),  # another experiment
+        "seeds [0]": placed(imp0, 1),  # another seed's result in seed 1's place
+    }
+    for held, path in cases.items():
+        with pytest.raises(agg.IdentityError) as err:
+            agg.aggregate([str(imp0), path], [5, 5], "cnn", "imp", "test", "E1_imp", [recipe_hash] * 2)
+        message = str(err.value)
+        assert message.startswith(f"{path} holds {held}") and "delete it and run snakemake again" in message
+        assert "\n" not in message
+    with pytest.raises(agg.IdentityError, match="recipe hash"):
+        agg.aggregate([str(imp0)], [5], "cnn", "imp", "test", "E1_imp", ["0000000000000000"])

@@ -28,6 +28,8 @@ rule aggregate:
         gpu=resource("aggregate", "gpu"),
     params:
         rewind_steps=aggregate_rewind_steps,
+        recipe_hashes=aggregate_recipe_hashes,
+        label=lambda wildcards: registry.EXPERIMENTS[wildcards.exp].label,
         config_name=config["name"],
     script:
         "../scripts/aggregate.py"

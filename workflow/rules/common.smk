@@ -208,6 +208,12 @@ def aggregate_rewind_steps(wildcards):
     ]
 
 
+def aggregate_recipe_hashes(wildcards):
+    """The recipe hash each per-job file of an aggregate must carry (checked by the aggregation)."""
+    arch = PLAN.archs[wildcards.arch]
+    return [arch.hashes[t] for _, t in PLAN.per_job_results(arch, wildcards.exp)]
+
+
 def figure_inputs(fig_id):
     """The aggregates a figure of an architecture reads."""
 

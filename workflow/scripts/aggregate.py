@@ -10,6 +10,8 @@ Provenance that differs between the inputs (seeds, creation times) is kept per r
 """
 
 import json
+import re
+import sys
 import traceback
 from pathlib import Path
 
@@ -31,10 +33,44 @@ def run_key(path: Path) -> str:
     return f"{parts[i]}/{parts[i + 1]}"
 
 
-def aggregate(inputs: list[str], rewind_steps: list[int], arch: str, experiment: str, config_name: str) -> xr.Dataset:
+class IdentityError(Exception):
+    """A per-job file that is not what the plan expects in its place (another experiment, recipe or seed)."""
+
+
+def check_identity(path: str, ds: xr.Dataset, label: str, recipe_hash: str | None) -> None:
+    """Refuse a per-job file whose experiment, recipe hash or seed differs from what its path stands for."""
+    m = re.search(r"seed_(\d+)", str(path))
+    held = {
+        "experiment": ds.attrs.get("experiment"),
+        "recipe hash": ds.attrs.get("config_hash"),
+        "seeds": [int(s) for s in ds.seed.values] if "seed" in ds.coords else None,
+    }
+    want = {"experiment": label, "recipe hash": recipe_hash, "seeds": [int(m.group(1))] if m else held["seeds"]}
+    if recipe_hash is None:
+        want["recipe hash"] = held["recipe hash"]
+    wrong = [k for k in held if held[k] != want[k]]
+    if wrong:
+        raise IdentityError(
+            f"{path} holds {', '.join(f'{k} {held[k]}' for k in wrong)} where the workflow expects "
+            f"{', '.join(f'{k} {want[k]}' for k in wrong)}; it is not this job's result: delete it and run "
+            f"snakemake again, which regenerates it"
+        )
+
+
+def aggregate(
+    inputs: list[str],
+    rewind_steps: list[int],
+    arch: str,
+    experiment: str,
+    config_name: str,
+    label: str | None = None,
+    recipe_hashes: list[str] | None = None,
+) -> xr.Dataset:
     datasets, runs = [], {}
-    for path, t in zip(inputs, rewind_steps):
+    for i, (path, t) in enumerate(zip(inputs, rewind_steps)):
         ds = load_dataset(path)
+        if label is not None:
+            check_identity(path, ds, label, recipe_hashes[i] if recipe_hashes else None)
         runs.setdefault(run_key(Path(path)), {k: v for k, v in ds.attrs.items() if k.startswith(PER_RUN_ATTRS)})
         if "rewind_step" in ds.coords and "rewind_step" not in ds.dims:
             ds = ds.drop_vars("rewind_step")
@@ -68,8 +104,14 @@ def main(smk) -> None:
                 smk.wildcards.arch,
                 smk.wildcards.exp,
                 smk.params.config_name,
+                smk.params.label,
+                list(smk.params.recipe_hashes),
             )
             out = write_dataset(ds, smk.output[0])
+        except IdentityError as e:  # one line, no traceback: the file and the fix
+            print(f"aggregate: error: {e}", file=log)
+            print(f"aggregate: error: {e}", file=sys.stderr)
+            sys.exit(1)
         except Exception:
             traceback.print_exc(file=log)
             raise
