@@ -308,7 +308,6 @@ class _Sweep:
         self.masks: dict[tuple[int, int, int, int], M.Mask] = {}  # every cell's m'
         self.reusable: dict[tuple[int, int, int, int], int] = {}  # cells whose m' is the run's m_L+1
         self.results: dict[tuple[int, int, int, int], nn.Module | None] = {}  # retrained (None: diverged)
-        self.evaluated: set[tuple[int, int, int, int]] = set()
         n = len(fractions) + 1  # brackets in grid steps: p = k / n, k = 0 … n
         self.lo = {b: 0 for b in self.brackets()}
         self.hi = {b: n for b in self.brackets()}
@@ -317,18 +316,22 @@ class _Sweep:
     def nan(self, *extra: int) -> np.ndarray:
         return np.full(self.shape + extra, np.nan)
 
+    def masks_of(self, method: str) -> range:
+        """The mask replicates of ``method`` (magnitude pruning is deterministic: replicate 0 only)."""
+        return range(self.replicates if method != "magnitude" else 1)
+
     def brackets(self):
-        """``(level index, method index, replicate)`` of every bisection (magnitude pruning: replicate 0 only)."""
+        """``(level index, method index, replicate)`` of every bisection."""
         for i in range(len(self.levels)):
             for a, method in enumerate(self.methods):
-                for r in range(self.replicates if method != "magnitude" else 1):
+                for r in self.masks_of(method):
                     yield i, a, r
 
     def cells(self, i: int):
         """``(cell, method, fraction, replicate)`` of level index ``i``, every grid fraction."""
         for a, method in enumerate(self.methods):
             for b, p in enumerate(self.fractions):
-                for r in range(self.replicates if method != "magnitude" else 1):
+                for r in self.masks_of(method):
                     yield (i, a, b, r), method, p, r
 
 
@@ -381,9 +384,8 @@ def _evaluate_round(run, sweep: _Sweep, ev: PathEvaluator, bn_mode: str) -> None
     """Error and loss along ``w_L → retrained`` for the cells retrained in this step."""
     solutions: dict[int, tuple] = {}
     for idx, model in sorted(sweep.results.items()):
-        if idx in sweep.evaluated:
+        if sweep.ran[idx]:  # evaluated in an earlier step
             continue
-        sweep.evaluated.add(idx)
         sweep.ran[idx] = True
         if model is None:
             sweep.diverged[idx] = 1
