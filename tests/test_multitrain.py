@@ -11,6 +11,7 @@ from unmasking import masks as M
 from unmasking.data.base import TensorData
 from unmasking.data.cifar import normalizer, random_crop_flip
 from unmasking.foundations.hparams import TrainHparams
+from unmasking.foundations.identity import IdentityError
 from unmasking.foundations.seeds import generator
 from unmasking.models import MODELS, build_model, prunable_names
 from unmasking.multitrain import (
@@ -276,8 +277,15 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, name):
         for (n, t), (_, u) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.equal(t, u), n
 
-    with pytest.raises(RuntimeError, match="delete it to start over"):
+    # a checkpoint of another training (other seeds, steps, backend or caller identity) is refused
+    with pytest.raises(IdentityError, match=r"many.ckpt holds seeds .* where seeds .* is expected"):
         train_many(resumed, masks, data, hp, seeds[::-1], 3, checkpoint=ckpt, progress=False)
+    with pytest.raises(IdentityError, match="holds start step 3 where start step 4 is expected"):
+        train_many(resumed, masks, data, hp, seeds, 4, checkpoint=ckpt, progress=False)
+    with pytest.raises(IdentityError, match="holds trainer multitrain stacked where trainer multitrain vmap"):
+        train_many(resumed, masks, data, hp, seeds, 3, checkpoint=ckpt, progress=False, backend="vmap")
+    with pytest.raises(IdentityError, match="holds level none where level 2 is expected"):
+        train_many(resumed, masks, data, hp, seeds, 3, checkpoint=ckpt, progress=False, identity={"level": 2})
 
 
 def test_divergence_names_the_model():

@@ -130,6 +130,35 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_data, tmp_path):
     assert hist == hist_full
 
 
+def test_a_checkpoint_of_another_training_is_refused(tiny_data, tmp_path):
+    """A checkpoint resumes only the training that wrote it: same steps, same trainer (eager train, not
+    multitrain), same caller identity; anything else is one IdentityError naming the difference."""
+    from unmasking.foundations.identity import IdentityError
+    from unmasking.multitrain import train_many
+
+    hp = _hp(checkpoint_every=5)
+    seeds = Seeds.from_seed(1)
+    model, mask = _pruned_model()
+    ckpt = tmp_path / "train.ckpt"
+    with pytest.raises(_Interrupt):
+        train(
+            model,
+            mask,
+            _InterruptingData(tiny_data, 8),
+            hp,
+            seeds,
+            checkpoint=ckpt,
+            progress=False,
+            identity={"level": 3},
+        )
+    with pytest.raises(IdentityError, match="holds level 3 where level 4 is expected"):
+        train(model, mask, tiny_data, hp, seeds, checkpoint=ckpt, progress=False, identity={"level": 4})
+    with pytest.raises(IdentityError, match="holds end step 24 where end step 19 is expected"):
+        train(model, mask, tiny_data, hp, seeds, end_step=19, checkpoint=ckpt, progress=False, identity={"level": 3})
+    with pytest.raises(IdentityError, match="holds trainer eager, seeds none where trainer multitrain stacked"):
+        train_many([model], [mask], tiny_data, hp, [seeds], checkpoint=ckpt, progress=False, identity={"level": 3})
+
+
 def test_identical_runs_give_identical_weights(tiny_data):
     out = []
     for _ in range(2):

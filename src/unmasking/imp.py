@@ -2,7 +2,7 @@
 
 A run lives in one folder::
 
-    run.json              recipe, seed and derived seeds (a rerun with another config is refused)
+    run.json              recipe, seed, derived seeds and training mode (another recipe or seed is refused)
     init.pt               w_0: the dense initialization (model state dict)
     rewind.pt             w_t: the dense network after ``prune.rewind_step`` steps
     level_LL/mask.pt      m_L (dict of boolean tensors keyed by parameter name)
@@ -13,6 +13,12 @@ A run lives in one folder::
 
 Each step (:func:`pretrain`, :func:`train_level`, :func:`prune`) is idempotent: a finished
 step is not redone, and an interrupted one resumes from its checkpoint.
+
+Every file of the folder carries the run's identity (recipe hash, seed, kind, level, training mode;
+:mod:`unmasking.foundations.identity`) and every read checks it, so a file of another run, seed or
+level copied into the folder is refused, not used.  A run is trained in one mode
+(:class:`~unmasking.foundations.identity.TrainingMode`: compiled or eager, precision, device type),
+recorded in ``run.json`` when the run is created: a step that would train in another mode is refused.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import __version__
 from . import masks as M
 from .data import Data, TensorData, load_data
-from .foundations.checkpoints import atomic_torch_save, load_checkpoint
+from .foundations.checkpoints import load_artifact, save_artifact
 from .foundations.hparams import ConfigError, Recipe
+from .foundations.identity import IdentityError, TrainingMode, check_identity
 from .foundations.io import read_json, write_json
 from .foundations.netcdf import provenance
 from .foundations.recipes import recipe_from_dict
@@ -51,32 +59,101 @@ class ImpRun:
         self.root = Path(self.root)
         self.device = torch.device(self.device) if self.device is not None else default_device()
         self.seeds = Seeds.from_seed(self.seed)
-        self._check_run_json()
+        # the mode this process trains in; the run's own (run.json) is `run_mode`
+        self.mode = TrainingMode(compile=self.compile, device=self.device.type)
+        self.run_mode = self._check_run_json()
 
     @classmethod
-    def open(cls, root: str | Path, **kw) -> "ImpRun":
-        """Reopen an existing run from its ``run.json``."""
-        info = read_json(Path(root) / "run.json")
+    def open(cls, root: str | Path, seed: int | None = None, recipe_hash: str | None = None, **kw) -> "ImpRun":
+        """Reopen an existing run from its ``run.json``; with ``seed`` / ``recipe_hash``, refuse a run
+        that holds another (a folder moved or copied to the wrong place)."""
+        path = Path(root) / "run.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{root} is not an IMP run folder (no run.json); run `unmasking imp` first")
+        info = read_json(path)
+        expect = {k: v for k, v in (("seed", seed), ("recipe_hash", recipe_hash)) if v is not None}
+        check_identity(
+            path,
+            info,
+            expect,
+            f"the folder was moved or copied: move it back where its seed and recipe belong, or delete {root} and "
+            f"rerun its IMP",
+        )
         return cls(recipe_from_dict(info["recipe"]), info["seed"], Path(root), **kw)
 
-    def _check_run_json(self) -> None:
+    def _check_run_json(self) -> TrainingMode:
+        """Write ``run.json`` for a new run, or check an existing one's recipe and seed; the run's mode."""
         path = self.root / "run.json"
-        info = {
-            "recipe": self.recipe.to_dict(),
-            "recipe_hash": self.recipe.hash(),
-            "seed": self.seed,
-            "seeds": asdict(self.seeds),
-        }
-        if path.exists():
-            old = read_json(path)
-            if old.get("recipe_hash") != info["recipe_hash"] or old.get("seed") != self.seed:
-                raise ConfigError(
-                    f"{self.root} holds a run with a different recipe or seed (hash {old.get('recipe_hash')}, "
-                    f"seed {old.get('seed')}; now {info['recipe_hash']}, seed {self.seed}). Use another output "
-                    f"folder, or delete {self.root} to start over."
-                )
-        else:
+        if not path.exists():
+            info = {
+                "recipe": self.recipe.to_dict(),
+                "recipe_hash": self.recipe.hash(),
+                "seed": self.seed,
+                "seeds": asdict(self.seeds),
+                "mode": self.mode.to_dict(),
+                "package_version": __version__,
+            }
             write_json(info, path)
+            return self.mode
+        old = read_json(path)
+        if old.get("recipe_hash") != self.recipe.hash() or old.get("seed") != self.seed:
+            raise ConfigError(
+                f"{self.root} holds a run with a different recipe or seed (hash {old.get('recipe_hash')}, "
+                f"seed {old.get('seed')}; now {self.recipe.hash()}, seed {self.seed}). Use another output "
+                f"folder, or delete {self.root} to start over."
+            )
+        if not isinstance(old.get("mode"), dict):
+            raise IdentityError(
+                f"{path} records no training mode (the run was made by an older version of unmasking); "
+                f"delete {self.root} and rerun its IMP"
+            )
+        return TrainingMode.from_dict(old["mode"])
+
+    def _require_mode(self) -> None:
+        """Refuse to train this run in another mode than the one it was trained in so far."""
+        if self.mode == self.run_mode:
+            return
+        how = []
+        if self.mode.compile != self.run_mode.compile:
+            how.append("with --compile" if self.run_mode.compile else "without --compile")
+        if self.mode.device != self.run_mode.device:
+            how.append(f"with --device {self.run_mode.device}")
+        raise IdentityError(
+            f"{self.root} was trained {self.run_mode}; this command would continue it {self.mode}, which mixes "
+            f"two modes in one run: continue it {' and '.join(how) or 'in its mode'}, or delete {self.root} to "
+            f"start over (the workflow starts over by itself when `compile:` changes)"
+        )
+
+    # identity of the run's files
+    def identity(self, kind: str, level: int | None = None) -> dict:
+        """What a file of this run holds: recipe hash, seed, kind, level and the run's training mode."""
+        out = {"recipe_hash": self.recipe.hash(), "seed": self.seed, "kind": kind, "mode": self.run_mode.to_dict()}
+        if level is not None:
+            out["level"] = level
+        return out
+
+    def _fix(self) -> str:
+        return (
+            f"it is not this run's file: delete it and rerun the run's IMP (`unmasking imp --run {self.root}` with "
+            f"the run's options retrains what is missing; in the workflow, run snakemake again: it regenerates the "
+            f"file or names the command that does)"
+        )
+
+    def save_state(self, state, path: Path, kind: str, level: int | None = None) -> None:
+        save_artifact(state, path, {**self.identity(kind, level), "package_version": __version__})
+
+    def load_state(self, path: Path, kind: str, level: int | None = None, map_location=None):
+        """A state dict or mask of this run, after checking that ``path`` holds this run's ``kind`` (level)."""
+        return load_artifact(path, self.identity(kind, level), self._fix(), map_location or self.device)
+
+    def write_record(self, record: dict, path: Path, kind: str, level: int | None = None) -> None:
+        """A JSON record (metrics, pruning statistics) of this run, with its identity."""
+        write_json({**record, "identity": {**self.identity(kind, level), "package_version": __version__}}, path)
+
+    def read_record(self, path: Path, kind: str, level: int | None = None) -> dict:
+        record = read_json(path)
+        check_identity(path, record.pop("identity", None), self.identity(kind, level), self._fix())
+        return record
 
     # paths
     def level_dir(self, level: int) -> Path:
@@ -109,24 +186,39 @@ class ImpRun:
             self.recipe.prune.ignore,
         )
 
-    def load_model(self, path: Path) -> torch.nn.Module:
+    def load_model(self, path: Path, kind: str, level: int | None = None) -> torch.nn.Module:
         model = self.new_model()
-        model.load_state_dict(load_checkpoint(path, map_location=self.device))
+        model.load_state_dict(self.load_state(path, kind, level))
         return model
 
     def mask(self, level: int) -> M.Mask:
         if level == 0 and not self.mask_path(0).exists():
-            M.save_mask(M.dense_mask(self.new_model(), self.prunable), self.mask_path(0))
-        return M.load_mask(self.mask_path(level))
+            self.save_mask(M.dense_mask(self.new_model(), self.prunable), 0)
+        return {n: m.bool() for n, m in self.load_state(self.mask_path(level), "mask", level, "cpu").items()}
+
+    def save_mask(self, mask: M.Mask, level: int) -> None:
+        self.save_state({n: m.cpu().bool() for n, m in mask.items()}, self.mask_path(level), "mask", level)
+
+    def rewind_state(self, map_location=None) -> dict:
+        """``w_t`` as a state dict."""
+        return self.load_state(self.root / "rewind.pt", "rewind", None, map_location)
+
+    def final_state(self, level: int, map_location=None) -> dict:
+        """``w_L`` as a state dict."""
+        return self.load_state(self.final_path(level), "final", level, map_location)
 
     def rewind_model(self) -> torch.nn.Module:
-        return self.load_model(self.root / "rewind.pt")
+        return self.load_model(self.root / "rewind.pt", "rewind")
 
     def solution(self, level: int) -> torch.nn.Module:
-        return self.load_model(self.final_path(level))
+        return self.load_model(self.final_path(level), "final", level)
 
-    def _train(self, model, mask, start: int, end: int | None, ckpt: Path, what: str) -> list[dict[str, float]]:
-        """``training.train``, or with ``compile`` the same training as a compiled one-model ``train_many``."""
+    def _train(
+        self, model, mask, start: int, end: int | None, ckpt: Path, what: str, identity: dict
+    ) -> list[dict[str, float]]:
+        """``training.train``, or with ``compile`` the same training as a compiled one-model ``train_many``;
+        ``identity`` is stored in the checkpoint ``ckpt`` and checked when training resumes from it."""
+        self._require_mode()
         if not self.compile:
             return train(
                 model,
@@ -138,6 +230,7 @@ class ImpRun:
                 end,
                 checkpoint=ckpt,
                 progress=self._desc(what),
+                identity=identity,
             )
         from .multitrain import train_many
 
@@ -152,6 +245,7 @@ class ImpRun:
             checkpoint=ckpt,
             progress=self._desc(what),
             compile=True,
+            identity=identity,
         )[0]
 
     # steps
@@ -160,27 +254,38 @@ class ImpRun:
         out = self.root / "rewind.pt"
         if out.exists():
             return out
+        self._require_mode()
         model = self.new_model()
         init = self.root / "init.pt"
         if not init.exists():
-            atomic_torch_save(model.state_dict(), init)
+            self.save_state(model.state_dict(), init, "init")
         t = self.recipe.prune.rewind_step
         if t > 0:
-            self._train(model, None, 0, t, self.root / "pretrain.ckpt", "pretrain")
-        atomic_torch_save(model.state_dict(), out)
+            self._train(model, None, 0, t, self.root / "pretrain.ckpt", "pretrain", self.identity("pretrain_state"))
+        self.save_state(model.state_dict(), out, "rewind")
         (self.root / "pretrain.ckpt").unlink(missing_ok=True)
         return out
 
     def train_level(self, level: int) -> dict[str, float]:
         """Train ``m_L ⊙ w_t`` from step ``t`` to the end of the schedule; save ``w_L`` and its metrics."""
         if self.final_path(level).exists() and self.metrics_path(level).exists():
-            return read_json(self.metrics_path(level))
+            self.final_state(level)  # checks that the finished level is this run's
+            return self.read_record(self.metrics_path(level), "metrics", level)
         if not (self.root / "rewind.pt").exists():
             raise FileNotFoundError(f"{self.root / 'rewind.pt'} is missing; run pretrain first")
+        self._require_mode()
         mask = self.mask(level)
         model = self.rewind_model()
         ckpt = self.level_dir(level) / "train.ckpt"
-        history = self._train(model, mask, self.recipe.prune.rewind_step, None, ckpt, f"level {level}")
+        history = self._train(
+            model,
+            mask,
+            self.recipe.prune.rewind_step,
+            None,
+            ckpt,
+            f"level {level}",
+            self.identity("train_state", level),
+        )
         metrics = {
             "level": level,
             "density": M.density(mask),
@@ -188,8 +293,8 @@ class ImpRun:
             **evaluate_all(model, self.data, self.recipe.train.eval_batch_size),
             "history": history,
         }
-        atomic_torch_save(model.state_dict(), self.final_path(level))
-        write_json(metrics, self.metrics_path(level))
+        self.save_state(model.state_dict(), self.final_path(level), "final", level)
+        self.write_record(metrics, self.metrics_path(level), "metrics", level)
         ckpt.unlink(missing_ok=True)
         return metrics
 
@@ -197,7 +302,7 @@ class ImpRun:
         """Make ``m_{L+1}`` from ``w_L`` by global magnitude pruning; record ``R_L`` and ``d_L``."""
         nxt = self.mask_path(level + 1)
         if nxt.exists() and (self.level_dir(level + 1) / "prune.json").exists():
-            return M.load_mask(nxt)
+            return self.mask(level + 1)
         mask = self.mask(level)
         weights = dict(self.solution(level).named_parameters())
         new = M.magnitude_prune(weights, mask, self.recipe.prune.fraction)
@@ -211,8 +316,8 @@ class ImpRun:
             "rewind_distance": M.masked_norm(rewind, removed),
             "layer_density": M.layer_densities(new),
         }
-        M.save_mask(new, nxt)
-        write_json(stats, self.level_dir(level + 1) / "prune.json")
+        self.save_mask(new, level + 1)
+        self.write_record(stats, self.level_dir(level + 1) / "prune.json", "prune_stats", level + 1)
         return new
 
     def run(self, levels: int | None = None) -> xr.Dataset:
@@ -241,9 +346,9 @@ class ImpRun:
         for level in range(levels + 1):
             if not self.metrics_path(level).exists():
                 raise FileNotFoundError(f"level {level} of {self.root} is not trained yet")
-            m = read_json(self.metrics_path(level))
+            m = self.read_record(self.metrics_path(level), "metrics", level)
             p = self.level_dir(level + 1) / "prune.json"
-            pr = read_json(p) if p.exists() else {}
+            pr = self.read_record(p, "prune_stats", level + 1) if p.exists() else {}
             rows.append(
                 {
                     **m,
@@ -270,15 +375,21 @@ class ImpRun:
             {n: (("seed", "level"), [[float(r[n]) for r in rows]], {"description": units.get(n, n)}) for n in names},
             coords={"seed": [self.seed], "level": list(range(levels + 1))},
         )
-        ds.attrs.update(
-            provenance(
-                self.recipe.hash(),
-                asdict(self.seeds),
-                str(self.device),
-                recipe=self.recipe.to_dict(),
-                recipe_name=self.recipe.name,
-                rewind_step=self.recipe.prune.rewind_step,
-                experiment="E1_imp",
-            )
-        )
+        ds.attrs.update(self.provenance("E1_imp"))
         return ds
+
+    def provenance(self, experiment: str, **extra) -> dict:
+        """Attributes of a result computed from this run: what it is (experiment, recipe hash, seeds,
+        rewind step, training mode), where it came from, and ``extra`` (the analysis' parameters)."""
+        return provenance(
+            self.recipe.hash(),
+            {"run": self.seed, **asdict(self.seeds)},
+            str(self.device),
+            experiment=experiment,
+            recipe_name=self.recipe.name,
+            recipe=self.recipe.to_dict(),
+            rewind_step=self.recipe.prune.rewind_step,
+            training_mode=str(self.run_mode),
+            run_dir=str(self.root),
+            **extra,
+        )

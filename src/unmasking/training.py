@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .data import Data
 from .foundations.checkpoints import atomic_torch_save, load_checkpoint
 from .foundations.hparams import TrainHparams
+from .foundations.identity import check_identity
 from .foundations.seeds import derive_seed
 from .masks import apply_mask
 
@@ -112,12 +113,15 @@ def train(
     end_step: int | None = None,
     checkpoint: str | Path | None = None,
     progress: bool | str = True,
+    identity: Mapping[str, object] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place from ``start_step`` to ``end_step`` (default ``hp.steps``).
 
     With ``checkpoint``, the state is saved there every ``hp.checkpoint_every`` steps and,
-    if the file already exists, training resumes from it.  Returns the evaluation history
-    (one dict per ``hp.eval_every`` steps).  Raises :class:`TrainingDiverged` on a
+    if the file already exists, training resumes from it, after checking that it holds this
+    training: the same steps, this trainer (eager ``train``, not :mod:`unmasking.multitrain`) and
+    the caller's ``identity`` (e.g. the run, seed and level), all saved in it.  Returns the
+    evaluation history (one dict per ``hp.eval_every`` steps).  Raises :class:`TrainingDiverged` on a
     non-finite loss.
     """
     end_step = hp.steps if end_step is None else end_step
@@ -130,13 +134,12 @@ def train(
     history: list[dict[str, float]] = []
     step = start_step
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    ident = {**(identity or {}), "trainer": "eager", "start_step": start_step, "end_step": end_step}
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=device)
-        if (state["start_step"], state["end_step"]) != (start_step, end_step):
-            raise RuntimeError(
-                f"checkpoint {checkpoint} is for steps {state['start_step']}–{state['end_step']}, "
-                f"not {start_step}–{end_step}; delete it to start over"
-            )
+        check_identity(
+            checkpoint, state.get("identity"), ident, "it belongs to another training: delete it to start this one over"
+        )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
@@ -147,8 +150,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": at,
-                "start_step": start_step,
-                "end_step": end_step,
+                "identity": ident,
                 "history": history,
             },
             checkpoint,

@@ -32,7 +32,7 @@ from ..foundations.hparams import ConfigError
 from ..foundations.seeds import derive_seed
 from ..spectral.lanczos import hutchinson_trace, lanczos, probe_vector
 from ..spectral.masked_hessian import MaskedHessian
-from .hessian import DTYPES, HessianSettings, _check_levels, run_attrs, subset_for
+from .hessian import DTYPES, HessianSettings, _check_levels, subset_for
 
 RANDOM_METHODS = ("random", "random_layerwise")
 DEFAULT_RANDOM_MASKS = 8
@@ -266,8 +266,7 @@ def flatness(
         "random_layerwise: as many per layer as magnitude pruning removes"
     )
     ds.attrs.update(
-        run_attrs(
-            run,
+        run.provenance(
             "E7_flatness",
             fraction=fraction,
             random_masks=n_r,

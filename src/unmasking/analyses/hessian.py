@@ -157,13 +157,6 @@ def _check_levels(run, levels: Sequence[int]) -> list[int]:
     return levels
 
 
-def run_attrs(run, experiment: str, **extra) -> dict:
-    """Provenance attrs of an analysis of ``run``."""
-    from .interpolation import run_provenance
-
-    return run_provenance(run, experiment, **extra)
-
-
 def hessian_study(
     run, levels: Sequence[int], settings: HessianSettings = HessianSettings(), progress: bool = True
 ) -> xr.Dataset:
@@ -290,8 +283,7 @@ def hessian_study(
     )
     ds["k"].attrs["description"] = "rank of the eigenvalue (1: largest)"
     ds.attrs.update(
-        run_attrs(
-            run,
+        run.provenance(
             "E4_hessian",
             **{f"hessian_{k}": v for k, v in asdict(settings).items()},
             subset_examples=int(rows[0]["num_examples"]),

@@ -24,7 +24,7 @@ pairs.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 
 from ..data import Data
 from ..foundations.hparams import ConfigError, settings_kwargs
-from ..foundations.netcdf import provenance
 from ..training import evaluate, evaluate_batches
 
 BN_MODES = ("interpolate", "reset")
@@ -422,8 +421,7 @@ def successive_levels(
         ds[name].attrs.update(attrs)
     ds["gamma"].attrs["description"] = "interpolation coefficient; successive: w_L→w_{L+1}, dense: w_0→w_L"
     ds.attrs.update(
-        run_provenance(
-            run,
+        run.provenance(
             "E2_interpolation",
             gammas=list(g),
             bn_modes=list(modes),
@@ -452,21 +450,6 @@ def _check_levels(run, levels: Sequence[int]) -> list[int]:
         if not run.final_path(level).exists():
             raise FileNotFoundError(f"level {level} of {run.root} is not trained ({run.final_path(level)} is missing)")
     return levels
-
-
-def run_provenance(run, experiment: str, **extra) -> dict:
-    """Provenance attrs of an analysis of ``run``: recipe hash, run seeds, device, parameters."""
-    return provenance(
-        run.recipe.hash(),
-        {"run": run.seed, **asdict(run.seeds)},
-        str(run.device),
-        experiment=experiment,
-        recipe_name=run.recipe.name,
-        recipe=run.recipe.to_dict(),
-        rewind_step=run.recipe.prune.rewind_step,
-        run_dir=str(run.root),
-        **extra,
-    )
 
 
 SETTINGS = InterpolationSettings

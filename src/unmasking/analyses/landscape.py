@@ -52,8 +52,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -65,7 +64,6 @@ from tqdm.auto import tqdm
 
 from ..data import Data
 from ..foundations.hparams import ConfigError
-from ..foundations.netcdf import provenance
 
 State = Mapping[str, torch.Tensor]
 
@@ -540,8 +538,6 @@ def landscape_run(
     evaluation does); the reset pass uses ``bn_batches`` batches of ``bn_batch_size`` (default:
     the recipe's training batch size).
     """
-    from ..foundations.checkpoints import load_checkpoint
-
     levels = sorted(set(levels))
     for level in levels:
         for lv in (level, level + 1):
@@ -553,7 +549,7 @@ def landscape_run(
     if bad:
         raise ConfigError(f"unknown split(s) {bad}; use test and/or train")
     model = run.new_model()
-    rewind = load_checkpoint(run.root / "rewind.pt", map_location=run.device)
+    rewind = run.rewind_state()
     hp = run.recipe.train
     chunk = chunk or default_chunk(run.device)
     batch_size = batch_size or max(1, hp.eval_batch_size // chunk)
@@ -562,8 +558,8 @@ def landscape_run(
     for level in tqdm(levels, desc="landscape", disable=not run.progress):
         ds = landscape_level(
             model,
-            load_checkpoint(run.final_path(level), map_location=run.device),
-            load_checkpoint(run.final_path(level + 1), map_location=run.device),
+            run.final_state(level),
+            run.final_state(level + 1),
             run.mask(level),
             run.mask(level + 1),
             rewind,
@@ -582,14 +578,8 @@ def landscape_run(
         out.append(ds.expand_dims(level=[level]))
     ds = xr.concat(out, dim="level").expand_dims(seed=[run.seed])
     ds.attrs.update(
-        provenance(
-            run.recipe.hash(),
-            asdict(run.seeds),
-            str(run.device),
-            recipe_name=run.recipe.name,
-            rewind_step=run.recipe.prune.rewind_step,
-            experiment="E9_landscape",
-            run=str(Path(run.root).resolve()),
+        run.provenance(
+            "E9_landscape",
             grid=grid,
             margin=margin,
             bn_mode=bn_mode,

@@ -46,9 +46,8 @@ from .interpolation import (
     barrier,
     eval_settings,
     gamma_grid,
-    run_provenance,
 )
-from .retraining import TrainJob, scratch_folder, train_jobs
+from .retraining import TrainJob, retraining_mode, scratch_folder, train_jobs
 
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_REPLICATES = 2
@@ -285,8 +284,7 @@ def perturbation_robustness(
     )
     ds["strength"].attrs["description"] = "c: perturbation norm in units of d_L (0: SGD-noise baseline)"
     ds.attrs.update(
-        run_provenance(
-            run,
+        run.provenance(
             "E3_perturbation",
             strengths=strengths.tolist(),
             replicates=replicates,
@@ -296,6 +294,7 @@ def perturbation_robustness(
             bn_batches=bn_batches,
             bn_batch_size=bn_batch_size,
             trainings=len(jobs),
+            retraining_mode=retraining_mode(models_at_once, compile),
         )
     )
     return ds

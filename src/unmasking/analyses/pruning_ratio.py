@@ -70,10 +70,9 @@ from .interpolation import (
     barrier,
     eval_settings,
     gamma_grid,
-    run_provenance,
 )
 from .pruning_theory import DEFAULT_EPSILON
-from .retraining import TrainJob, scratch_folder, train_jobs
+from .retraining import TrainJob, retraining_mode, scratch_folder, train_jobs
 
 METHODS = ("magnitude", "random", "random_layerwise")
 DEFAULT_BISECTION_STEPS = 4
@@ -257,10 +256,10 @@ def pruning_ratio(
     dense_test = ev.endpoint(run.solution(0).eval(), bn_mode, run.mask(0), key=0)[0, sweep.splits.index("test")]
     ds = _dataset(run, sweep, dense_test, epsilon, eps_match, eps_barrier)
     ds.attrs.update(
-        run_provenance(
-            run,
+        run.provenance(
             "E6_pruning_ratio",
             search="bisection",
+            retraining_mode=retraining_mode(models_at_once, compile),
             bisection_steps=int(bisection_steps),
             methods=list(methods),
             random_masks=nrep,

@@ -57,7 +57,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..foundations.hparams import ConfigError
-from .hessian import _check_levels, run_attrs
+from .hessian import _check_levels
 
 METHODS = ("magnitude", "random")
 QUADRATURES = ("averaged", "gauss")
@@ -410,8 +410,7 @@ def pruning_theory(
         "magnitude: smallest |w_L|; random: expected R^2 over uniformly random masks, E[R^2] = p |m_L * w_L|^2"
     )
     ds.attrs.update(
-        run_attrs(
-            run,
+        run.provenance(
             "E5_pruning_theory",
             epsilon=epsilon,
             epsilon_units="nats",

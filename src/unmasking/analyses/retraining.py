@@ -34,7 +34,12 @@ from ..foundations.hparams import ConfigError, TrainHparams
 from ..multitrain import train_many
 from ..training import Seeds, TrainingDiverged, train
 
-__all__ = ["TrainJob", "scratch_folder", "scratch_for", "train_jobs"]
+__all__ = ["TrainJob", "retraining_mode", "scratch_folder", "scratch_for", "train_jobs"]
+
+
+def retraining_mode(models_at_once: int, compile: bool) -> str:
+    """How an analysis retrained its networks, in words (recorded in its output's attributes)."""
+    return f"{models_at_once} at once, {'compiled' if compile else 'eager'}"
 
 
 @dataclass
@@ -47,9 +52,10 @@ class TrainJob:
     seeds: Seeds
 
 
-def _fingerprint(job: TrainJob, hp: TrainHparams, start_step: int, end_step: int) -> str:
-    """Hash of everything that determines a training's result (start weights, mask, seeds, schedule)."""
-    h = hashlib.sha256(repr((job.seeds, hp, start_step, end_step)).encode())
+def _fingerprint(job: TrainJob, hp: TrainHparams, start_step: int, end_step: int, mode: tuple) -> str:
+    """Hash of everything that determines a training's result (start weights, mask, seeds, schedule, and
+    the training mode: models at once and compiled or not), so that a rerun in another mode retrains."""
+    h = hashlib.sha256(repr((job.seeds, hp, start_step, end_step, mode)).encode())
     for k, v in job.model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
@@ -123,15 +129,16 @@ def train_jobs(
     ``models_at_once`` jobs train together (they must share an architecture); with ``compile``
     every group, even of one, trains through :func:`~unmasking.multitrain.train_many`'s compiled
     step (as :class:`~unmasking.imp.ImpRun` does with ``compile``).  Finished networks are saved
-    in ``scratch`` (``<name>.pt``) and reloaded on a rerun; an interrupted group resumes from
-    its checkpoint.  Returns the trained models, ``None`` where training diverged.
+    in ``scratch`` (``<name>.pt``) and reloaded on a rerun with the same inputs and mode (a
+    changed ``models_at_once`` or ``compile`` retrains); an interrupted group resumes from its
+    checkpoint.  Returns the trained models, ``None`` where training diverged.
     """
     if models_at_once < 1:
         raise ConfigError(f"models_at_once must be >= 1, got {models_at_once}")
     scratch.mkdir(parents=True, exist_ok=True)
     end_step = hp.steps
     results: list[nn.Module | None] = [None] * len(jobs)
-    fps = [_fingerprint(job, hp, start_step, end_step) for job in jobs]
+    fps = [_fingerprint(job, hp, start_step, end_step, (models_at_once, compile)) for job in jobs]
     groups = [list(range(i, min(i + models_at_once, len(jobs)))) for i in range(0, len(jobs), models_at_once)]
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
     for idx in groups:

@@ -29,8 +29,7 @@ run's saved masks exactly; quantities that need an unavailable solution are NaN.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -41,7 +40,6 @@ from tqdm.auto import tqdm
 
 from .. import masks as M
 from ..foundations.hparams import ConfigError
-from ..foundations.netcdf import provenance
 
 Weights = Mapping[str, torch.Tensor]
 
@@ -295,8 +293,6 @@ def small_weights(
 
 def small_weights_run(run, levels: Sequence[int], bin_edges: np.ndarray | None = None) -> xr.Dataset:
     """E8 on a finished :class:`~unmasking.imp.ImpRun`, with ``seed`` and provenance."""
-    from ..foundations.checkpoints import load_checkpoint
-
     levels = sorted(set(levels))
     weights: dict[int, Weights] = {}
     masks: dict[int, Weights] = {}
@@ -308,18 +304,12 @@ def small_weights_run(run, levels: Sequence[int], bin_edges: np.ndarray | None =
             masks[level] = run.mask(level)
     for level in sorted({lv + d for lv in levels for d in (0, 1)}):
         if run.final_path(level).exists():
-            weights[level] = load_checkpoint(run.final_path(level))
+            weights[level] = run.final_state(level, "cpu")
     ds = small_weights(weights, masks, run.recipe.prune.fraction, levels, bin_edges, progress=run.progress)
     ds = ds.expand_dims(seed=[run.seed])
     ds.attrs.update(
-        provenance(
-            run.recipe.hash(),
-            asdict(run.seeds),
-            "cpu",
-            recipe_name=run.recipe.name,
-            rewind_step=run.recipe.prune.rewind_step,
-            experiment="E8_small_weights",
-            run=str(Path(run.root).resolve()),
+        run.provenance(
+            "E8_small_weights",
             pruning_fraction=run.recipe.prune.fraction,
         )
     )

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..data import Data
 from ..foundations.checkpoints import atomic_torch_save, load_checkpoint
 from ..foundations.hparams import TrainHparams
+from ..foundations.identity import check_identity
 from ..training import Seeds, TrainingDiverged, evaluate_all, lr_at
 from .backends import BACKENDS, compiled_loss, loss_function
 from .feeding import BatchFeeder
@@ -220,14 +221,17 @@ def train_many(
     bf16: bool = False,
     channels_last: bool = False,
     compile: bool = False,
+    identity: Mapping[str, object] | None = None,
 ) -> list[list[dict[str, float]]]:
     """Train K models of one architecture in place, each as ``training.train`` would train it alone.
 
     ``masks[k]`` (or None) and ``seeds_list[k]`` belong to ``models[k]``.  With ``checkpoint``,
     the K models' state is saved there every ``hp.checkpoint_every`` steps and, if the file
-    exists, training resumes from it.  Returns one evaluation history per model (every
-    ``hp.eval_every`` steps).  Raises :class:`~unmasking.training.TrainingDiverged`, naming the
-    models whose loss became non-finite (all models are left at their state of that step).
+    exists, training resumes from it, after checking that it holds this training (steps, seeds,
+    backend, ``compile``, ``bf16``, ``channels_last`` and the caller's ``identity``, all saved in
+    it).  Returns one evaluation history per model (every ``hp.eval_every`` steps).  Raises
+    :class:`~unmasking.training.TrainingDiverged`, naming the models whose loss became non-finite
+    (all models are left at their state of that step).
     ``backend``, ``bf16``, ``channels_last`` and ``compile``: see :mod:`unmasking.multitrain`
     (``auto``: ``stacked`` where the architecture has one, else ``vmap``).
     """
@@ -241,16 +245,21 @@ def train_many(
     histories: list[list[dict[str, float]]] = [[] for _ in range(k)]
     step = start_step
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    seed_key = [[s.init, s.order, s.augment] for s in seeds_list]
+    ident = {
+        **(identity or {}),
+        "trainer": " ".join(
+            ["multitrain", trainer.backend] + [o for o, on in (("compiled", compile), ("bf16", bf16)) if on]
+        )
+        + " channels_last" * channels_last,
+        "start_step": start_step,
+        "end_step": end_step,
+        "seeds": [[s.init, s.order, s.augment] for s in seeds_list],
+    }
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=device)
-        if (state.get("start_step"), state.get("end_step"), state.get("seeds")) != (start_step, end_step, seed_key):
-            raise RuntimeError(
-                f"checkpoint {checkpoint} belongs to another training (steps "
-                f"{state.get('start_step')}–{state.get('end_step')} of {len(state.get('seeds') or [])} "
-                f"models, or other seeds) than this one (steps {start_step}–{end_step} of {k} models); "
-                f"delete it to start over"
-            )
+        check_identity(
+            checkpoint, state.get("identity"), ident, "it belongs to another training: delete it to start this one over"
+        )
         trainer.load_state_dict(state["trainer"])
         step, histories = state["step"], state["histories"]
 
@@ -259,9 +268,7 @@ def train_many(
             {
                 "trainer": trainer.state_dict(),
                 "step": at,
-                "start_step": start_step,
-                "end_step": end_step,
-                "seeds": seed_key,
+                "identity": ident,
                 "histories": histories,
             },
             checkpoint,
