@@ -25,7 +25,7 @@ include: "workflow/rules/common.smk"
 
 
 onstart:
-    fail_if_data_missing()
+    fail_on_startup_problems()
 
 
 rule all:

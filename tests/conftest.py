@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from workflow_helpers import copy_workflow, ok, snakemake
 
 from unmasking.data.base import TensorData
 from unmasking.foundations.hparams import DataHparams, ModelHparams, PruneHparams, Recipe, TrainHparams
@@ -86,3 +87,20 @@ def tiny_recipe(model: str = "mlp", steps: int = 30, levels: int = 3, rewind: in
         ),
         prune=PruneHparams(fraction=0.2, levels=levels, rewind_step=rewind),
     ).validate()
+
+
+@pytest.fixture(scope="session")
+def data_env(tmp_path_factory) -> dict:
+    """A data directory shared by the workflow runs (mnist1d is generated once and cached there)."""
+    root = os.environ.get("UNMASKING_DATA") or str(tmp_path_factory.mktemp("data"))
+    return {"UNMASKING_DATA": root}
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, data_env):
+    """An uninterrupted end-to-end run of config/test.yaml (every result, figure and the claims), shared by
+    tests/test_workflow.py and tests/test_faults.py; a test that changes files works on a copy
+    (:func:`workflow_helpers.copy_finished`)."""
+    work = copy_workflow(tmp_path_factory.mktemp("finished"))
+    ok(snakemake(work, "--configfile", "config/test.yaml", env=data_env))
+    return work

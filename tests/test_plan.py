@@ -217,7 +217,51 @@ def test_embedded_default_figure_targets(embedded):
         ]
         + [f"figures/embedded/claims.{ext}" for ext in ("json", "md", "html")]
     )
-    assert embedded.targets() == embedded.result_targets() + embedded.figure_targets()
+    assert embedded.targets() == embedded.per_run_targets() + embedded.result_targets() + embedded.figure_targets()
+
+
+def test_rule_all_asks_for_every_per_run_file(embedded, paper):
+    """`rule all` asks for the per-job results (so that one deleted under its aggregate is rebuilt) and,
+    with IMP per level, for the IMP folders' files that rules write (not run.json and w_0, which the
+    first job writes beside w_t)."""
+    per_job = [
+        f
+        for arch in embedded.archs.values()
+        for exp in ("imp", *ANALYSES)
+        for f, _ in embedded.per_job_results(arch, exp)
+    ]
+    assert embedded.per_run_targets() == per_job  # IMP per run: its folder is not an output
+    r20 = paper.archs["resnet20"]
+    files = paper.imp_files(r20, 0, 3)
+    run = "results/paper/resnet20/rewind_0/seed_3/run"
+    assert files[:3] == [f"{run}/run.json", f"{run}/init.pt", f"{run}/rewind.pt"]
+    assert len(files) == 3 + 2 * (r20.levels + 1) + 2 * r20.levels
+    assert f"{run}/level_20/final.pt" in files and f"{run}/level_00/mask.pt" not in files
+    targets = set(paper.per_run_targets())
+    assert set(files[2:]) <= targets and not {f"{run}/run.json", f"{run}/init.pt"} & targets
+    assert {f for f, _ in paper.per_job_results(r20, "hessian")} <= targets
+
+
+def test_incomplete_runs_name_the_missing_files_and_the_repair(tiny, tmp_path, monkeypatch):
+    """IMP per run: a run whose imp.nc exists while its folder lost files is reported in one line with
+    the repair; a run without imp.nc (not finished: its job redoes it) or a complete one is not."""
+    monkeypatch.chdir(tmp_path)
+    arch = tiny.archs["cnn"]
+    for seed in (0, 1):
+        for f in tiny.imp_files(arch, 5, seed):
+            Path(f).parent.mkdir(parents=True, exist_ok=True)
+            Path(f).write_text("x")
+    assert tiny.incomplete_runs() == []
+    base = "results/test/cnn/rewind_5/seed_1"
+    Path(f"{base}/imp.nc").write_text("x")
+    for name in ("level_01/final.pt", "level_02/mask.pt", "rewind.pt"):
+        Path(f"{base}/run/{name}").unlink()
+    Path("results/test/cnn/rewind_5/seed_0/run/init.pt").unlink()  # seed 0 has no imp.nc
+    assert tiny.incomplete_runs() == [
+        f"{base}/run is missing rewind.pt, level_01/final.pt, level_02/mask.pt, which {base}/imp.nc and the "
+        f"run's analyses stand on: remove {base}/imp.nc and run snakemake again (its job retrains only what is "
+        f"missing)"
+    ]
 
 
 def test_paper_plan(paper):

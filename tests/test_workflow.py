@@ -23,103 +23,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 import yaml
 from PIL import Image
+from workflow_helpers import (  # noqa: F401
+    BIN,
+    EXPERIMENTS,
+    REPO,
+    TARGETS,
+    TEST_CONFIG,
+    assert_same_numbers,
+    copy_workflow,
+    job_counts,
+    load,
+    ok,
+    snakemake,
+    snakemake_cmd,
+    write_yaml,
+)
 
 from unmasking.foundations.netcdf import load_dataset
-from unmasking.foundations.registry import ANALYSES, FIGURES
+from unmasking.foundations.registry import FIGURES
 from unmasking.workflow.report import verdict_text
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-EXPERIMENTS = list(ANALYSES)
-TEST_CONFIG = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
-# The tests build the results (not the figures, which tests/test_figures.py covers).
-TARGETS = [f"results/test/cnn/{exp}.nc" for exp in ["imp", *EXPERIMENTS]]
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
-    for folder in ("workflow", "config"):
-        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
-def snakemake_cmd(*args: str) -> list[str]:
-    """Targets go first: `--configfile` takes every following positional argument as another config file."""
-    targets = [a for a in args if str(a).startswith("results/")]
-    options = [a for a in args if a not in targets]
-    return [
-        str(BIN / "snakemake"),
-        "--workflow-profile",
-        "workflow/profiles/default",
-        "--cores",
-        "2",
-        *targets,
-        *options,
-    ]
-
-
-def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        snakemake_cmd(*args),
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
-
-
-def ok(result: subprocess.CompletedProcess) -> str:
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-5000:]
-    return out
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The `Job stats` table of a dry run."""
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-
-
-def write_yaml(path: Path, data: dict) -> str:
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def load(path: Path) -> xr.Dataset:
-    with xr.open_dataset(path) as ds:
-        return ds.load()
-
-
-def assert_same_numbers(a: xr.Dataset, b: xr.Dataset) -> None:
-    """Same variables, dimensions, coordinates and values (attributes such as creation times aside)."""
-    assert set(a.data_vars) == set(b.data_vars)
-    assert dict(a.sizes) == dict(b.sizes)
-    for name in a.coords:
-        np.testing.assert_array_equal(a[name].values, b[name].values)
-    for name in a.data_vars:
-        assert a[name].dims == b[name].dims, name
-        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
-
-
-@pytest.fixture(scope="module")
-def data_env(tmp_path_factory) -> dict:
-    """A data directory shared by the runs (mnist1d is generated once and cached there)."""
-    root = os.environ.get("UNMASKING_DATA") or str(tmp_path_factory.mktemp("data"))
-    return {"UNMASKING_DATA": root}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, data_env) -> Path:
-    """An uninterrupted end-to-end run of config/test.yaml."""
-    work = copy_workflow(tmp_path_factory.mktemp("finished"))
-    ok(snakemake(work, "--configfile", "config/test.yaml", *TARGETS, env=data_env))
-    return work
-
 
 # --- dry runs ------------------------------------------------------------------------------------------------
 
@@ -324,16 +248,42 @@ def test_rerun_after_a_full_run_does_nothing(finished, data_env, tmp_path):
     assert counts["imp"] == 2 and counts["aggregate"] == len(TARGETS)
 
 
-def test_fresh_run_removes_only_a_run_of_another_recipe(tmp_path):
+def test_fresh_run_keeps_restarts_or_refuses_a_run_folder(tmp_path):
+    """A run's first job keeps a folder of the same recipe, seed and training mode (it resumes), removes
+    one of another recipe or mode or without a recorded mode (the config changed: the run starts over),
+    and refuses one of another seed in one line, keeping it (a moved folder; it may hold hours of work)."""
     script = REPO / "workflow" / "scripts" / "fresh_run.py"
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "run.json").write_text('{"recipe_hash": "abc", "seed": 1}')
-    (run / "rewind.pt").write_text("w_t")
-    for args, kept in [(["abc", "1"], True), (["abc", "2"], False)]:
-        subprocess.run([sys.executable, str(script), str(run), *args], check=True, capture_output=True)
-        assert run.exists() == kept
-    subprocess.run([sys.executable, str(script), str(run), "abc", "1"], check=True)  # no folder: nothing to do
+
+    def prepare(info: dict) -> None:
+        run.mkdir(exist_ok=True)
+        (run / "run.json").write_text(json.dumps(info))
+        (run / "rewind.pt").write_text("w_t")
+
+    def fresh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(run), *args], capture_output=True, text=True)
+
+    eager = {"recipe_hash": "abc", "seed": 1, "mode": {"compile": False, "precision": "float32", "device": "cpu"}}
+    compiled = {**eager, "mode": {**eager["mode"], "compile": True}}
+    for info, args, kept in [
+        (eager, ["abc", "1"], True),
+        (compiled, ["abc", "1", "--compile"], True),
+        (eager, ["abd", "1"], False),  # another recipe
+        (eager, ["abc", "1", "--compile"], False),  # another training mode
+        (compiled, ["abc", "1"], False),
+        ({"recipe_hash": "abc", "seed": 1}, ["abc", "1"], False),  # made before modes were recorded
+    ]:
+        prepare(info)
+        result = fresh(*args)
+        assert result.returncode == 0 and run.exists() == kept, (info, args, result.stderr)
+        assert kept or result.stderr.startswith(f"removing {run}: it holds recipe abc")
+    prepare(eager)
+    result = fresh("abc", "2")
+    assert result.returncode == 2 and (run / "rewind.pt").exists()
+    assert result.stderr.strip().count("\n") == 0
+    assert f"{run} holds the run of seed 1 (its run.json) where the config expects seed 2" in result.stderr
+    shutil.rmtree(run)
+    assert fresh("abc", "1").returncode == 0  # no folder: nothing to do
 
 
 @pytest.mark.slow
@@ -462,7 +412,7 @@ def test_report_renders_in_a_browser(chromium, finished, data_env, tmp_path):
     work = finished
     out = ok(snakemake(work, "--configfile", "config/test.yaml", env=data_env))
     ran = set(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
-    assert ran and ran <= {*FIGURES, *(f"{f}_train" for f in FIGURES), "claims", "all"}, ran
+    assert ran <= {*FIGURES, *(f"{f}_train" for f in FIGURES), "claims", "all"}, ran  # the fixture made them
     # Decide every claim the tiny run can (one level is enough), so that the captions show the verdicts'
     # reasons (claim 3's reason holds |Δ|, which docutils read as a substitution before rst_escape).
     claims = work / "figures" / "test"

@@ -894,6 +894,7 @@ def main(
     config_name: str = "",
 ) -> dict:
     """Evaluate the claims on result files and write the report; returns it."""
-    rep = report(evaluate(load_inputs(inputs), thresholds), thresholds, config_name, [str(p) for p in inputs])
+    results = load_inputs(inputs, config_name or None)
+    rep = report(evaluate(results, thresholds), thresholds, config_name, [str(p) for p in inputs])
     write_report(rep, out_json, out_md, out_html)
     return rep

@@ -33,6 +33,7 @@ for _exp in registry.ANALYSES:
             command=_exp,
             run=run_dir,
             levels=levels_arg(_exp),
+            expect=expect_args,
             options=experiment_options(_exp),
             data_env=data_env,
             common=common_flags(),
@@ -43,6 +44,6 @@ for _exp in registry.ANALYSES:
         shell:
             with_exports(
                 "{params.exe} {params.command} --run {params.run} --levels {params.levels} "
-                "{params.hessian} --out {output} {params.options} {params.retraining} "
+                "{params.expect} {params.hessian} --out {output} {params.options} {params.retraining} "
                 "{params.common} > {log} 2>&1"
             )

@@ -31,20 +31,26 @@ try:
 except PlanError as e:
     raise WorkflowError(str(e)) from None
 
-DATA_MISSING = PLAN.data_missing()
-for _message in DATA_MISSING:
-    logger.warning(
-        f"data check: {_message}\n(a dry run lists the jobs anyway; a real run stops before any job)"
-    )
-
-
-def fail_if_data_missing():
-    """Called by `onstart` (real runs only, before any job): stop when a data set is absent."""
-    if DATA_MISSING:
-        raise WorkflowError(
-            "data missing, no job was run:\n"
-            + "\n".join(f"  - {m}" for m in DATA_MISSING)
+# What stops a real run before any job (a dry run lists the jobs anyway): a data set that is not
+# on disk, and (IMP per run) a run whose IMP folder lost files that its imp.nc stands on.
+STARTUP_PROBLEMS = {  # (label of the warning, of the failure): messages
+    ("data check", "data missing"): PLAN.data_missing(),
+    ("run folder check", "run folders incomplete"): PLAN.incomplete_runs(),
+}
+for (_label, _), _messages in STARTUP_PROBLEMS.items():
+    for _message in _messages:
+        logger.warning(
+            f"{_label}: {_message}\n(a dry run lists the jobs anyway; a real run stops before any job)"
         )
+
+
+def fail_on_startup_problems():
+    """Called by `onstart` (real runs only, before any job): stop on any of STARTUP_PROBLEMS."""
+    for (_, what), messages in STARTUP_PROBLEMS.items():
+        if messages:
+            raise WorkflowError(
+                f"{what}, no job was run:\n" + "\n".join(f"  - {m}" for m in messages)
+            )
 
 
 # Keys of an experiment's config section that are not command-line options.
@@ -264,12 +270,19 @@ def recipe_hash(wildcards):
     return PLAN.archs[wildcards.arch].hashes[int(wildcards.rewind)]
 
 
-def fresh_run_cmd(wildcards):
-    """Shell command that removes a run folder made with another recipe, so the run starts over."""
-    return (
-        f"{PYTHON} {shlex.quote(str(Path(workflow.basedir, 'workflow/scripts/fresh_run.py')))} "
-        f"{run_dir(wildcards)} {recipe_hash(wildcards)} {int(wildcards.seed)}"
-    )
+def expect_args(wildcards):
+    """`--expect-seed S --expect-hash H`: a job refuses a run folder that holds another run."""
+    return f"--expect-seed {int(wildcards.seed)} --expect-hash {recipe_hash(wildcards)}"
+
+
+# The first job of a run removes a run folder made with another recipe or training mode, so the run
+# starts over, and refuses one that holds another seed (a moved folder): workflow/scripts/fresh_run.py.
+# Its path is part of the shell command, not of a param, so that a copy of the working directory (at
+# another path) does not rerun every job.
+FRESH_RUN = (
+    f"{PYTHON} {shlex.quote(str(Path(workflow.basedir, 'workflow/scripts/fresh_run.py')))} "
+    "{params.run} {params.hash} {wildcards.seed} {params.compile} 2> {log} && "
+)
 
 
 def _option(key, value):

@@ -45,6 +45,7 @@ for _fig_id, _figure in registry.FIGURES.items():
                 gpu=resource("figures", "gpu"),
             params:
                 exe=UNMASKING,
+                config_name=config["name"],
                 figure=_fig_id,
                 split=_split,
                 stem=lambda wildcards, output: output.pdf[: -len(".pdf")],
@@ -60,8 +61,8 @@ for _fig_id, _figure in registry.FIGURES.items():
                 levels=lambda wildcards: PLAN.archs[wildcards.arch].levels,
             shell:
                 "{params.exe} figure {params.figure} --inputs {input} --out {params.stem} "
-                "--split {params.split} --arch {wildcards.arch} --eps-barrier {params.eps_barrier} "
-                "--match-floor {params.match_floor} > {log} 2>&1"
+                "--split {params.split} --arch {wildcards.arch} --config-name {params.config_name} "
+                "--eps-barrier {params.eps_barrier} --match-floor {params.match_floor} > {log} 2>&1"
 
         workflow.localrules(
             _name

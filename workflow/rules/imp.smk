@@ -3,7 +3,7 @@ pretrain -> train level L -> prune -> train level L+1 ... jobs (granularity `lev
 
 Every run's IMP folder is RUN/run (the layout of `unmasking.imp`); its per-level metrics are
 summarized in RUN/imp.nc.  The first job of a run removes a folder made with another recipe
-(`fresh_run.py`): Snakemake reruns it when the recipe hash (a param) changes.
+(`fresh_run.py`): Snakemake reruns it when the recipe hash or `compile` (params) change.
 """
 
 if config["granularity"] == "run":
@@ -29,14 +29,13 @@ if config["granularity"] == "run":
             recipe=recipe_args,
             hash=recipe_hash,
             levels=lambda wildcards: PLAN.archs[wildcards.arch].levels,
-            fresh=fresh_run_cmd,
             data_env=data_env,
             common=common_flags(),
             compile=compile_arg,
         shell:
             with_exports(
-                "{params.fresh} 2> {log}; "
-                "{params.exe} imp --run {params.run} {params.recipe} --levels {params.levels} "
+                FRESH_RUN
+                + "{params.exe} imp --run {params.run} {params.recipe} --levels {params.levels} "
                 "--out {output} {params.compile} {params.common} >> {log} 2>&1"
             )
 
@@ -62,14 +61,13 @@ else:
             run=run_dir,
             recipe=recipe_args,
             hash=recipe_hash,
-            fresh=fresh_run_cmd,
             data_env=data_env,
             common=common_flags(),
             compile=compile_arg,
         shell:
             with_exports(
-                "{params.fresh} 2> {log}; "
-                "{params.exe} pretrain --run {params.run} {params.recipe} {params.compile} "
+                FRESH_RUN
+                + "{params.exe} pretrain --run {params.run} {params.recipe} {params.compile} "
                 "{params.common} >> {log} 2>&1"
             )
 
@@ -95,12 +93,13 @@ else:
             exe=UNMASKING,
             run=run_dir,
             level=lambda wildcards: int(wildcards.level),
+            expect=expect_args,
             data_env=data_env,
             common=common_flags(),
             compile=compile_arg,
         shell:
             with_exports(
-                "{params.exe} train-level --run {params.run} --level {params.level} "
+                "{params.exe} train-level --run {params.run} --level {params.level} {params.expect} "
                 "{params.compile} {params.common} > {log} 2>&1"
             )
 
@@ -128,11 +127,12 @@ else:
             exe=UNMASKING,
             run=run_dir,
             level=lambda wildcards: int(wildcards.level) - 1,
+            expect=expect_args,
             data_env=data_env,
             common=common_flags(),
         shell:
             with_exports(
-                "{params.exe} prune --run {params.run} --level {params.level} "
+                "{params.exe} prune --run {params.run} --level {params.level} {params.expect} "
                 "{params.common} > {log} 2>&1"
             )
 
@@ -158,10 +158,11 @@ else:
             exe=UNMASKING,
             run=run_dir,
             levels=lambda wildcards: PLAN.archs[wildcards.arch].levels,
+            expect=expect_args,
             data_env=data_env,
             common=common_flags(),
         shell:
             with_exports(
-                "{params.exe} summarize --run {params.run} --levels {params.levels} "
+                "{params.exe} summarize --run {params.run} --levels {params.levels} {params.expect} "
                 "--out {output} {params.common} > {log} 2>&1"
             )

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import xarray as xr
 
+from unmasking.foundations.hparams import ConfigError
+from unmasking.foundations.identity import IdentityError, check_identity
 from unmasking.foundations.netcdf import combine, load_dataset, write_dataset
 
 PER_RUN_ATTRS = ("seed_", "git_commit", "config_hash", "created", "host", "device", "torch_version")
@@ -33,28 +35,36 @@ def run_key(path: Path) -> str:
     return f"{parts[i]}/{parts[i + 1]}"
 
 
-class IdentityError(Exception):
-    """A per-job file that is not what the plan expects in its place (another experiment, recipe or seed)."""
+REGENERATE = "it is not this job's result: delete it and run snakemake again, which regenerates it"
+MODES = ("training_mode", "retraining_mode")  # how the networks were trained: one per aggregate
 
 
-def check_identity(path: str, ds: xr.Dataset, label: str, recipe_hash: str | None) -> None:
+def check_per_job(path: str, ds: xr.Dataset, label: str, recipe_hash: str | None) -> None:
     """Refuse a per-job file whose experiment, recipe hash or seed differs from what its path stands for."""
     m = re.search(r"seed_(\d+)", str(path))
     held = {
         "experiment": ds.attrs.get("experiment"),
-        "recipe hash": ds.attrs.get("config_hash"),
+        "recipe_hash": ds.attrs.get("config_hash"),
         "seeds": [int(s) for s in ds.seed.values] if "seed" in ds.coords else None,
     }
-    want = {"experiment": label, "recipe hash": recipe_hash, "seeds": [int(m.group(1))] if m else held["seeds"]}
-    if recipe_hash is None:
-        want["recipe hash"] = held["recipe hash"]
-    wrong = [k for k in held if held[k] != want[k]]
-    if wrong:
-        raise IdentityError(
-            f"{path} holds {', '.join(f'{k} {held[k]}' for k in wrong)} where the workflow expects "
-            f"{', '.join(f'{k} {want[k]}' for k in wrong)}; it is not this job's result: delete it and run "
-            f"snakemake again, which regenerates it"
-        )
+    expect = {"experiment": label}
+    if recipe_hash is not None:
+        expect["recipe_hash"] = recipe_hash
+    if m:
+        expect["seeds"] = [int(m.group(1))]
+    check_identity(path, held, expect, REGENERATE)
+
+
+def check_one_mode(inputs: list[str], datasets: list[xr.Dataset]) -> None:
+    """Refuse to aggregate results trained in different modes (compiled and eager, devices)."""
+    for attr in MODES:
+        held = {str(p): ds.attrs.get(attr) for p, ds in zip(inputs, datasets)}
+        if len(set(held.values())) > 1:
+            listed = "; ".join(f"{p}: {v}" for p, v in held.items())
+            raise IdentityError(
+                f"the per-job results were trained in different modes ({attr.replace('_', ' ')}: {listed}); one "
+                f"aggregate never mixes modes: delete the results of the other mode and run snakemake again"
+            )
 
 
 def aggregate(
@@ -66,15 +76,17 @@ def aggregate(
     label: str | None = None,
     recipe_hashes: list[str] | None = None,
 ) -> xr.Dataset:
-    datasets, runs = [], {}
+    datasets, runs, loaded = [], {}, []
     for i, (path, t) in enumerate(zip(inputs, rewind_steps)):
         ds = load_dataset(path)
+        loaded.append(ds)
         if label is not None:
-            check_identity(path, ds, label, recipe_hashes[i] if recipe_hashes else None)
+            check_per_job(path, ds, label, recipe_hashes[i] if recipe_hashes else None)
         runs.setdefault(run_key(Path(path)), {k: v for k, v in ds.attrs.items() if k.startswith(PER_RUN_ATTRS)})
         if "rewind_step" in ds.coords and "rewind_step" not in ds.dims:
             ds = ds.drop_vars("rewind_step")
         datasets.append(ds.expand_dims(rewind_step=[int(t)]))
+    check_one_mode(inputs, loaded)
     # data_vars="minimal": a variable without a level dimension (e.g. a run's dense error) is
     # the same in every per-level file of a run and stays without one.
     combined = combine(datasets, data_vars="minimal").expand_dims(arch=[arch])
@@ -108,7 +120,7 @@ def main(smk) -> None:
                 list(smk.params.recipe_hashes),
             )
             out = write_dataset(ds, smk.output[0])
-        except IdentityError as e:  # one line, no traceback: the file and the fix
+        except ConfigError as e:  # one line, no traceback: the file and the fix (IdentityError, unreadable file)
             print(f"aggregate: error: {e}", file=log)
             print(f"aggregate: error: {e}", file=sys.stderr)
             sys.exit(1)

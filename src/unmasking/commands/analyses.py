@@ -25,7 +25,7 @@ from ..foundations.memory import keep_freed_memory
 from ..foundations.netcdf import load_dataset, write_dataset
 from ..foundations.registry import ANALYSES, EXPERIMENTS, Experiment
 from ..imp import ImpRun
-from .flags import add_common_flags, add_settings_flags, settings_from_args
+from .flags import add_common_flags, add_expect_flags, add_settings_flags, settings_from_args
 
 __all__ = ["COMMANDS", "register"]
 
@@ -164,6 +164,7 @@ def _add_command(sub, experiment: Experiment, command: Command) -> None:
     p.add_argument("--run", required=True, help="a finished IMP run folder")
     p.add_argument("--levels", type=int, nargs="+", required=not command.all_levels, default=None, help=command.levels)
     p.add_argument("--out", required=True, help="output netCDF file")
+    add_expect_flags(p)
     if command.hessian is not None:
         p.add_argument("--hessian", required=command.needs_hessian, default=None, help=command.hessian)
     add_settings_flags(p, module.SETTINGS)
@@ -184,7 +185,7 @@ def run_command(args: argparse.Namespace, experiment: Experiment, command: Comma
     settings = settings_from_args(module.SETTINGS, args)
     if command.keep_freed_memory:
         keep_freed_memory()
-    run = ImpRun.open(args.run, device=args.device, progress=not args.quiet)
+    run = ImpRun.open(args.run, args.expect_seed, args.expect_hash, device=args.device, progress=not args.quiet)
     inputs = {}
     if command.hessian is not None:
         inputs["hessian"] = load_dataset(args.hessian) if args.hessian else None

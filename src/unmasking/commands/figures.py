@@ -29,7 +29,7 @@ def cmd_figure(args) -> None:
     if args.split not in module.SPLITS:
         raise ConfigError(f"{args.figure} has no {args.split} variant (it has {', '.join(module.SPLITS)})")
     options = {k: getattr(args, k) for k in FIGURE_OPTIONS}
-    for path in make_figure(args.figure, args.inputs, args.out, **options):
+    for path in make_figure(args.figure, args.inputs, args.out, args.config_name, **options):
         print(f"wrote {path}")
 
 
@@ -73,6 +73,11 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the landscape (fig1; default: the first)")
     p.add_argument(
+        "--config-name",
+        default=None,
+        help="refuse aggregates of another workflow configuration (the workflow passes it)",
+    )
+    p.add_argument(
         "--bn-mode",
         choices=["interpolate", "reset"],
         default=None,
@@ -90,6 +95,8 @@ def register(sub) -> None:
     p.add_argument("--out-json", required=True, help="machine-readable report")
     p.add_argument("--out-md", default=None, help="Markdown table")
     p.add_argument("--out-html", default=None, help="HTML table (for snakemake --report)")
-    p.add_argument("--config-name", default="", help="name of the workflow configuration (recorded)")
+    p.add_argument(
+        "--config-name", default="", help="workflow configuration (recorded; aggregates of another are refused)"
+    )
     add_settings_flags(p, Thresholds)
     p.set_defaults(func=cmd_claims)

@@ -88,6 +88,15 @@ def settings_from_args(settings_cls: type, args: argparse.Namespace):
     return settings_cls(**values)
 
 
+def add_expect_flags(parser: argparse.ArgumentParser) -> None:
+    """``--expect-seed`` and ``--expect-hash``: refuse a run folder whose ``run.json`` holds another seed or
+    recipe (the workflow passes both, so a folder moved or copied to another run's place is never used)."""
+    parser.add_argument("--expect-seed", type=int, default=None, help="refuse the run unless its seed is this")
+    parser.add_argument(
+        "--expect-hash", default=None, help="refuse the run unless its recipe hash is this (`unmasking recipes`)"
+    )
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--quiet``: where a command computes, and whether it shows progress bars."""
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..foundations.hparams import ConfigError, Recipe, valid_keys
 from ..foundations.recipes import build_recipe
-from .flags import add_common_flags
+from .flags import add_common_flags, add_expect_flags
 
 __all__ = ["open_run", "register"]
 
@@ -36,7 +36,7 @@ def open_run(args):
     kw = dict(device=args.device, progress=not args.quiet, compile=args.compile_imp)
     if args.recipe:
         return ImpRun(recipe_from_args(args), args.seed, Path(args.run), **kw)
-    return ImpRun.open(args.run, **kw)
+    return ImpRun.open(args.run, args.expect_seed, args.expect_hash, **kw)
 
 
 def _run_parser(sub, name: str, help: str, create: bool = False) -> argparse.ArgumentParser:
@@ -48,6 +48,7 @@ def _run_parser(sub, name: str, help: str, create: bool = False) -> argparse.Arg
     else:
         add_recipe_args(p, required=False)
         p.add_argument("--seed", type=int, default=0, help="run seed, when --recipe creates the run")
+        add_expect_flags(p)
     p.add_argument(
         "--compile",
         dest="compile_imp",

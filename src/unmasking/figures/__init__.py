@@ -60,10 +60,14 @@ def render(plot: Callable, datasets: Mapping, out: str | Path, **options) -> lis
     return style.save(plot(**kwargs), out)
 
 
-def make_figure(figure_id: str, inputs: Iterable[str | Path], out: str | Path, **options) -> list[Path]:
+def make_figure(
+    figure_id: str, inputs: Iterable[str | Path], out: str | Path, config_name: str | None = None, **options
+) -> list[Path]:
     """Render one figure from result files into ``out``.pdf and ``out``.png (an extension of ``out`` is
-    dropped); ``options`` are the figure's keyword options (``split``, ``levels``, ``rewind_step``, …)."""
+    dropped); ``options`` are the figure's keyword options (``split``, ``levels``, ``rewind_step``, …).
+    Aggregates of another workflow configuration (``config_name``) or architecture (``arch``) are refused."""
     from ..metrics.inputs import load_inputs
 
     module = figure_module(figure_id)
-    return render(module.plot, load_inputs(inputs), out_stem(out), **options)
+    datasets = load_inputs(inputs, config_name, options.get("arch"))
+    return render(module.plot, datasets, out_stem(out), **options)

@@ -43,10 +43,11 @@ def load_checkpoint(path: str | Path, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]  # torch's messages run over many lines
         raise CorruptCheckpointError(
-            f"cannot read {path} ({type(e).__name__}: {e}); it is corrupt or truncated: delete it and rerun "
-            f"the step that writes it"
-        ) from e
+            f"cannot read {path} ({type(e).__name__}: {first}); it is corrupt or truncated: delete it and rerun "
+            f"the step that writes it (in the workflow: delete it and run snakemake again)"
+        ) from None
 
 
 def save_artifact(state, path: str | Path, identity: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..foundations.hparams import ConfigError, DataHparams
 from ..foundations.recipes import build_recipe
@@ -220,6 +221,28 @@ class Plan:
         """The data check's message for every architecture whose data set is not on disk."""
         return [m for m in map(data_missing, self.archs.values()) if m]
 
+    def incomplete_runs(self) -> list[str]:
+        """A message for every run (granularity `run`) whose imp.nc exists while files of its IMP folder
+        that imp.nc and the analyses stand on are gone: Snakemake cannot see them (they are not outputs
+        of any rule), so the workflow stops before any job and names the repair instead."""
+        if self.granularity("imp") != "run":
+            return []
+        out = []
+        for arch in self.archs.values():
+            for t, s in self.runs(arch):
+                base = Path(self.paths.run_of(arch.name, t, s))
+                if not (base / "imp.nc").exists():
+                    continue
+                missing = [f for f in self.imp_files(arch, t, s) if not Path(f).exists()]
+                if missing:
+                    shown = ", ".join(str(Path(f).relative_to(base / "run")) for f in missing[:4])
+                    more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+                    out.append(
+                        f"{base}/run is missing {shown}{more}, which {base}/imp.nc and the run's analyses stand "
+                        f"on: remove {base}/imp.nc and run snakemake again (its job retrains only what is missing)"
+                    )
+        return out
+
     # --- experiments -----------------------------------------------------------------------------
 
     def section(self, exp: str) -> dict:
@@ -276,6 +299,32 @@ class Plan:
         return bool(self.enabled(exp) and self.experiment_levels(arch, exp) and self.runs(arch, exp))
 
     # --- result files ----------------------------------------------------------------------------
+
+    def imp_files(self, arch: Arch, rewind: int, seed: int) -> list[str]:
+        """The files of a finished IMP folder (the layout of :mod:`unmasking.imp`): run.json, w_0, w_t,
+        and per level w_L and its metrics, and (L ≥ 1) m_L and its pruning statistics."""
+        run = f"{self.paths.run_of(arch.name, rewind, seed)}/run"
+        files = [f"{run}/run.json", f"{run}/init.pt", f"{run}/rewind.pt"]
+        for level in range(arch.levels + 1):
+            files += [f"{run}/level_{level:02d}/{name}" for name in ("final.pt", "metrics.json")]
+            if level > 0:
+                files += [f"{run}/level_{level:02d}/{name}" for name in ("mask.pt", "prune.json")]
+        return files
+
+    def per_run_targets(self) -> list[str]:
+        """Every per-run file that rules write and aggregates stand on: the per-job results and, with
+        IMP per level, the IMP folders' files.  `rule all` asks for them too, so that a deleted one is
+        regenerated (and what stands on it rebuilt) instead of the aggregates standing on a file that is
+        gone: Snakemake does not rerun a job for an input that is missing while its outputs exist."""
+        out = []
+        for arch in self.archs.values():
+            for exp in ("imp", *ANALYSES):
+                if self.available(arch, exp):
+                    out += [f for f, _ in self.per_job_results(arch, exp)]
+            if self.granularity("imp") == "level":
+                for t, s in self.runs(arch):
+                    out += [f for f in self.imp_files(arch, t, s) if not f.endswith(("run.json", "init.pt"))]
+        return out
 
     def per_job_results(self, arch: Arch, exp: str) -> list[tuple[str, int]]:
         """The per-job netCDF files that the aggregate of (architecture, experiment) combines,
@@ -338,5 +387,5 @@ class Plan:
         return out + list(self.paths.claims.values())
 
     def targets(self) -> list[str]:
-        """What `rule all` builds: the aggregates, the figures and the claims report."""
-        return self.result_targets() + self.figure_targets()
+        """What `rule all` builds: the per-run files, the aggregates, the figures and the claims report."""
+        return self.per_run_targets() + self.result_targets() + self.figure_targets()
