@@ -25,7 +25,7 @@ include: "workflow/rules/common.smk"
 
 
 onstart:
-    fail_on_startup_problems()
+    fail_if_data_missing()
 
 
 rule all:

@@ -264,6 +264,7 @@ class ImpRun:
             self._train(model, None, 0, t, self.root / "pretrain.ckpt", "pretrain", self.identity("pretrain_state"))
         self.save_state(model.state_dict(), out, "rewind")
         (self.root / "pretrain.ckpt").unlink(missing_ok=True)
+        self._sweep()
         return out
 
     def train_level(self, level: int) -> dict[str, float]:
@@ -296,6 +297,7 @@ class ImpRun:
         self.save_state(model.state_dict(), self.final_path(level), "final", level)
         self.write_record(metrics, self.metrics_path(level), "metrics", level)
         ckpt.unlink(missing_ok=True)
+        self._sweep()
         return metrics
 
     def prune(self, level: int) -> M.Mask:
@@ -333,6 +335,13 @@ class ImpRun:
             if level < levels:
                 self.prune(level)
         return self.summary(levels)
+
+    def _sweep(self) -> None:
+        """Remove the temporary files of writes that a kill interrupted (``.<name>.<random>.tmp``, see
+        :func:`~unmasking.foundations.io.atomic_path`): never read, only litter.  Safe after a step: a
+        run's steps write its folder one at a time (the workflow chains them)."""
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _desc(self, what: str) -> str | bool:
         return f"{self.recipe.name} s{self.seed} {what}" if self.progress else False

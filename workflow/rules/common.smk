@@ -31,26 +31,31 @@ try:
 except PlanError as e:
     raise WorkflowError(str(e)) from None
 
-# What stops a real run before any job (a dry run lists the jobs anyway): a data set that is not
-# on disk, and (IMP per run) a run whose IMP folder lost files that its imp.nc stands on.
-STARTUP_PROBLEMS = {  # (label of the warning, of the failure): messages
-    ("data check", "data missing"): PLAN.data_missing(),
-    ("run folder check", "run folders incomplete"): PLAN.incomplete_runs(),
-}
-for (_label, _), _messages in STARTUP_PROBLEMS.items():
-    for _message in _messages:
-        logger.warning(
-            f"{_label}: {_message}\n(a dry run lists the jobs anyway; a real run stops before any job)"
+# A run (IMP per run) whose IMP folder lost files that its imp.nc and analyses stand on: Snakemake cannot
+# see them (they are outputs of no rule), so the workflow refuses to start, dry runs included, naming
+# the repair.
+_INCOMPLETE = PLAN.incomplete_runs()
+if _INCOMPLETE:
+    raise WorkflowError(
+        "run folders incomplete, no job was run:\n"
+        + "\n".join(f"  - {m}" for m in _INCOMPLETE)
+    )
+
+# A data set that is not on disk stops a real run before any job; a dry run lists the jobs anyway.
+DATA_MISSING = PLAN.data_missing()
+for _message in DATA_MISSING:
+    logger.warning(
+        f"data check: {_message}\n(a dry run lists the jobs anyway; a real run stops before any job)"
+    )
+
+
+def fail_if_data_missing():
+    """Called by `onstart` (real runs only, before any job): stop when a data set is absent."""
+    if DATA_MISSING:
+        raise WorkflowError(
+            "data missing, no job was run:\n"
+            + "\n".join(f"  - {m}" for m in DATA_MISSING)
         )
-
-
-def fail_on_startup_problems():
-    """Called by `onstart` (real runs only, before any job): stop on any of STARTUP_PROBLEMS."""
-    for (_, what), messages in STARTUP_PROBLEMS.items():
-        if messages:
-            raise WorkflowError(
-                f"{what}, no job was run:\n" + "\n".join(f"  - {m}" for m in messages)
-            )
 
 
 # Keys of an experiment's config section that are not command-line options.

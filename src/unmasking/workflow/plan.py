@@ -224,7 +224,7 @@ class Plan:
     def incomplete_runs(self) -> list[str]:
         """A message for every run (granularity `run`) whose imp.nc exists while files of its IMP folder
         that imp.nc and the analyses stand on are gone: Snakemake cannot see them (they are not outputs
-        of any rule), so the workflow stops before any job and names the repair instead."""
+        of any rule), so the workflow refuses to start (dry runs too) and names the repair instead."""
         if self.granularity("imp") != "run":
             return []
         out = []
