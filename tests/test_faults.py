@@ -284,12 +284,12 @@ def test_a_changed_training_mode_restarts_never_mixes(finished, data_env, tmp_pa
         + ["--seed", "0", "--levels", "2", "--compile", "--quiet", "--device", "cpu"],
         capture_output=True,
         text=True,
-        env={**os.environ, **data_env},
+        env={**os.environ, **data_env, "OMP_NUM_THREADS": "1"},  # the job's threads (resources: 1)
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (
-        f"{run} was trained eager float32 on cpu; this command would continue it compiled float32 on cpu, which "
-        f"mixes two modes in one run: continue it without --compile"
+        f"{run} was trained eager float32 on cpu with 1 thread; this command would continue it compiled float32 on "
+        f"cpu with 1 thread, which mixes two modes in one run: continue it without --compile"
     ) in result.stderr
     assert not (run / "level_02/final.pt").exists()
 

@@ -82,6 +82,81 @@ def test_a_run_folder_refuses_another_config(tmp_path):
         ImpRun(tiny_recipe("mlp", steps=40), seed=0, root=tmp_path, device="cpu", progress=False)
 
 
+def test_every_file_of_a_run_carries_and_checks_its_identity(tmp_path):
+    """Weights, masks and records say which run, seed, kind and level they are and in which mode the run
+    trained; a file of another level, seed or kind in a place is refused in one line, as is a run.json
+    that disagrees with its recipe or with w_0."""
+    from unmasking.foundations.identity import IdentityError
+
+    run = ImpRun(tiny_recipe("mlp", levels=2), seed=0, root=tmp_path / "a", device="cpu", progress=False)
+    run.run()
+    other = ImpRun(tiny_recipe("mlp", levels=2), seed=1, root=tmp_path / "b", device="cpu", progress=False)
+    other.run()
+    saved = torch.load(run.final_path(1), weights_only=True)
+    assert saved["identity"] == {
+        "recipe_hash": run.recipe.hash(),
+        "seed": 0,
+        "kind": "final",
+        "level": 1,
+        "mode": {"compile": False, "precision": "float32", "device": "cpu", "threads": torch.get_num_threads()},
+        "package_version": saved["identity"]["package_version"],
+    }
+    info = json.loads((run.root / "run.json").read_text())
+    assert info["mode"] == saved["identity"]["mode"] and info["seed"] == 0
+    assert json.loads(run.metrics_path(2).read_text())["identity"]["kind"] == "metrics"
+
+    def refused(match: str, step) -> str:
+        with pytest.raises(IdentityError, match=match) as err:
+            step()
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    import shutil
+
+    shutil.copy(run.final_path(1), run.final_path(2))
+    message = refused("final.pt holds level 1 where level 2 is expected", lambda: run.solution(2))
+    assert "it is not this run's file: delete it" in message
+    shutil.copy(other.final_path(2), run.final_path(2))
+    refused("holds seed 1 where seed 0 is expected", lambda: run.solution(2))
+    shutil.copy(run.mask_path(1), run.final_path(2))
+    refused("holds kind mask, level 1 where kind final, level 2 is expected", lambda: run.solution(2))
+    shutil.copy(other.metrics_path(1), run.metrics_path(1))
+    refused("metrics.json holds seed 1 where seed 0", lambda: run.summary(2))
+    # run.json against its own recipe, against w_0, and against the place the workflow expects
+    shutil.copy(other.root / "init.pt", run.root / "init.pt")
+    refused("init.pt holds seed 1 where seed 0 is expected; it disagrees with", lambda: ImpRun.open(run.root))
+    shutil.copy(other.root / "run.json", run.root / "run.json")  # now both say seed 1: the place decides
+    refused("run.json holds seed 1 where seed 0 is expected; the folder was moved", lambda: ImpRun.open(run.root, 0))
+    info["recipe"]["train"]["steps"] = 31
+    (run.root / "run.json").write_text(json.dumps(info))
+    refused("run.json is inconsistent: its recipe hashes to", lambda: ImpRun.open(run.root))
+
+
+def test_a_run_continues_only_in_its_training_mode(tmp_path, monkeypatch):
+    """Compiled or eager, the device type and (on a CPU) torch's threads are the run's training mode: a
+    step that would train in another is refused, naming how to continue; a finished level is still read."""
+    from unmasking.foundations.identity import IdentityError
+
+    run = ImpRun(tiny_recipe("mlp", levels=1), seed=0, root=tmp_path, device="cpu", progress=False)
+    run.run()
+    run.final_path(1).unlink()
+    run.metrics_path(1).unlink()
+    compiled = ImpRun.open(tmp_path, device="cpu", progress=False, compile=True)
+    assert compiled.train_level(0)["level"] == 0  # finished: read, not trained
+    with pytest.raises(
+        IdentityError,
+        match=r"was trained eager float32 on cpu with 1 thread; this command would "
+        r"continue it compiled float32 on cpu with 1 thread, .* continue it without --compile",
+    ):
+        compiled.train_level(1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    with pytest.raises(IdentityError, match="continue it with OMP_NUM_THREADS=1"):
+        ImpRun.open(tmp_path, device="cpu", progress=False).train_level(1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda: no CUDA GPU is available here"):
+            ImpRun.open(tmp_path, device="cuda")
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     run = ImpRun(tiny_recipe("mlp", levels=1), seed=0, root=tmp_path, device="cpu", progress=False)
     run.run()

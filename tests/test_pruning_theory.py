@@ -238,6 +238,14 @@ def test_rejects_mismatched_inputs(run, e4, tmp_path):
     other.attrs = {**e4.attrs, "config_hash": "0000"}
     with pytest.raises(ConfigError, match="another run"):
         T.pruning_theory(run, other, progress=False)
+    # the command checks the file first and names it: E4's output of another seed, or not E4's at all
+    from unmasking.commands.analyses import check_hessian
+
+    check_hessian("h.nc", e4, run)
+    with pytest.raises(ConfigError, match=r"^h.nc holds seed 1 where seed 0 is expected; pass the E4 output"):
+        check_hessian("h.nc", e4.assign_coords(seed=[1]), run)
+    with pytest.raises(ConfigError, match="holds experiment E2_interpolation where experiment E4_hessian"):
+        check_hessian("h.nc", e4.assign_attrs(experiment="E2_interpolation"), run)
     with pytest.raises(ConfigError):
         T.pruning_theory(run, e4, epsilon=0.0, progress=False)
     with pytest.raises(ConfigError):

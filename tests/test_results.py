@@ -123,6 +123,16 @@ def test_cli_combine_refuses_mixed_experiments_and_recipes(tmp_path, capsys):
         assert len(lines) == 1 and what in lines[0] and str(bad) in lines[0] and "--allow-mixed" in lines[0]
         assert not out.exists()
     assert cli_main(["combine", str(s0), str(other_exp), "--out", str(out), "--allow-mixed"]) == 0
+    # the same run twice does not combine: one line, not xarray's traceback
+    out.unlink()
+    assert cli_main(["combine", str(s0), str(s0), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "the inputs do not combine" in lines[0] and not out.exists()
+    # a file that is not a results file at all (a wrong argument): never "delete it"
+    (tmp_path / "run.json").write_text("{}")
+    assert cli_main(["combine", str(s0), str(tmp_path / "run.json"), "--out", str(out)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "run.json is not a netCDF results file" in line and "delete" not in line
 
 
 def _level_file(seed, level, err, dense, created):

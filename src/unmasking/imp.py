@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import masks as M
 from .data import Data, TensorData, load_data
-from .foundations.checkpoints import load_artifact, save_artifact
+from .foundations.checkpoints import load_artifact, load_checkpoint, save_artifact
 from .foundations.hparams import ConfigError, Recipe
 from .foundations.identity import IdentityError, TrainingMode, check_identity
 from .foundations.io import read_json, write_json
@@ -42,6 +42,13 @@ from .foundations.netcdf import provenance
 from .foundations.recipes import recipe_from_dict
 from .models import build_model, prunable_names
 from .training import Seeds, default_device, evaluate_all, train
+
+
+def restart_hint(root: Path) -> str:
+    """How to start a run folder over: delete it (in the workflow layout, also the imp.nc beside it)."""
+    summary = root.parent / "imp.nc"
+    also = f" and {summary}" if summary.exists() else ""
+    return f"delete {root}{also} and run its IMP again (in the workflow: snakemake)"
 
 
 @dataclass
@@ -58,9 +65,15 @@ class ImpRun:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.device = torch.device(self.device) if self.device is not None else default_device()
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                "--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); use "
+                "--device cpu, or run on a GPU node"
+            )
         self.seeds = Seeds.from_seed(self.seed)
         # the mode this process trains in; the run's own (run.json) is `run_mode`
-        self.mode = TrainingMode(compile=self.compile, device=self.device.type)
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        self.mode = TrainingMode(compile=self.compile, device=self.device.type, threads=threads)
         self.run_mode = self._check_run_json()
 
     @classmethod
@@ -71,15 +84,21 @@ class ImpRun:
         if not path.exists():
             raise FileNotFoundError(f"{root} is not an IMP run folder (no run.json); run `unmasking imp` first")
         info = read_json(path)
+        recipe = recipe_from_dict(info["recipe"])
+        if recipe.hash() != info.get("recipe_hash"):
+            raise IdentityError(
+                f"{path} is inconsistent: its recipe hashes to {recipe.hash()} but it records "
+                f"{info.get('recipe_hash')} (edited by hand?); restore it, or {restart_hint(Path(root))}"
+            )
         expect = {k: v for k, v in (("seed", seed), ("recipe_hash", recipe_hash)) if v is not None}
         check_identity(
             path,
             info,
             expect,
-            f"the folder was moved or copied: move it back where its seed and recipe belong, or delete {root} and "
-            f"rerun its IMP",
+            f"the folder was moved or copied: move it back where its seed and recipe belong, or "
+            f"{restart_hint(Path(root))}",
         )
-        return cls(recipe_from_dict(info["recipe"]), info["seed"], Path(root), **kw)
+        return cls(recipe, info["seed"], Path(root), **kw)
 
     def _check_run_json(self) -> TrainingMode:
         """Write ``run.json`` for a new run, or check an existing one's recipe and seed; the run's mode."""
@@ -105,7 +124,17 @@ class ImpRun:
         if not isinstance(old.get("mode"), dict):
             raise IdentityError(
                 f"{path} records no training mode (the run was made by an older version of unmasking); "
-                f"delete {self.root} and rerun its IMP"
+                f"{restart_hint(self.root)}"
+            )
+        init = self.root / "init.pt"
+        if init.exists():  # w_0 was written with run.json: if they disagree, one of them was replaced
+            held = load_checkpoint(init)
+            check_identity(
+                init,
+                held.get("identity") if isinstance(held, dict) else None,
+                {"recipe_hash": old["recipe_hash"], "seed": old["seed"]},
+                f"it disagrees with {path}: one of the two was replaced or edited; restore it, or "
+                f"{restart_hint(self.root)}",
             )
         return TrainingMode.from_dict(old["mode"])
 
@@ -118,10 +147,12 @@ class ImpRun:
             how.append("with --compile" if self.run_mode.compile else "without --compile")
         if self.mode.device != self.run_mode.device:
             how.append(f"with --device {self.run_mode.device}")
+        elif self.mode.threads != self.run_mode.threads:
+            how.append(f"with OMP_NUM_THREADS={self.run_mode.threads}")
         raise IdentityError(
             f"{self.root} was trained {self.run_mode}; this command would continue it {self.mode}, which mixes "
-            f"two modes in one run: continue it {' and '.join(how) or 'in its mode'}, or delete {self.root} to "
-            f"start over (the workflow starts over by itself when `compile:` changes)"
+            f"two modes in one run: continue it {' and '.join(how) or 'in its mode'}, or {restart_hint(self.root)} "
+            f"(the workflow starts over by itself when `compile:` changes)"
         )
 
     # identity of the run's files
@@ -135,8 +166,8 @@ class ImpRun:
     def _fix(self) -> str:
         return (
             f"it is not this run's file: delete it and rerun the run's IMP (`unmasking imp --run {self.root}` with "
-            f"the run's options retrains what is missing; in the workflow, run snakemake again: it regenerates the "
-            f"file or names the command that does)"
+            f"the run's options and threads retrains what is missing; in the workflow, run snakemake again: it "
+            f"regenerates the file or names the command that does)"
         )
 
     def save_state(self, state, path: Path, kind: str, level: int | None = None) -> None:
@@ -188,7 +219,10 @@ class ImpRun:
 
     def load_model(self, path: Path, kind: str, level: int | None = None) -> torch.nn.Module:
         model = self.new_model()
-        model.load_state_dict(self.load_state(path, kind, level))
+        try:
+            model.load_state_dict(self.load_state(path, kind, level))
+        except RuntimeError as e:  # identity forged onto another architecture's weights
+            raise IdentityError(f"{path} does not hold {self.recipe.model.name} weights ({str(e).splitlines()[0]})")
         return model
 
     def mask(self, level: int) -> M.Mask:

@@ -294,7 +294,7 @@ def perturbation_robustness(
             bn_batches=bn_batches,
             bn_batch_size=bn_batch_size,
             trainings=len(jobs),
-            retraining_mode=retraining_mode(models_at_once, compile),
+            retraining_mode=retraining_mode(models_at_once, compile, run.device),
         )
     )
     return ds

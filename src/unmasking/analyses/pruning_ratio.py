@@ -259,7 +259,7 @@ def pruning_ratio(
         run.provenance(
             "E6_pruning_ratio",
             search="bisection",
-            retraining_mode=retraining_mode(models_at_once, compile),
+            retraining_mode=retraining_mode(models_at_once, compile, run.device),
             bisection_steps=int(bisection_steps),
             methods=list(methods),
             random_masks=nrep,

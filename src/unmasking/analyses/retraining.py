@@ -37,9 +37,15 @@ from ..training import Seeds, TrainingDiverged, train
 __all__ = ["TrainJob", "retraining_mode", "scratch_folder", "scratch_for", "train_jobs"]
 
 
-def retraining_mode(models_at_once: int, compile: bool) -> str:
+def _threads(device: torch.device) -> int:
+    """torch's intra-op threads on a CPU (they change the last bits of a training), 0 on a GPU."""
+    return torch.get_num_threads() if torch.device(device).type == "cpu" else 0
+
+
+def retraining_mode(models_at_once: int, compile: bool, device: torch.device | str) -> str:
     """How an analysis retrained its networks, in words (recorded in its output's attributes)."""
-    return f"{models_at_once} at once, {'compiled' if compile else 'eager'}"
+    threads = _threads(device)
+    return f"{models_at_once} at once, {'compiled' if compile else 'eager'}" + (f", {threads} threads" * bool(threads))
 
 
 @dataclass
@@ -54,7 +60,8 @@ class TrainJob:
 
 def _fingerprint(job: TrainJob, hp: TrainHparams, start_step: int, end_step: int, mode: tuple) -> str:
     """Hash of everything that determines a training's result (start weights, mask, seeds, schedule, and
-    the training mode: models at once and compiled or not), so that a rerun in another mode retrains."""
+    the training mode: models at once, compiled or not, CPU threads), so that a rerun in another mode
+    retrains."""
     h = hashlib.sha256(repr((job.seeds, hp, start_step, end_step, mode)).encode())
     for k, v in job.model.state_dict().items():
         h.update(k.encode())
@@ -138,7 +145,8 @@ def train_jobs(
     scratch.mkdir(parents=True, exist_ok=True)
     end_step = hp.steps
     results: list[nn.Module | None] = [None] * len(jobs)
-    fps = [_fingerprint(job, hp, start_step, end_step, (models_at_once, compile)) for job in jobs]
+    mode = (models_at_once, compile, _threads(next(jobs[0].model.parameters()).device) if jobs else 0)
+    fps = [_fingerprint(job, hp, start_step, end_step, mode) for job in jobs]
     groups = [list(range(i, min(i + models_at_once, len(jobs)))) for i in range(0, len(jobs), models_at_once)]
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
     for idx in groups:

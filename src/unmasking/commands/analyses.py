@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..analyses.retraining import scratch_for
+from ..foundations.identity import check_identity
 from ..foundations.memory import keep_freed_memory
 from ..foundations.netcdf import load_dataset, write_dataset
 from ..foundations.registry import ANALYSES, EXPERIMENTS, Experiment
@@ -180,6 +181,17 @@ def _add_command(sub, experiment: Experiment, command: Command) -> None:
     p.set_defaults(func=functools.partial(run_command, experiment=experiment, command=command, module=module))
 
 
+def check_hessian(path: str, ds, run: ImpRun) -> None:
+    """Refuse a --hessian file that is not E4's output for this run (experiment, recipe hash, seed)."""
+    held = {
+        "experiment": ds.attrs.get("experiment"),
+        "recipe_hash": ds.attrs.get("config_hash"),
+        "seed": int(ds.seed.values[0]) if "seed" in ds.coords and ds.sizes.get("seed") == 1 else None,
+    }
+    expect = {"experiment": "E4_hessian", "recipe_hash": run.recipe.hash(), "seed": run.seed}
+    check_identity(path, held, expect, f"pass the E4 output (unmasking hessian) of the run {run.root}")
+
+
 def run_command(args: argparse.Namespace, experiment: Experiment, command: Command, module) -> None:
     """Open the run, analyse it, write the dataset and print the summary."""
     settings = settings_from_args(module.SETTINGS, args)
@@ -189,6 +201,8 @@ def run_command(args: argparse.Namespace, experiment: Experiment, command: Comma
     inputs = {}
     if command.hessian is not None:
         inputs["hessian"] = load_dataset(args.hessian) if args.hessian else None
+        if args.hessian:
+            check_hessian(args.hessian, inputs["hessian"], run)
     scratch = scratch_for(args.out) if experiment.retrains else None  # kept finished trainings (a rerun resumes)
     if experiment.retrains:
         inputs.update(scratch=scratch, models_at_once=args.models_at_once, compile=args.compile)

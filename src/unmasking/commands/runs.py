@@ -140,7 +140,14 @@ def cmd_combine(args) -> None:
                     f"the inputs hold different {what}: {listed}; combine the files of one experiment and one "
                     f"recipe (or pass --allow-mixed to merge them anyway, dropping the differing labels)"
                 )
-    print(f"wrote {write_dataset(combine(datasets), args.out)}")
+    try:
+        combined = combine(datasets)
+    except ValueError as e:  # the same run twice, an aggregate with a per-run file, files without shared coordinates
+        raise ConfigError(
+            f"the inputs do not combine ({str(e).splitlines()[0][:160]}): combine per-run files of different runs, "
+            f"or aggregates of different architectures or configurations, not the same run twice or a mix of both"
+        ) from None
+    print(f"wrote {write_dataset(combined, args.out)}")
 
 
 def register(sub) -> None:

@@ -31,23 +31,27 @@ class TrainingMode:
     """How a network was trained, beyond its recipe: the same recipe in another mode gives other bits.
 
     ``compile``: through ``torch.compile`` (:mod:`unmasking.multitrain`) or eagerly; ``precision``: the
-    arithmetic of the forward and backward passes; ``device``: the device type (``cpu``, ``cuda``).  A
-    run is trained in one mode from its first step to its last: resuming it in another is refused.
+    arithmetic of the forward and backward passes; ``device``: the device type (``cpu``, ``cuda``);
+    ``threads``: on a CPU, torch's intra-op threads (``torch.get_num_threads()``, set by
+    ``OMP_NUM_THREADS``), which change how sums are split and so the last bits (0 on a GPU).  A run is
+    trained in one mode from its first step to its last: resuming it in another is refused.
     """
 
     compile: bool = False
     precision: str = "float32"
     device: str = "cpu"
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainingMode":
-        return cls(bool(d["compile"]), str(d["precision"]), str(d["device"]))
+        return cls(bool(d["compile"]), str(d["precision"]), str(d["device"]), int(d.get("threads", 0)))
 
     def __str__(self) -> str:
-        return f"{'compiled' if self.compile else 'eager'} {self.precision} on {self.device}"
+        threads = f" with {self.threads} thread{'s' * (self.threads != 1)}" if self.threads else ""
+        return f"{'compiled' if self.compile else 'eager'} {self.precision} on {self.device}{threads}"
 
 
 def describe(identity: Mapping[str, Any], keys) -> str:

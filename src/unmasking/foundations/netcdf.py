@@ -113,9 +113,14 @@ def load_dataset(path: str | Path) -> xr.Dataset:
         with xr.open_dataset(path, engine="netcdf4") as ds:
             ds = ds.load()
     except (OSError, ValueError, RuntimeError) as e:  # truncated, garbage or not netCDF at all
+        why = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
+        if path.suffix != ".nc":  # a wrong argument, not a damaged result: never advise deleting it
+            raise UnreadableResultError(
+                f"{path} is not a netCDF results file ({why}); pass the .nc file that unmasking wrote"
+            ) from None
         raise UnreadableResultError(
-            f"results file {path} is not a readable netCDF file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-            f"delete it and rerun the step that writes it (in the workflow: `snakemake` regenerates a missing file)"
+            f"results file {path} is not a readable netCDF file ({why}); delete it and rerun the step that writes "
+            f"it (in the workflow: `snakemake` regenerates a missing file)"
         ) from None
     ds.encoding = {}
     for name in ds.variables:
