@@ -576,7 +576,9 @@ def landscape_run(
             progress=run.progress,
         )
         out.append(ds.expand_dims(level=[level]))
-    ds = xr.concat(out, dim="level").expand_dims(seed=[run.seed])
+    # xarray's options explicit: every level has the same grid and points (join="exact" refuses otherwise)
+    ds = xr.concat(out, dim="level", data_vars="all", coords="different", compat="equals", join="exact")
+    ds = ds.expand_dims(seed=[run.seed])
     ds.attrs.update(
         run.provenance(
             "E9_landscape",
