@@ -17,8 +17,9 @@ step is not redone, and an interrupted one resumes from its checkpoint.
 Every file of the folder carries the run's identity (recipe hash, seed, kind, level, training mode;
 :mod:`unmasking.foundations.identity`) and every read checks it, so a file of another run, seed or
 level copied into the folder is refused, not used.  A run is trained in one mode
-(:class:`~unmasking.foundations.identity.TrainingMode`: compiled or eager, precision, device type),
-recorded in ``run.json`` when the run is created: a step that would train in another mode is refused.
+(:class:`~unmasking.foundations.identity.TrainingMode`: compiled or eager, precision, device type, CPU
+threads), recorded in ``run.json`` when the run is created: a step that would train in another mode is
+refused.
 """
 
 from __future__ import annotations
