@@ -1,9 +1,11 @@
 """Data sets: mnist1d offline, CIFAR from fabricated files in the real on-disk format, clear errors."""
 
 import hashlib
-import pickle
 import random
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +13,11 @@ import torch
 import torchvision
 
 from unmasking.data import DataMissingError, check_available, load_data
-from unmasking.data.cifar import STATS, random_crop_flip
+from unmasking.data.cifar import _FILES, STATS, random_crop_flip
+from unmasking.foundations.datasets import CIFAR_FOLDERS
 from unmasking.foundations.hparams import ConfigError, DataHparams
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -39,45 +44,73 @@ def test_mnist1d_is_generated_offline_without_global_rng_side_effects(tmp_path, 
     assert torch.equal(cached.x_train, data.x_train) and torch.equal(cached.y_test, data.y_test)
 
 
-def _fabricate_cifar10(root, n_per_batch=20):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    files = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        # The real files are Python-2 pickles (protocol 2) whose str keys load as "data", "labels".
-        batch = {
-            "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-            "labels": rng.integers(0, 10, n_per_batch).tolist(),
-            "batch_label": name,
-        }
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-        files[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
-    meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": n_per_batch}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    files["batches.meta"] = hashlib.md5((folder / "batches.meta").read_bytes()).hexdigest()
-    return files
+def _fabricate(root):
+    """The workflow's fabricator (workflow/scripts/fabricate_data.py), as users and the paper smoke run it."""
+    subprocess.run(
+        [sys.executable, str(REPO / "workflow/scripts/fabricate_data.py"), str(root), "--cifar-per-batch", "20"],
+        check=True,
+        capture_output=True,
+    )
 
 
-def test_cifar10_loader_on_fabricated_files(tmp_path, monkeypatch, no_network):
-    md5 = _fabricate_cifar10(tmp_path)
-    cls = torchvision.datasets.CIFAR10
-    # torchvision verifies every file's MD5 against its list: register the fabricated files' sums.
-    monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
-    monkeypatch.setattr(cls, "test_list", [["test_batch", md5["test_batch"]]])
-    monkeypatch.setitem(cls.meta, "md5", md5["batches.meta"])
-    data = load_data(DataHparams(name="cifar10", root=str(tmp_path), train_eval_size=30))
-    assert data.num_classes == 10 and data.num_train == 100
-    assert data.x_train.dtype == torch.uint8 and data.x_train.shape == (100, 3, 32, 32)
-    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes())
-    assert torch.equal(data.x_train[0], torch.from_numpy(raw["data"][0].reshape(3, 32, 32)))
-    assert data.y_train[:20].tolist() == raw["labels"]
+def test_the_published_checksums_are_torchvisions():
+    for name, cls in (("cifar10", torchvision.datasets.CIFAR10), ("cifar100", torchvision.datasets.CIFAR100)):
+        files = _FILES[name]
+        assert [list(f) for f in files["train"]] == cls.train_list and [list(f) for f in files["test"]] == cls.test_list
+        assert files["meta"] == (cls.meta["filename"], cls.meta["md5"], cls.meta["key"])
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_loader_reads_the_archive_as_torchvision_does(tmp_path, monkeypatch, no_network, name, capfd):
+    _fabricate(tmp_path)
+    data = load_data(DataHparams(name=name, root=str(tmp_path), train_eval_size=30))
+    assert "holds fabricated test data (FABRICATED)" in capfd.readouterr().err
+    # torchvision's own reader on the same files (its MD5 list pointed at them) is the independent reading
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    folder = tmp_path / CIFAR_FOLDERS[name]
+    md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in folder.iterdir()}
+    monkeypatch.setattr(cls, "train_list", [[f, md5[f]] for f, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[f, md5[f]] for f, _ in cls.test_list])
+    monkeypatch.setitem(cls.meta, "md5", md5[cls.meta["filename"]])
+    for train, x, y in ((True, data.x_train, data.y_train), (False, data.x_test, data.y_test)):
+        ref = cls(str(tmp_path), train=train)
+        assert torch.equal(x, torch.from_numpy(ref.data).permute(0, 3, 1, 2)) and y.tolist() == ref.targets
+    assert data.num_classes == len(ref.classes) == (10 if name == "cifar10" else 100)
+    assert data.x_train.dtype == torch.uint8 and data.num_train == (100 if name == "cifar10" else 40)
     x, y = next(data.eval_batches("test", 7))
-    mean, std = (torch.tensor(v).view(3, 1, 1) for v in STATS["cifar10"])
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in STATS[name])
     torch.testing.assert_close(x[0], (data.x_test[0].float() / 255 - mean) / std)
     assert sum(len(yb) for _, yb in data.eval_batches("train", 7)) == 30
     step, xb, yb = next(data.train_batches(0, 1, 16, order_seed=1, augment_seed=2))
     assert xb.shape == (16, 3, 32, 32) and xb.dtype == torch.float32
+
+
+def test_cifar_files_that_are_not_the_published_ones_are_refused(tmp_path):
+    """Without the FABRICATED marker every file must match the published MD5 sum; a broken file is one line."""
+    _fabricate(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "FABRICATED").unlink()
+    with pytest.raises(DataMissingError) as error:
+        load_data(DataHparams(name="cifar10", root=str(tmp_path)))
+    assert str(error.value) == (
+        f"{folder / 'data_batch_1'} does not match the published archive (MD5 differs): the file is incomplete "
+        f"or corrupted; re-extract the archive into {folder} or set data.download=true."
+    )
+    (folder / "FABRICATED").write_text("")
+    (folder / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataMissingError, match="test_batch is not a CIFAR python-version pickle"):
+        load_data(DataHparams(name="cifar10", root=str(tmp_path)))
+    (folder / "test_batch").unlink()
+    with pytest.raises(DataMissingError, match="test_batch cannot be read"):
+        load_data(DataHparams(name="cifar10", root=str(tmp_path)))
+
+
+def test_fabricated_imagenet_through_the_loader(tmp_path, no_network):
+    _fabricate(tmp_path)
+    data = load_data(DataHparams(name="imagenet", root=str(tmp_path), workers=0))
+    assert data.num_classes == 4 and data.num_train == 12
+    (step, x, y), *_ = data.train_batches(0, 1, 4, order_seed=0, augment_seed=0)
+    assert x.shape == (4, 3, 224, 224) and step == 0
 
 
 def test_cifar_missing_is_a_clear_error(tmp_path):

@@ -102,7 +102,8 @@ def test_schema_one_of_lists_the_alternatives():
     lines = message.splitlines()[1:-1]
     assert lines == [
         "  - device: 'gpu' is not valid; expected null or string (--device of every command: cpu, cuda, cuda:N, "
-        "mps; null - cuda when available.)",
+        "mps; null - cuda when available. cpu - also no job asks the cluster for a GPU (CPU-only clusters and "
+        "partitions).)",
         "  - experiments.interpolation.levels: 'some' is not valid; expected one of all, none or array (Levels to "
         "run an experiment at: `all` (0 ... the architecture's `levels`), `none`, or an explicit list. A level "
         "above an architecture's `levels` is an error.)",
@@ -516,3 +517,103 @@ def test_import_needs_neither_torch_nor_snakemake():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- the smoke of a config (unmasking.workflow.smoke) -------------------------------------------------------
+
+
+def smoke_of(name: str) -> tuple[dict, Plan]:
+    """config/<name>.yaml with config/smoke.yaml layered over it (as `--configfile A B`), shrunk and planned."""
+    from snakemake.utils import update_config
+
+    from unmasking.workflow import shrink
+
+    config = config_file(name)
+    update_config(config, config_file("smoke"))
+    check_config(config, SCHEMA, REPO)
+    validate(config, str(REPO / SCHEMA))
+    shrunk = shrink(config)
+    return shrunk, Plan(shrunk)
+
+
+def test_scaling_rules():
+    from unmasking.workflow.smoke import map_levels, scale_interval, scale_step
+
+    factor = 4 / 62_400
+    assert [scale_step(t, factor, 4) for t in (0, 1, 1000, 31_200, 46_800, 62_399)] == [0, 1, 1, 2, 3, 3]
+    assert [scale_interval(e, factor, 4) for e in (0, 1, 3_900, 62_400)] == [0, 2, 2, 4]
+    assert map_levels([0, 4, 8, 10, 12, 14, 16], 20, 1, 1) == [0, 1]
+    assert map_levels([2, 6, 10, 14], 20, 2, 1) == [0, 1]
+    assert map_levels([0, 4, 8, 10, 12, 14, 16], 20, 2, 2) == [0, 1, 2]
+    assert map_levels("all", 20, 1, 1) == "all" and map_levels("none", 20, 1, 1) == "none"
+
+
+def test_the_paper_smoke_keeps_the_structure_and_shrinks_the_sizes(paper):
+    config, smoke = smoke_of("paper")
+    assert config["name"] == "paper-smoke" and config["smoke"] is None and config["seeds"] == [0, 1]
+    assert config["granularity"] == "level" and config["thresholds"] == paper.config["thresholds"]
+    assert [(a.name, a.recipe, a.models_at_once, a.compile) for a in smoke.archs.values()] == [
+        (a.name, a.recipe, a.models_at_once, a.compile) for a in paper.archs.values()
+    ]
+    assert {a.name: (a.levels, a.rewind_steps, a.seeds) for a in smoke.archs.values()} == {
+        name: (1, [0, 1], [0, 1]) for name in ("resnet20", "vgg16", "resnet18", "resnet50")
+    }
+    sets = {a.name: a.overrides for a in smoke.archs.values()}
+    # ResNet-50: 112,590 steps (90 epochs of 1,251), milestones at 30, 60, 80 epochs, 5 warmup epochs.
+    assert sets["resnet50"] == {
+        "train.steps": 4,
+        "train.milestones": [1, 3],
+        "train.warmup_steps": 1,
+        "train.eval_every": 2,
+        "train.checkpoint_every": 2,
+        "train.batch_size": 2,
+        "data.train_eval_size": 4,
+        "data.workers": 1,
+    }
+    assert sets["resnet20"]["train.milestones"] == [2, 3] and sets["resnet20"]["train.warmup_steps"] == 0
+    for exp in ("imp", *ANALYSES):  # every experiment on the same architectures, every figure the same
+        assert [a.name for a in smoke.archs.values() if smoke.available(a, exp)] == [
+            a.name for a in paper.archs.values() if paper.available(a, exp)
+        ], exp
+    assert smoke.figure_targets() == [t.replace("paper", "paper-smoke") for t in paper.figure_targets()]
+    assert smoke.section("interpolation")["bn_modes"] == ["interpolate", "reset"]
+    assert smoke.section("pruning_ratio")["methods"] == ["magnitude", "random", "random_layerwise"]
+    assert smoke.section("pruning_ratio")["levels"] == [0, 1] and smoke.section("landscape")["levels"] == [0]
+    assert smoke.section("hessian")["levels"] == "all" and smoke.section("hessian")["subset_size"] == 2
+    assert config["resources"]["train_level"] == {"gpu": 1, "threads": 1, "mem_mb": 6000, "runtime": 20}
+    assert config["architectures"][3]["resources"]["default"] == {"threads": 1, "mem_mb": 6000}
+    from unmasking.workflow import shrink
+
+    assert shrink(config) == config  # applied once: the result has no smoke section left
+
+
+def test_the_smoke_of_the_embedded_default_is_its_structure_at_smoke_size(embedded):
+    config, smoke = smoke_of("config")
+    assert config["name"] == "embedded-smoke"
+    assert [a.name for a in smoke.archs.values()] == [a.name for a in embedded.archs.values()]
+    assert smoke.figure_targets() == [t.replace("embedded", "embedded-smoke") for t in embedded.figure_targets()]
+
+
+def test_a_smoke_section_must_state_every_size():
+    config = config_file("paper")
+    config["smoke"] = {"seeds": 2}
+    message = schema_message(config)
+    assert "smoke: 'levels' is a required property" in message
+
+
+def test_planning_imports_no_torch(tmp_path):
+    """Snakemake plans every run (and every job on a cluster parses the workflow again): the plan of the paper
+    config, its smoke and its data check import no torch, which costs seconds per process."""
+    code = (
+        "import sys, copy, yaml; from pathlib import Path; from snakemake.utils import validate, update_config\n"
+        "from unmasking.workflow import Plan, check_config, shrink\n"
+        f"repo = Path({str(REPO)!r}); schema = str(repo / {SCHEMA!r})\n"
+        "config = yaml.safe_load((repo / 'config/paper.yaml').read_text())\n"
+        "update_config(config, yaml.safe_load((repo / 'config/smoke.yaml').read_text()))\n"
+        "check_config(config, schema); validate(config, schema); plan = Plan(shrink(config))\n"
+        "print(len(plan.data_missing()), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"UNMASKING_DATA": str(tmp_path)}
+    )
+    assert out.stdout.split() == ["4", "False"], out.stderr[-2000:]

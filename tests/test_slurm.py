@@ -201,46 +201,6 @@ def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tiny_expected, 
     assert accounting == ["debug|00:05:00|256M|1"], accounting
 
 
-def test_tiny_config_through_the_slurm_profile_matches_a_local_run(slurm_cluster, tmp_path):
-    """config/test.yaml (seed 0: IMP, E2, E3 and per-level E6) through `--profile
-    workflow/profiles/slurm` gives the numbers of a local run, one SLURM job per job."""
-    from test_workflow import EXPERIMENTS, assert_same_numbers, copy_workflow, load, write_yaml
-
-    exps = ["imp", "interpolation", "perturbation", "pruning_ratio"]
-    overlay = {"seeds": [0], "experiments": {e: {"enabled": e in exps} for e in EXPERIMENTS}}
-    targets = [f"results/test/cnn/{e}.nc" for e in exps]
-    env = {**snakemake_env(), "UNMASKING_DATA": str(tmp_path / "data")}
-
-    def run(where: str, *profile: str) -> tuple[Path, str]:
-        work = copy_workflow(tmp_path / where)
-        proc = subprocess.run(
-            [
-                str(Path(PYTHON).parent / "snakemake"),
-                *targets,
-                *profile,
-                "--configfile",
-                "config/test.yaml",
-                write_yaml(tmp_path / f"{where}.yaml", overlay),
-            ],
-            cwd=work,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=600,
-        )
-        assert_ok(proc)
-        return work, proc.stdout
-
-    local, _ = run("local", "--workflow-profile", "workflow/profiles/default", "--cores", "2")
-    slurm, out = run(
-        "slurm", "--profile", "workflow/profiles/slurm", "--seconds-between-status-checks", "2", "--latency-wait", "5"
-    )
-    assert out.count("submitted as submitit slurm job") == 4, "IMP, E2, E3 and E6 (level 1) on SLURM"
-    for target in targets:
-        assert_same_numbers(load(slurm / target), load(local / target))
-
-
 def test_submitit_local_cluster_matches_local_run(tiny_expected, tmp_path):
     workdir = make_workflow(tmp_path / "submitit-local", TINY_SNAKEFILE)
 
@@ -363,3 +323,64 @@ def test_failed_job_reports_logs_and_is_retried(slurm_cluster, tmp_path):
     failed_log = next(p for p in error_logs if "failing on purpose" in p.read_text())
     assert str(failed_log) in proc.stdout, "the error report names the job's log file"
     assert "exited with code" in failed_log.read_text()
+
+
+# A job that takes a few seconds to exit after SIGTERM (still writing, as a training saving its checkpoint
+# would), and records at each start whether the previous attempt's process had exited by then.
+SLOW_EXIT_SCRIPT = """
+import signal, sys, time
+from pathlib import Path
+
+log, out = Path("attempts.log"), Path(sys.argv[1])
+first = not log.exists()
+with log.open("a") as f:
+    f.write(f"start previous_exited={Path('exited').exists()}\\n")
+if first:
+    def on_term(*_):
+        time.sleep(4)
+        Path("exited").write_text("")
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, on_term)
+    Path("running").write_text("")
+    time.sleep(300)
+out.write_text("done\\n")
+"""
+
+SLOW_EXIT_SNAKEFILE = f"""
+rule all:
+    input: "results/slow.txt"
+
+rule slow:
+    output: "results/slow.txt"
+    resources: runtime=10, mem_mb=256
+    shell: "{PYTHON} slow.py {{output}}"
+"""
+
+
+def test_a_cancelled_job_has_exited_before_its_retry_starts(slurm_cluster, tmp_path):
+    """scancel of a running job: SLURM lists it as COMPLETING while its process still writes; Snakemake's
+    retry (a new SLURM job on the same outputs) starts only once the old job is gone from squeue."""
+    workdir = make_workflow(tmp_path / "cancel", SLOW_EXIT_SNAKEFILE, {"slow.py": SLOW_EXIT_SCRIPT})
+    proc = subprocess.Popen(
+        snakemake_cmd("--executor", "submitit", "--retries", "1"),
+        cwd=workdir,
+        env=snakemake_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (workdir / "running").exists(), "the job to run", proc)
+        ids = subprocess.run(["squeue", "-h", "-o", "%i", "--name", "slow"], capture_output=True, text=True)
+        assert len(ids.stdout.split()) == 1, ids.stdout
+        subprocess.run(["scancel", ids.stdout.strip()], check=True)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    assert (workdir / "attempts.log").read_text().splitlines() == [
+        "start previous_exited=False",
+        "start previous_exited=True",
+    ]
+    assert read_results(workdir) == {"slow.txt": "done\n"}

@@ -52,7 +52,7 @@ def test_profile_default_resources_give_the_cluster_defaults():
     settings = dataclasses.replace(ExecutorSettings(), **profile_settings())
     params = submitit_parameters(
         profile_default_resources(),
-        name=job_name("aggregate", 7),
+        name=job_name("aggregate", {"arch": "cnn", "exp": "imp"}),
         threads=1,
         cluster="slurm",
         default_runtime=settings.default_runtime,
@@ -60,7 +60,7 @@ def test_profile_default_resources_give_the_cluster_defaults():
         extra_sbatch=parse_sbatch_options(settings.slurm_extra or ""),
     )
     assert params == {
-        "name": "snakemake-aggregate-7",
+        "name": "aggregate:arch=cnn,exp=imp",
         "timeout_min": 60,
         "cpus_per_task": 1,
         "mem_gb": 2000 / 1024,
@@ -68,6 +68,17 @@ def test_profile_default_resources_give_the_cluster_defaults():
         "slurm_signal_delay_s": 180,
         "slurm_additional_parameters": {"requeue": True},
     }
+
+
+def test_the_profile_states_the_plugins_defaults():
+    """Each submitit setting of the profile is the plugin's own default: what the profile documents is
+    also what `--executor submitit` without the profile gives."""
+    defaults = ExecutorSettings()
+    settings = profile_settings()
+    assert sorted(settings) == ["cluster", "folder", "grace_period", "max_requeues", "signal_delay"]
+    for name, value in settings.items():
+        default = getattr(defaults, name)
+        assert value == default or (name == "cluster" and default is None and value == "slurm"), name
 
 
 def test_docs_quote_the_profiles_values():

@@ -45,5 +45,5 @@ for _exp in registry.ANALYSES:
             with_exports(
                 "{params.exe} {params.command} --run {params.run} --levels {params.levels} "
                 "{params.expect} {params.hessian} --out {output} {params.options} {params.retraining} "
-                "{params.common} > {log} 2>&1"
+                "{params.common} >> {log} 2>&1"
             )

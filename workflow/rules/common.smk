@@ -19,7 +19,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from unmasking.foundations import registry
-from unmasking.workflow import Plan, PlanError, check_config
+from unmasking.workflow import Plan, PlanError, check_config, shrink
 from unmasking.workflow.report import load_claims, report_verdicts, verdict_text
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -27,6 +27,11 @@ SCHEMA = "workflow/schemas/config.schema.yaml"
 try:
     check_config(config, SCHEMA, workflow.basedir)
     validate(config, "../schemas/config.schema.yaml")  # fills the defaults
+    # A `smoke` section (config/smoke.yaml): this config's structure at shrunk sizes, as <name>-smoke.
+    if config.get("smoke"):
+        _smoke = shrink(config)
+        config.clear()
+        config.update(_smoke)
     PLAN = Plan(config)
 except PlanError as e:
     raise WorkflowError(str(e)) from None
@@ -251,15 +256,24 @@ def data_env(wildcards):
     return f"UNMASKING_DATA={shlex.quote(root)}" if root else ""
 
 
+# The first line a job appends to its log: a requeued or retried job (SLURM) appends to the log of the
+# attempt it continues, so that the interrupted attempt's lines stay readable above.
+LOG_HEADER = (
+    'echo "=== started $(date "+%Y-%m-%d %H:%M:%S") on $(hostname)'
+    '${{SLURM_JOB_ID:+, SLURM job $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}}}" >> {log}'
+)
+
+
 def with_exports(command):
-    """A job's shell command, after exports of torch's threads and torch.compile's compile workers
-    (the rule's threads: one thread compiles in-process, without a pool of worker processes) and
-    of the architecture's data directory."""
+    """A job's shell command (which appends its output to the log), after the log's header line and
+    exports of torch's threads and torch.compile's compile workers (the rule's threads: one thread
+    compiles in-process, without a pool of worker processes) and of the architecture's data directory.
+    """
     exports = (
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "TORCHINDUCTOR_COMPILE_THREADS={threads} {params.data_env}"
     )
-    return f"{exports}; {command}"
+    return f"{LOG_HEADER}; {exports}; {command}"
 
 
 def recipe_args(wildcards):
@@ -286,7 +300,7 @@ def expect_args(wildcards):
 # another path) does not rerun every job.
 FRESH_RUN = (
     f"{PYTHON} {shlex.quote(str(Path(workflow.basedir, 'workflow/scripts/fresh_run.py')))} "
-    "{params.run} {params.hash} {wildcards.seed} {params.compile} 2> {log} && "
+    "{params.run} {params.hash} {wildcards.seed} {params.compile} 2>> {log} && "
 )
 
 
@@ -366,9 +380,12 @@ def claims_options():
 
 def resource(rule_name, key):
     """Resource `key` of a rule: the architecture's rule entry, its default, the top-level rule
-    entry, the top-level default, then FALLBACK_RESOURCES."""
+    entry, the top-level default, then FALLBACK_RESOURCES. With `device: cpu` no job asks for a
+    GPU (a CPU-only cluster or partition rejects jobs that do)."""
 
     def value(wildcards):
+        if key == "gpu" and config["device"] == "cpu":
+            return 0
         arch = PLAN.archs[wildcards.arch] if "arch" in wildcards.keys() else None
         for table in ((arch.resources if arch else {}), config["resources"]):
             for entry in (table.get(rule_name, {}), table.get("default", {})):

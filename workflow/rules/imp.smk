@@ -100,7 +100,7 @@ else:
         shell:
             with_exports(
                 "{params.exe} train-level --run {params.run} --level {params.level} {params.expect} "
-                "{params.compile} {params.common} > {log} 2>&1"
+                "{params.compile} {params.common} >> {log} 2>&1"
             )
 
     rule prune:
@@ -133,7 +133,7 @@ else:
         shell:
             with_exports(
                 "{params.exe} prune --run {params.run} --level {params.level} {params.expect} "
-                "{params.common} > {log} 2>&1"
+                "{params.common} >> {log} 2>&1"
             )
 
     rule summarize:
@@ -164,5 +164,5 @@ else:
         shell:
             with_exports(
                 "{params.exe} summarize --run {params.run} --levels {params.levels} {params.expect} "
-                "--out {output} {params.common} > {log} 2>&1"
+                "--out {output} {params.common} >> {log} 2>&1"
             )

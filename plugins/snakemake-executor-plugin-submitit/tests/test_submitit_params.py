@@ -23,7 +23,9 @@ PACKAGE = Path(params.__file__).parent
 def map_resources(resources: dict, cluster: str = "slurm", threads: int = 1, **settings) -> dict:
     """submitit_parameters for job 3 of rule 'square', with the plugin's default settings."""
     settings = {"default_runtime": 60, "signal_delay": 120, "extra_sbatch": {}, **settings}
-    return submitit_parameters(resources, name=job_name("square", 3), threads=threads, cluster=cluster, **settings)
+    return submitit_parameters(
+        resources, name=job_name("square", {"i": 3}), threads=threads, cluster=cluster, **settings
+    )
 
 
 def test_slurm_job_gets_every_sbatch_option():
@@ -37,7 +39,7 @@ def test_slurm_job_gets_every_sbatch_option():
         "slurm_extra": "--comment=tiny-square --nice 5",
     }
     assert map_resources(resources, threads=4) == {
-        "name": "snakemake-square-3",
+        "name": "square:i=3",
         "timeout_min": 5,
         "cpus_per_task": 4,
         "mem_gb": 0.25,
@@ -55,7 +57,7 @@ def test_local_and_debug_jobs_get_no_slurm_parameters():
     resources = {"mem_mb": 2048, "runtime": 5, "slurm_partition": "debug", "qos": "high", "slurm_extra": "--nice 5"}
     for cluster in ("local", "debug"):
         assert map_resources(resources, cluster=cluster, threads=2) == {
-            "name": "snakemake-square-3",
+            "name": "square:i=3",
             "timeout_min": 5,
             "cpus_per_task": 2,
             "mem_gb": 2.0,
@@ -99,7 +101,7 @@ def test_empty_slurm_resources_mean_the_cluster_default():
     """The slurm profile's default-resources ('' for partition, account, qos, model, constraint)."""
     resources = {"slurm_partition": "", "slurm_account": "", "qos": "", "gpu_model": "", "constraint": "", "gpu": 1}
     assert map_resources(resources) == {
-        "name": "snakemake-square-3",
+        "name": "square:i=3",
         "timeout_min": 60,
         "cpus_per_task": 1,
         "gpus_per_node": 1,
@@ -142,7 +144,11 @@ def test_sbatch_options_edge_cases():
 
 
 def test_job_names_and_folders():
-    assert job_name("imp", 12) == "snakemake-imp-12"
+    assert job_name("all") == "all"
+    wildcards = {"arch": "resnet20", "rewind": "1000", "seed": "0", "level": "03"}
+    assert job_name("train_level", wildcards) == "train_level:arch=resnet20,rewind=1000,seed=0,level=03"
+    assert job_name("fig", {"arch": "a b", "split": "x/y'z"}) == "fig:arch=a_b,split=x_y_z"
+    assert len(job_name("r", {"w": "x" * 300})) == 128
     assert job_folder(".snakemake/submitit/%j") == Path.cwd() / ".snakemake/submitit/%j"
     assert job_folder("logs") == Path.cwd() / "logs" / "%j"
     assert job_folder("~/runs/%j") == Path.home() / "runs" / "%j"
@@ -164,9 +170,9 @@ def test_settings_defaults_are_the_documented_ones():
     settings = ExecutorSettings()
     assert (settings.cluster, settings.folder, settings.slurm_extra) == (None, ".snakemake/submitit/%j", None)
     assert (settings.max_requeues, settings.signal_delay, settings.grace_period, settings.default_runtime) == (
-        3,
-        120,
-        60,
+        5,
+        180,
+        90,
         60,
     )
     check_timing(settings.signal_delay, settings.grace_period)
@@ -191,3 +197,21 @@ def test_pure_modules_import_neither_snakemake_nor_submitit(module):
     }
     outside = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
     assert outside <= {"snakemake_interface_common.exceptions"}, outside
+
+
+def test_a_partition_and_account_from_slurm_extra_keep_the_default_resources():
+    """`--submitit-slurm-extra "--partition=gpu --account=proj"` adds both to every job and leaves the
+    profile's default resources (memory, run time) as they are (docs/slurm.md)."""
+    extra = parse_sbatch_options("--partition=gpu --account=proj")
+    params = submitit_parameters(
+        {"mem_mb": 2000, "runtime": 60, "slurm_partition": "", "slurm_account": ""},
+        name="r",
+        threads=1,
+        cluster="slurm",
+        default_runtime=60,
+        signal_delay=180,
+        extra_sbatch=extra,
+    )
+    assert params["slurm_additional_parameters"] == {"requeue": True, "partition": "gpu", "account": "proj"}
+    assert (params["slurm_mem"], params["timeout_min"]) == ("2000M", 60)
+    assert "slurm_partition" not in params and "slurm_account" not in params

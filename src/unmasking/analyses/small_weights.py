@@ -35,7 +35,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import xarray as xr
-from scipy.stats import hypergeom
 from tqdm.auto import tqdm
 
 from .. import masks as M
@@ -100,6 +99,8 @@ def chance_overlap(total: int, n: int) -> tuple[float, float]:
     """Expected ``|P∩S|/n`` and Jaccard index for a uniformly random ``S`` (``|S| = |P| = n`` of ``total``)."""
     if n == 0:
         return float("nan"), float("nan")
+    from scipy.stats import hypergeom  # scipy.stats costs a second to import: only when needed
+
     k = np.arange(max(0, 2 * n - total), n + 1)
     pmf = hypergeom(total, n, n).pmf(k)
     return n / total, float(np.sum(pmf * k / (2 * n - k)))

@@ -18,6 +18,8 @@ import argparse
 import sys
 
 from ..foundations.hparams import ConfigError
+from ..foundations.registry import ANALYSES
+from .runs import COMMANDS as RUN_COMMANDS
 
 __all__ = ["LIGHT_COMMANDS", "build_parser", "main"]
 
@@ -29,25 +31,30 @@ def expected_errors(light: bool) -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 2."""
     if light:
         return ConfigError, FileNotFoundError
-    from ..data import DataMissingError
     from ..foundations.checkpoints import CorruptCheckpointError
+    from ..foundations.datasets import DataMissingError
     from ..training import TrainingDiverged
 
     return ConfigError, DataMissingError, CorruptCheckpointError, TrainingDiverged, FileNotFoundError
 
 
-def build_parser(light: bool = False) -> argparse.ArgumentParser:
-    """The full parser, or with ``light`` only the torch-free commands."""
-    from . import figures
+def build_parser(light: bool = False, command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``light`` only the torch-free commands; with ``command`` only the parser of
+    that command's group (the run commands, or that one analysis). Each analysis command's flags come
+    from its module, and importing all of them (scipy.stats, the retraining machinery) would cost every
+    short workflow job seconds."""
+    from . import figures, runs
 
     parser = argparse.ArgumentParser(prog="unmasking", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    if not light:
-        from . import analyses, runs
-
+    if not light and command not in ANALYSES:
         runs.register(sub)
-        analyses.register(sub)
-    figures.register(sub)
+    if not light and command not in runs.COMMANDS:
+        from . import analyses
+
+        analyses.register(sub, only=command if command in ANALYSES else None)
+    if command is None or light:
+        figures.register(sub)
     return parser
 
 
@@ -72,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     light = bool(argv) and argv[0] in LIGHT_COMMANDS
-    args = build_parser(light).parse_args(argv)
+    known = argv[0] if argv and not light and argv[0] in (*ANALYSES, *RUN_COMMANDS) else None
+    args = build_parser(light, known).parse_args(argv)
     try:
         args.func(args)
     except expected_errors(light) as e:

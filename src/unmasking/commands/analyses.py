@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..analyses.retraining import scratch_for
 from ..foundations.identity import check_identity
 from ..foundations.memory import keep_freed_memory
 from ..foundations.netcdf import load_dataset, write_dataset
@@ -203,6 +202,8 @@ def run_command(args: argparse.Namespace, experiment: Experiment, command: Comma
         inputs["hessian"] = load_dataset(args.hessian) if args.hessian else None
         if args.hessian:
             check_hessian(args.hessian, inputs["hessian"], run)
+    from ..analyses.retraining import scratch_for
+
     scratch = scratch_for(args.out) if experiment.retrains else None  # kept finished trainings (a rerun resumes)
     if experiment.retrains:
         inputs.update(scratch=scratch, models_at_once=args.models_at_once, compile=args.compile)
@@ -219,7 +220,8 @@ def run_command(args: argparse.Namespace, experiment: Experiment, command: Comma
     print(f"wrote {out}")
 
 
-def register(sub) -> None:
-    """Add one subcommand per analysis of the registry to the ``unmasking`` subparsers ``sub``."""
-    for name in ANALYSES:
+def register(sub, only: str | None = None) -> None:
+    """Add one subcommand per analysis of the registry (or only the analysis ``only``) to the
+    ``unmasking`` subparsers ``sub``."""
+    for name in ANALYSES if only is None else [only]:
         _add_command(sub, EXPERIMENTS[name], COMMANDS[name])

@@ -150,8 +150,12 @@ def cmd_combine(args) -> None:
     print(f"wrote {write_dataset(combined, args.out)}")
 
 
+# The commands :func:`register` adds (``main`` builds only these parsers for them).
+COMMANDS = ("recipes", "train", "pretrain", "train-level", "prune", "imp", "summarize", "combine")
+
+
 def register(sub) -> None:
-    """Add the run commands to the ``unmasking`` subparsers ``sub``."""
+    """Add the run commands (:data:`COMMANDS`) to the ``unmasking`` subparsers ``sub``."""
     sub.add_parser("recipes", help="list the named recipes and the overridable keys").set_defaults(func=cmd_recipes)
     _run_parser(sub, "train", "train a dense network (pretrain + level 0)", create=True).set_defaults(func=cmd_train)
     _run_parser(sub, "pretrain", "save w_0 and train the dense net to the rewind step").set_defaults(func=cmd_pretrain)

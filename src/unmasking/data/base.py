@@ -9,16 +9,26 @@ uninterrupted run would, with no data-loader state to save.
 from __future__ import annotations
 
 import abc
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
+from ..foundations.datasets import DataMissingError  # noqa: F401  (raised by the loaders)
 from ..foundations.seeds import generator
 
+FABRICATED = "FABRICATED"  # marker file of a data folder made by workflow/scripts/fabricate_data.py
 
-class DataMissingError(FileNotFoundError):
-    """A data set is not where the configuration says; the message says how to get it."""
+
+def fabricated(folder: Path) -> bool:
+    """Whether a data set folder holds fabricated test data (a ``FABRICATED`` file in it): read
+    without the published checksums, with a warning on stderr, because its numbers mean nothing."""
+    if not (folder / FABRICATED).is_file():
+        return False
+    print(f"warning: {folder} holds fabricated test data ({FABRICATED}): results on it mean nothing", file=sys.stderr)
+    return True
 
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]

@@ -1,4 +1,8 @@
-"""CIFAR-10/100 through torchvision, held in memory as uint8 and augmented per batch.
+"""CIFAR-10/100 from the python-version archives' pickles, held in memory as uint8 and augmented per batch.
+
+Every file is checked against the published MD5 sum (a folder of fabricated test data, marked by
+:func:`~unmasking.data.base.fabricated`, is read unchecked, with a warning); torchvision is needed only
+for ``data.download``.
 
 The recipe's augmentation is a random 32x32 crop of the image zero-padded by 4 pixels
 (padding in pixel space, before normalization, like ``RandomCrop(32, padding=4)``) and a
@@ -7,35 +11,72 @@ horizontal flip with probability 1/2, drawn independently per sample.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..foundations.datasets import CIFAR_FOLDERS, DataMissingError, check_cifar
 from ..foundations.hparams import DataHparams
-from .base import DataMissingError, TensorData
+from .base import TensorData, fabricated
 
 STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
-def _dataset_class(name: str):
-    import torchvision
+# The published archives' files and MD5 sums (those torchvision checks; tests/test_data.py compares).
+_FILES = {
+    "cifar10": {
+        "train": [
+            ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+            ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+            ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+            ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+            ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+        ],
+        "test": [("test_batch", "40351d587109b95175f43aff81a1287e")],
+        "meta": ("batches.meta", "5ff9c542aee3614f3951f8cda6e48888", "label_names"),
+        "labels": "labels",
+    },
+    "cifar100": {
+        "train": [("train", "16019d7e3df5f24257cddd939b257f8d")],
+        "test": [("test", "f0ef6b0ae62326f3e7ffdfab6717acfc")],
+        "meta": ("meta", "7973b15100ade9c7d40fb424638fde48", "fine_label_names"),
+        "labels": "fine_labels",
+    },
+}
 
-    return torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+
+def _download(name: str, root: Path) -> None:
+    import torchvision  # only to download: reading needs no torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    cls(str(root), train=True, download=True)
 
 
-def check_cifar(name: str, root: Path, download: bool = False) -> None:
-    folder = root / _FOLDERS[name]
-    if not folder.is_dir() and not download:
+def _read(folder: Path, file: str, md5: str, checked: bool) -> dict:
+    """One pickle of the python-version archive; its MD5 checked against the published sum unless
+    the folder holds fabricated test data (:func:`~unmasking.data.base.fabricated`)."""
+    path = folder / file
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
         raise DataMissingError(
-            f"{name} not found: looked for {folder}. Put the python-version archive from "
-            f"https://www.cs.toronto.edu/~kriz/cifar.html extracted there, point data.root (or the "
-            f"UNMASKING_DATA environment variable) at the folder that holds {_FOLDERS[name]}, "
-            f"or set data.download=true to let torchvision download it."
+            f"{path} cannot be read ({e.strerror}); re-extract the archive into {folder} or set data.download=true."
+        ) from None
+    if checked and hashlib.md5(blob).hexdigest() != md5:
+        raise DataMissingError(
+            f"{path} does not match the published archive (MD5 differs): the file is incomplete or "
+            f"corrupted; re-extract the archive into {folder} or set data.download=true."
         )
+    try:
+        return pickle.loads(blob, encoding="latin1")
+    except Exception as e:  # noqa: BLE001  (any unpickling error is a broken file)
+        raise DataMissingError(f"{path} is not a CIFAR python-version pickle ({e}); re-extract the archive.") from None
 
 
 def random_crop_flip(x: torch.Tensor, g: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -63,30 +104,30 @@ def normalizer(name: str):
 
 
 def load_cifar(name: str, hparams: DataHparams, root: Path) -> TensorData:
+    """CIFAR-10/100 from the python-version archive's pickles, as uint8 (N, 3, 32, 32) and labels."""
     check_cifar(name, root, hparams.download)
-    cls = _dataset_class(name)
-    try:
-        train = cls(str(root), train=True, download=hparams.download)
-        test = cls(str(root), train=False, download=hparams.download)
-    except RuntimeError as e:
-        raise DataMissingError(
-            f"{name} at {root / _FOLDERS[name]} is incomplete or corrupted ({e}); "
-            f"re-extract the archive there or set data.download=true."
-        ) from e
+    folder, files = root / CIFAR_FOLDERS[name], _FILES[name]
+    if hparams.download and not folder.is_dir():
+        _download(name, root)
+    checked = not fabricated(folder)
 
-    def tensors(ds):
-        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # uint8 N,3,32,32
-        return x, torch.tensor(ds.targets, dtype=torch.long)
+    def split(which):
+        batches = [_read(folder, file, md5, checked) for file, md5 in files[which]]
+        x = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+        y = [label for b in batches for label in b[files["labels"]]]
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(y, dtype=torch.long)
 
-    x_train, y_train = tensors(train)
-    x_test, y_test = tensors(test)
+    x_train, y_train = split("train")
+    x_test, y_test = split("test")
+    meta_file, meta_md5, key = files["meta"]
+    classes = _read(folder, meta_file, meta_md5, checked)[key]
     return TensorData(
         name=name,
         x_train=x_train,
         y_train=y_train,
         x_test=x_test,
         y_test=y_test,
-        num_classes=len(train.classes),
+        num_classes=len(classes),
         augment=random_crop_flip if hparams.augment else None,
         normalize=normalizer(name),
         train_eval_size=hparams.train_eval_size,

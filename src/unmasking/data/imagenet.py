@@ -11,22 +11,12 @@ from pathlib import Path
 
 import torch
 
+from ..foundations.datasets import check_imagenet
 from ..foundations.hparams import DataHparams
 from ..foundations.seeds import derive_seed
-from .base import Data, DataMissingError, epoch_permutation
+from .base import Data, epoch_permutation, fabricated
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def check_imagenet(root: Path) -> None:
-    for split in ("train", "val"):
-        folder = root / "imagenet" / split
-        if not folder.is_dir():
-            raise DataMissingError(
-                f"ImageNet not found: looked for {folder}. Download ILSVRC2012 from https://image-net.org, "
-                f"arrange train/ and val/ as one sub-folder per class (torchvision ImageFolder layout) under "
-                f"{root / 'imagenet'}, or point data.root / UNMASKING_DATA at the folder that holds imagenet/."
-            )
 
 
 class _SeededTransform:
@@ -66,6 +56,7 @@ class ImageFolderData(Data):
         from torchvision import transforms as T
 
         check_imagenet(root)
+        fabricated(root / "imagenet")
         self.name, self.hparams = "imagenet", hparams
         self.train = torchvision.datasets.ImageFolder(str(root / "imagenet" / "train"))
         self.val = torchvision.datasets.ImageFolder(str(root / "imagenet" / "val"))

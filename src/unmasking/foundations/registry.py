@@ -157,3 +157,8 @@ def experiment(name: str) -> Experiment:
 def experiment_from_label(label: str) -> Experiment | None:
     """The experiment of an ``experiment`` attribute (``E6_pruning_ratio``), or None."""
     return next((e for e in EXPERIMENTS.values() if e.label == label), None)
+
+
+# The architectures by name (unmasking.models builds them and checks at import that it builds exactly
+# these): the workflow's plan checks a config's model names without importing torch.
+MODELS = ("mlp", "cnn1d", "resnet1d", "resnet20", "resnet18", "vgg16", "resnet50")

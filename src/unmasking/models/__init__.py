@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..foundations import registry
 from ..foundations.hparams import ConfigError
 from .cifar_resnet import resnet18, resnet20
 from .mnist1d import MLP, CNN1d, resnet1d
@@ -35,6 +36,8 @@ def _resnet50(num_classes: int, width: int | None = None) -> nn.Module:
 
 
 MODELS["resnet50"] = _resnet50
+if tuple(MODELS) != registry.MODELS:  # the registry names them for the torch-free workflow checks
+    raise ImportError(f"unmasking.models builds {tuple(MODELS)}, the registry names {registry.MODELS}")
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

@@ -7,6 +7,7 @@ jobs and files a configuration asks for is decided here:
 - :mod:`.paths`: where results, logs, benchmarks and figures of a configuration go;
 - :mod:`.plan`: the architectures with their recipes resolved, the cross-key checks, the runs
   and levels of every experiment, the per-job and aggregated results, the figure targets;
+- :mod:`.smoke`: a config's smoke test (same structure, sizes shrunk by rule);
 - :mod:`.report`: the claims' verdicts shown in the Snakemake report.
 
 Experiments and figures are read from :mod:`unmasking.foundations.registry`.  Errors are
@@ -18,5 +19,6 @@ Snakemake.
 from .paths import Paths
 from .plan import Arch, Plan, PlanError
 from .schema import check_config
+from .smoke import shrink
 
-__all__ = ["Arch", "Paths", "Plan", "PlanError", "check_config"]
+__all__ = ["Arch", "Paths", "Plan", "PlanError", "check_config", "shrink"]

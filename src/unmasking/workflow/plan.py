@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..foundations.datasets import DATASETS, DataMissingError, check_available
 from ..foundations.hparams import ConfigError, DataHparams
 from ..foundations.recipes import build_recipe
-from ..foundations.registry import ANALYSES, EXPERIMENTS, FIGURES
+from ..foundations.registry import ANALYSES, EXPERIMENTS, FIGURES, MODELS
 from .paths import Paths
 
 
@@ -64,17 +65,16 @@ def recipe_problems(entry: dict) -> list[str]:
         build_recipe(entry["recipe"])
     except ConfigError as e:
         return problems + [f"architectures[{name}].recipe: {e}"]
+    # checked with the entry's first rewind step: `set` may shorten training below the recipe's own
+    rewind = [f"prune.rewind_step={min(entry['rewind_steps'])}"] if entry.get("rewind_steps") else []
     for key, value in entry["set"].items():
         try:
-            build_recipe(entry["recipe"], None, [f"{key}={json.dumps(value)}"])
+            build_recipe(entry["recipe"], None, [f"{key}={json.dumps(value)}", *rewind])
         except ConfigError as e:
             problems.append(f"architectures[{name}].set: {e}")
     if problems:
         return problems
-    recipe = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()])
-    from ..data import DATASETS  # imports torch, as the data check does anyway
-    from ..models import MODELS
-
+    recipe = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()] + rewind)
     if recipe.model.name not in MODELS:
         problems.append(
             f"architectures[{name}].set: unknown model {recipe.model.name!r}; choose one of: {', '.join(MODELS)}"
@@ -92,7 +92,8 @@ def arch_from_config(entry: dict, seeds: list) -> Arch:
     problems = recipe_problems(entry)
     if problems:
         raise PlanError("\n".join(problems))
-    base = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()])
+    rewind = [f"prune.rewind_step={min(entry['rewind_steps'])}"] if entry.get("rewind_steps") else []
+    base = build_recipe(entry["recipe"], None, [f"{k}={json.dumps(v)}" for k, v in entry["set"].items()] + rewind)
     arch = Arch(
         name=name,
         recipe=entry["recipe"],
@@ -117,8 +118,6 @@ def arch_from_config(entry: dict, seeds: list) -> Arch:
 
 def data_missing(arch: Arch) -> str | None:
     """The data check's message when the architecture's data set is not on disk, else None."""
-    from ..data import DataMissingError, check_available  # imports torch: only when the data are checked
-
     try:
         check_available(arch.data)
     except DataMissingError as e:

@@ -54,6 +54,16 @@ from snakemake_executor_plugin_submitit.states import (
 )
 
 
+def slurm_listed(ids: list[str]) -> list[str]:
+    """Those of the jobs that ``squeue`` still lists (in any state, COMPLETING included)."""
+    result = subprocess.run(
+        ["squeue", "--noheader", "--format=%i", "--jobs", ",".join(ids)], capture_output=True, text=True
+    )
+    # squeue fails for a list of job ids that are all gone from slurmctld's memory: none is listed
+    listed = set(result.stdout.split()) if result.returncode == 0 else set()
+    return [i for i in ids if i in listed]
+
+
 class SlurmStateWatcher(SlurmInfoWatcher):
     """submitit's sacct watcher (one sacct call for all jobs), polled at Snakemake's pace.
 
@@ -94,31 +104,31 @@ class ExecutorSettings(ExecutorSettingsBase):
         },
     )
     max_requeues: int = field(
-        default=3,
+        default=5,
         metadata={
             "help": "How often a job that reaches its time limit is requeued and "
             "resumed before it counts as failed; a preemption counts too unless it "
             "comes before 80%% of the time limit and at least 10 minutes before it. "
-            "Default: 3",
+            "Default: 5",
             "env_var": False,
             "required": False,
         },
     )
     signal_delay: int = field(
-        default=120,
+        default=180,
         metadata={
             "help": "Seconds before the time limit at which SLURM sends the timeout "
             "signal (sbatch --signal=USR2@N); must exceed --submitit-grace-period. "
-            "Default: 120",
+            "Default: 180",
             "env_var": False,
             "required": False,
         },
     )
     grace_period: int = field(
-        default=60,
+        default=90,
         metadata={
             "help": "Seconds a job's command gets to exit after SIGTERM (on timeout, "
-            "preemption or cancel) before it is killed. Default: 60",
+            "preemption or cancel) before it is killed. Default: 90",
             "env_var": False,
             "required": False,
         },
@@ -180,7 +190,7 @@ class Executor(RemoteExecutor):
         """AutoExecutor.update_parameters() arguments for a Snakemake job's resources."""
         return submitit_parameters(
             job.resources,
-            name=job_name(job.name, job.jobid),
+            name=job_name(job.name, getattr(job, "wildcards_dict", None)),
             threads=job.threads,
             cluster=self.cluster,
             default_runtime=self.settings.default_runtime,
@@ -249,6 +259,9 @@ class Executor(RemoteExecutor):
                 reason = failure_reason(payload)
             else:
                 reason = f"ended with state {state} without a result"
+            if self.cluster == "slurm":
+                # A retry must not start while the failed job's processes still write its outputs.
+                await asyncio.to_thread(self._wait_until_gone, [job_info.external_jobid])
             self._report_failure(job_info, reason)
 
     def _finished_state(self, job_info: SubmittedJobInfo) -> str | None:
@@ -267,6 +280,18 @@ class Executor(RemoteExecutor):
         if awaiting_result(state, job_info.aux, time.monotonic(), self.latency_wait):
             return None
         return state
+
+    def _wait_until_gone(self, ids: list[str]) -> None:
+        """Wait until SLURM lists none of the jobs (a cancelled or timed-out job stays COMPLETING while
+        its processes get SIGTERM, the grace period and SIGKILL); at most the grace period and a minute."""
+        deadline = time.monotonic() + self.settings.grace_period + 60
+        while True:
+            left = slurm_listed(ids)
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if left:
+            self.logger.warning(f"SLURM jobs {' '.join(left)} are still listed by squeue; going on without them")
 
     def _run_debug_job(self, job_info: SubmittedJobInfo) -> None:
         try:
@@ -293,6 +318,7 @@ class Executor(RemoteExecutor):
             result = subprocess.run(["scancel", *ids], capture_output=True, text=True)
             if result.returncode != 0:
                 self.logger.error(f"scancel {' '.join(ids)} failed: {result.stderr.strip()}")
+            self._wait_until_gone(ids)  # a next run must not meet their processes in the same folders
             return
         for job_info in jobs.values():
             job_info.aux["submitit_job"].cancel(check=False)

@@ -21,6 +21,7 @@ slurm_extra         any further sbatch options, e.g. ``"--reservation=x"``
 """
 
 import math
+import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,9 +40,12 @@ SLURM_RESOURCES = {
 }
 
 
-def job_name(rule: str, jobid: int) -> str:
-    """The SLURM job name of a Snakemake job (what ``squeue --me`` shows)."""
-    return f"snakemake-{rule}-{jobid}"
+def job_name(rule: str, wildcards: Mapping[str, Any] | None = None) -> str:
+    """The SLURM job name of a Snakemake job (``squeue --me -o "%.10i %.60j %.8T %.10M"`` shows it):
+    the rule and its wildcards, e.g. ``train_level:arch=resnet20,rewind=0,seed=1,level=03``; characters
+    that sbatch scripts or ``squeue`` would mangle become ``_``, and the name stops at 128 characters."""
+    name = rule + (":" + ",".join(f"{k}={v}" for k, v in wildcards.items()) if wildcards else "")
+    return re.sub(r"[^A-Za-z0-9_.:=,+-]", "_", name)[:128]
 
 
 def job_folder(folder: str) -> Path:

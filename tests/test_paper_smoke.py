@@ -1,0 +1,132 @@
+"""The paper configuration run to the end at smoke size: `config/smoke.yaml` layered over `config/paper.yaml`
+(ResNet-20, VGG-16, ResNet-18, ResNet-50; both rewind steps; granularity `level`; 8 models at once; both
+BatchNorm modes of E2; every experiment where the paper config runs it) on CIFAR-10, CIFAR-100 and ImageNet
+fabricated in their real on-disk formats (workflow/scripts/fabricate_data.py), read through the same loaders
+and `$UNMASKING_DATA` as a user's data.  Locally with the default profile, and through
+`--profile workflow/profiles/slurm` on the real single-node test cluster (tests/slurm_fixtures.py) with
+`device: cpu` (how a CPU-only cluster runs it), whose aggregated results must equal the local run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from workflow_helpers import BIN, REPO, copy_workflow, ok, snakemake
+
+from unmasking.foundations.registry import FIGURES
+
+pytestmark = pytest.mark.slow
+
+NAME = "paper-smoke"
+PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+ARCHS = [a["name"] for a in PAPER["architectures"]]
+# What config/paper.yaml runs on ImageNet's ResNet-50: no E3 (Fig. 4) and no E9 (Fig. 1).
+NOT_ON_RESNET50 = {"fig1_landscape", "fig4_robustness"}
+SMOKE_ARGS = ("--configfile", "config/paper.yaml", "config/smoke.yaml")
+
+
+@pytest.fixture(scope="session")
+def fabricated(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("fabricated")
+    subprocess.run([sys.executable, str(REPO / "workflow/scripts/fabricate_data.py"), str(root)], check=True)
+    return {"UNMASKING_DATA": str(root)}
+
+
+@pytest.fixture(scope="session")
+def paper_smoke(tmp_path_factory, fabricated) -> Path:
+    """The paper smoke run with the local profile (2 cores), once per session."""
+    work = copy_workflow(tmp_path_factory.mktemp("paper-smoke-local"))
+    ok(snakemake(work, *SMOKE_ARGS, env=fabricated, timeout=3600))
+    assert "fabricated test data" in (work / f"logs/{NAME}/resnet50/rewind_0/seed_0/pretrain.log").read_text()
+    return work
+
+
+def expected_figures(arch: str) -> set[str]:
+    return {f for f in FIGURES if not (arch == "resnet50" and f in NOT_ON_RESNET50)}
+
+
+def test_the_smoke_keeps_the_paper_configs_structure(tmp_path, fabricated):
+    """The dry run of the smoke has the paper's jobs at smaller sizes: the same rules, each once per
+    architecture, rewind step, seed and level that the shrunk config has, GPUs asked where paper asks."""
+    work = copy_workflow(tmp_path)
+    out = ok(snakemake(work, *SMOKE_ARGS, "-n", "-p", env=fabricated))
+    runs = 4 * 2 * 2  # architectures x rewind steps x seeds
+    assert re.search(rf"^pretrain\s+{runs}$", out, re.M) and re.search(rf"^train_level\s+{runs * 2}$", out, re.M)
+    assert re.search(rf"^perturbation\s+{3 * 2 * 2 * 2}$", out, re.M), "E3 on the three CIFAR networks, levels 0-1"
+    assert re.search(rf"^landscape\s+{3 * 2 * 2}$", out, re.M), "E9 at level 0 (it needs level 1)"
+    assert "--models-at-once 8" in out and "--bn-modes interpolate reset" in out
+    assert out.count("resnet50-imagenet") and "prune.rewind_step=1" in out  # 6255 of 112,590 steps -> step 1 of 4
+
+
+def test_paper_smoke_runs_to_the_end_locally(paper_smoke):
+    """Every figure of every architecture (pdf and png, non-empty and readable) and the claims of all four."""
+    for arch in ARCHS:
+        folder = paper_smoke / "figures" / NAME / arch
+        stems = {p.stem.removesuffix("_train") for p in folder.glob("fig*.png")}
+        assert stems == expected_figures(arch), arch
+        for png in folder.glob("fig*.png"):
+            with Image.open(png) as image:
+                image.verify()
+            with Image.open(png) as image:
+                assert image.size[0] > 100 and image.size[1] > 100 and len(set(image.convert("L").getdata())) > 2
+            pdf = png.with_suffix(".pdf").read_bytes()
+            assert pdf.startswith(b"%PDF") and b"%%EOF" in pdf[-64:], png.with_suffix(".pdf")
+    claims = json.loads((paper_smoke / "figures" / NAME / "claims.json").read_text())
+    text = json.dumps(claims)
+    assert all(f'"{arch}"' in text for arch in ARCHS)
+    for arch in ARCHS:
+        for exp in ("imp", "interpolation", "hessian", "pruning_theory", "flatness", "small_weights"):
+            assert (paper_smoke / "results" / NAME / arch / f"{exp}.nc").stat().st_size > 0
+
+
+@pytest.mark.slurm
+def test_paper_smoke_through_the_slurm_profile_equals_the_local_run(slurm_cluster, paper_smoke, fabricated, tmp_path):
+    """The same smoke through `--profile workflow/profiles/slurm` with `device: cpu` (a CPU-only cluster: no
+    job asks for a GPU, which sbatch would reject here): every job a SLURM job named after its rule and
+    wildcards, the same aggregated results as the local run, every figure and the claims."""
+    work = copy_workflow(tmp_path / "slurm")
+    plugin = REPO / "plugins" / "snakemake-executor-plugin-submitit" / "src"
+    env = {
+        **os.environ,
+        **fabricated,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), str(plugin), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--profile", "workflow/profiles/slurm", *SMOKE_ARGS, "--config", "device=cpu"]
+        + ["--seconds-between-status-checks", "1", "--latency-wait", "5"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=3600,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    submitted = proc.stdout.count("submitted as submitit slurm job")
+    assert submitted > 300, submitted  # every computing job; aggregates, figures and claims run locally
+    compare = subprocess.run(
+        [sys.executable, str(REPO / "workflow/scripts/compare_results.py"), str(paper_smoke / "results" / NAME)]
+        + [str(work / "results" / NAME)],
+        capture_output=True,
+        text=True,
+    )
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert compare.stdout.count("identical") == len(list((paper_smoke / "results" / NAME).glob("*/*.nc")))
+    for arch in ARCHS:
+        stems = {p.stem.removesuffix("_train") for p in (work / "figures" / NAME / arch).glob("fig*.png")}
+        assert stems == expected_figures(arch)
+    names = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobName%120", "-S", "now-2hours"], capture_output=True, text=True
+    ).stdout.split()
+    assert "train_level:arch=resnet50,rewind=1,seed=1,level=01" in names
+    assert "hessian:arch=vgg16,rewind=0,seed=0,level=00" in names
+    log = (work / f"logs/{NAME}/resnet20/rewind_0/seed_0/train_level_01.log").read_text()
+    assert re.match(r"=== started \S+ \S+ on \S+, SLURM job \d+, restart 0\n", log), log[:300]
