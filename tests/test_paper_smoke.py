@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
-from workflow_helpers import BIN, REPO, copy_workflow, ok, snakemake
+from workflow_helpers import BIN, REPO, copy_workflow, ok, snakemake, snakemake_cmd
 
 from unmasking.foundations.registry import FIGURES
 
@@ -40,12 +40,49 @@ def fabricated(tmp_path_factory) -> dict:
     return {"UNMASKING_DATA": str(root)}
 
 
+def _start(work: Path, args: list[str], env: dict) -> tuple[subprocess.Popen, Path]:
+    log = work / "snakemake.out"
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
 @pytest.fixture(scope="session")
-def paper_smoke(tmp_path_factory, fabricated) -> Path:
-    """The paper smoke run with the local profile (2 cores), once per session."""
-    work = copy_workflow(tmp_path_factory.mktemp("paper-smoke-local"))
-    ok(snakemake(work, *SMOKE_ARGS, env=fabricated, timeout=3600))
-    assert "fabricated test data" in (work / f"logs/{NAME}/resnet50/rewind_0/seed_0/pretrain.log").read_text()
+def paper_smoke_runs(tmp_path_factory, fabricated, request) -> dict:
+    """The paper smoke run once per session with the local profile (2 cores) and, where the test cluster
+    runs, at the same time through the SLURM profile (the two runs fill each other's idle moments: SLURM's
+    job starts and status checks, the scheduler's turns): {"local"/"slurm": (workdir, exit status, output)}."""
+    try:
+        request.getfixturevalue("slurm_cluster")
+        slurm = True
+    except pytest.skip.Exception:  # no cluster here (with CI=true the fixture fails instead)
+        slurm = False
+    runs = {}
+    local = copy_workflow(tmp_path_factory.mktemp("paper-smoke-local"))
+    runs["local"] = (local, *_start(local, snakemake_cmd(*SMOKE_ARGS), {**os.environ, **fabricated}))
+    if slurm:
+        work = copy_workflow(tmp_path_factory.mktemp("paper-smoke-slurm"))
+        plugin = REPO / "plugins" / "snakemake-executor-plugin-submitit" / "src"
+        paths = [str(REPO / "src"), str(plugin), os.environ.get("PYTHONPATH")]
+        env = {**os.environ, **fabricated, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+        args = [str(BIN / "snakemake"), "--profile", "workflow/profiles/slurm", *SMOKE_ARGS, "--config", "device=cpu"]
+        args += ["--seconds-between-status-checks", "2", "--latency-wait", "5"]
+        runs["slurm"] = (work, *_start(work, args, env))
+    out = {}
+    for name, (work, proc, log) in runs.items():
+        try:
+            proc.wait(timeout=3600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        out[name] = (work, proc.returncode, log.read_text())
+    return out
+
+
+@pytest.fixture(scope="session")
+def paper_smoke(paper_smoke_runs) -> Path:
+    work, code, output = paper_smoke_runs["local"]
+    assert code == 0, output[-5000:]
     return work
 
 
@@ -88,30 +125,14 @@ def test_paper_smoke_runs_to_the_end_locally(paper_smoke):
 
 
 @pytest.mark.slurm
-def test_paper_smoke_through_the_slurm_profile_equals_the_local_run(slurm_cluster, paper_smoke, fabricated, tmp_path):
+def test_paper_smoke_through_the_slurm_profile_equals_the_local_run(slurm_cluster, paper_smoke, paper_smoke_runs):
     """The same smoke through `--profile workflow/profiles/slurm` with `device: cpu` (a CPU-only cluster: no
-    job asks for a GPU, which sbatch would reject here): every job a SLURM job named after its rule and
-    wildcards, the same aggregated results as the local run, every figure and the claims."""
-    work = copy_workflow(tmp_path / "slurm")
-    plugin = REPO / "plugins" / "snakemake-executor-plugin-submitit" / "src"
-    env = {
-        **os.environ,
-        **fabricated,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), str(plugin), os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.run(
-        [str(BIN / "snakemake"), "--profile", "workflow/profiles/slurm", *SMOKE_ARGS, "--config", "device=cpu"]
-        + ["--seconds-between-status-checks", "1", "--latency-wait", "5"],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=3600,
-    )
-    assert proc.returncode == 0, proc.stdout[-5000:]
-    submitted = proc.stdout.count("submitted as submitit slurm job")
-    assert submitted > 300, submitted  # every computing job; aggregates, figures and claims run locally
+    job asks for a GPU, which sbatch would reject here): every computing job a SLURM job named after its rule
+    and wildcards, the same aggregated results as the local run, every figure and the claims."""
+    work, code, output = paper_smoke_runs["slurm"]
+    assert code == 0, output[-5000:]
+    submitted = output.count("submitted as submitit slurm job")
+    assert submitted >= 300, submitted  # the computing jobs; aggregates, figures and claims run on the login node
     compare = subprocess.run(
         [sys.executable, str(REPO / "workflow/scripts/compare_results.py"), str(paper_smoke / "results" / NAME)]
         + [str(work / "results" / NAME)],
@@ -130,3 +151,12 @@ def test_paper_smoke_through_the_slurm_profile_equals_the_local_run(slurm_cluste
     assert "hessian:arch=vgg16,rewind=0,seed=0,level=00" in names
     log = (work / f"logs/{NAME}/resnet20/rewind_0/seed_0/train_level_01.log").read_text()
     assert re.match(r"=== started \S+ \S+ on \S+, SLURM job \d+, restart 0\n", log), log[:300]
+
+
+def test_the_smoke_of_a_config_that_cannot_run_is_refused(tmp_path, fabricated):
+    """The config under the overlay is planned first: its smoke would clamp a level that does not exist."""
+    work = copy_workflow(tmp_path)
+    (work / "bad.yaml").write_text(yaml.safe_dump({"experiments": {"perturbation": {"levels": [3]}}}))
+    result = snakemake(work, "-n", "--configfile", "config/test.yaml", "bad.yaml", "config/smoke.yaml", env=fabricated)
+    assert result.returncode != 0
+    assert "experiments.perturbation.levels: [3] goes past level 2" in result.stdout + result.stderr

@@ -542,6 +542,8 @@ def test_scaling_rules():
     factor = 4 / 62_400
     assert [scale_step(t, factor, 4) for t in (0, 1, 1000, 31_200, 46_800, 62_399)] == [0, 1, 1, 2, 3, 3]
     assert [scale_interval(e, factor, 4) for e in (0, 1, 3_900, 62_400)] == [0, 2, 2, 4]
+    assert (scale_interval(1, factor, 3), scale_interval(1, factor, 5)) == (2, 3)  # at most two per training
+    assert map_levels([1], 2, 1, 1) == [1]  # half up: the only pruned level stays a pruned level
     assert map_levels([0, 4, 8, 10, 12, 14, 16], 20, 1, 1) == [0, 1]
     assert map_levels([2, 6, 10, 14], 20, 2, 1) == [0, 1]
     assert map_levels([0, 4, 8, 10, 12, 14, 16], 20, 2, 2) == [0, 1, 2]
@@ -617,3 +619,40 @@ def test_planning_imports_no_torch(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env={"UNMASKING_DATA": str(tmp_path)}
     )
     assert out.stdout.split() == ["4", "False"], out.stderr[-2000:]
+
+
+def shrunk_test_config(tmp_path, **changes) -> tuple[dict, Plan]:
+    """config/test.yaml with `changes` and config/smoke.yaml's smoke section, shrunk and planned."""
+    from unmasking.workflow import shrink
+
+    config = overlay(config_file("test"), **changes)
+    config["smoke"] = config_file("smoke")["smoke"]
+    check_config(config, SCHEMA, REPO)
+    validate(config, str(REPO / SCHEMA))
+    shrunk = shrink(config)
+    return shrunk, Plan(shrunk)
+
+
+def test_the_smoke_never_grows_and_caps_the_fallback_resources(tmp_path):
+    config, plan = shrunk_test_config(tmp_path)
+    assert config["resources"]["default"] == {"threads": 1, "mem_mb": 2000, "runtime": 20}  # test.yaml sets none
+    (cnn,) = plan.archs.values()
+    assert cnn.levels == 1 and cnn.overrides["train.steps"] == 4
+    big = config_file("smoke")["smoke"] | {"levels": 5, "steps": 500, "seeds": 3}
+    from unmasking.workflow import shrink
+
+    raw = copy.deepcopy(config_file("test"))
+    raw["smoke"] = big
+    validate(raw, str(REPO / SCHEMA))
+    grown = shrink(raw)
+    assert grown["architectures"][0]["levels"] == 2 and grown["architectures"][0]["set"]["train.steps"] == 60
+    assert grown["seeds"] == [0, 1]
+
+
+def test_the_smoke_keeps_an_experiment_on_seeds_its_architectures_kept(tmp_path):
+    arch = {**config_file("test")["architectures"][0], "seeds": [7, 9, 11]}
+    config, plan = shrunk_test_config(
+        tmp_path, architectures=[arch], experiments={"perturbation": {"seeds": [11]}, "pruning_ratio": {"seeds": [9]}}
+    )
+    assert plan.archs["cnn"].seeds == [7, 9]
+    assert plan.section("perturbation")["seeds"] == [7] and plan.section("pruning_ratio")["seeds"] == [9]

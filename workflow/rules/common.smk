@@ -20,6 +20,7 @@ from snakemake.utils import validate
 
 from unmasking.foundations import registry
 from unmasking.workflow import Plan, PlanError, check_config, shrink
+from unmasking.workflow.plan import FALLBACK_RESOURCES
 from unmasking.workflow.report import load_claims, report_verdicts, verdict_text
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -29,6 +30,9 @@ try:
     validate(config, "../schemas/config.schema.yaml")  # fills the defaults
     # A `smoke` section (config/smoke.yaml): this config's structure at shrunk sizes, as <name>-smoke.
     if config.get("smoke"):
+        Plan(
+            config
+        )  # the config itself must run: its smoke would hide what it cannot do
         _smoke = shrink(config)
         config.clear()
         config.update(_smoke)
@@ -45,6 +49,10 @@ if _INCOMPLETE:
         "run folders incomplete, no job was run:\n"
         + "\n".join(f"  - {m}" for m in _INCOMPLETE)
     )
+
+# Fabricated test data (workflow/scripts/fabricate_data.py) where a config reads its data: said before any job.
+for _message in PLAN.fabricated_data():
+    logger.warning(f"data check: {_message}")
 
 # A data set that is not on disk stops a real run before any job; a dry run lists the jobs anyway.
 DATA_MISSING = PLAN.data_missing()
@@ -73,8 +81,6 @@ NOT_OPTIONS = (
     "use_hessian",
 )
 
-# Resources of a rule that no config sets.
-FALLBACK_RESOURCES = {"threads": 1, "mem_mb": 2000, "runtime": 60, "gpu": 0}
 
 # Software of the jobs. Without --use-conda (the default), jobs run the `unmasking` command and
 # the Python of the environment Snakemake runs in (an un-activated virtual environment works

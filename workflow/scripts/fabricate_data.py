@@ -6,7 +6,8 @@ writes DATA_ROOT/cifar-10-batches-py (the python-version archive's pickles: data
 test_batch, batches.meta), DATA_ROOT/cifar-100-python (train, test, meta) and
 DATA_ROOT/imagenet/{train,val}/<class>/*.JPEG (torchvision ImageFolder layout), each folder with a
 `FABRICATED` marker: the loaders read it like a user's data set, without the published checksums,
-and warn that its numbers mean nothing. The paper smoke (config/smoke.yaml over config/paper.yaml)
+and warn that its numbers mean nothing. A data set folder that exists without the marker (a real data
+set) is refused, never overwritten; one with it is replaced. The paper smoke (config/smoke.yaml over config/paper.yaml)
 and the tests run on it; point `data_root` or $UNMASKING_DATA at DATA_ROOT. Deterministic: the
 same files every time. Labels are learnable (each class has its own mean colour), so training moves.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,14 +33,27 @@ def _images(rng, labels, classes, shape):
     return np.clip(means[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
 
 
+def _fresh(folder: Path) -> Path:
+    """An empty folder for a data set: a folder of earlier fabricated data is replaced (the same files every
+    time); one without the marker may hold a user's real data set and is refused, never overwritten."""
+    if folder.exists():
+        if not (folder / MARKER).is_file():
+            raise FileExistsError(
+                f"{folder} exists and is not fabricated data (no {MARKER} file): it may hold a real data set, which "
+                f"this script never overwrites; choose another DATA_ROOT"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
 def _pickle(path: Path, obj) -> None:
     # The real files are Python-2 pickles (protocol 2); their str keys load as "data", "labels".
     path.write_bytes(pickle.dumps(obj, protocol=2))
 
 
 def cifar10(root: Path, per_batch: int, test: int) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _fresh(root / "cifar-10-batches-py")
     rng = np.random.default_rng(10)
     for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
         labels = rng.integers(0, 10, n)
@@ -50,8 +65,7 @@ def cifar10(root: Path, per_batch: int, test: int) -> Path:
 
 
 def cifar100(root: Path, train: int, test: int) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _fresh(root / "cifar-100-python")
     rng = np.random.default_rng(100)
     for name, n in (("train", train), ("test", test)):
         fine = rng.integers(0, 100, n)
@@ -70,12 +84,12 @@ def cifar100(root: Path, train: int, test: int) -> Path:
 def imagenet(root: Path, classes: int, train: int, val: int) -> Path:
     from PIL import Image  # Pillow comes with torchvision
 
-    folder = root / "imagenet"
+    folder = _fresh(root / "imagenet")
     rng = np.random.default_rng(1000)
     for split, per_class in (("train", train), ("val", val)):
         for c in range(classes):
             target = folder / split / f"n{c:08d}"
-            target.mkdir(parents=True, exist_ok=True)
+            target.mkdir(parents=True)
             for i in range(per_class):
                 h, w = rng.integers(48, 96, 2)  # sizes vary, as in ImageNet; the loader crops to 224
                 (img,) = _images(rng, np.array([c]), classes, (h, w, 3))
@@ -97,12 +111,19 @@ def main(argv=None) -> int:
     sizes = (a.cifar_per_batch, a.cifar_test, a.cifar100_train, a.imagenet_classes, a.imagenet_train, a.imagenet_val)
     if any(v < 1 for v in sizes):
         p.error("every size must be at least 1")
-    for folder in (
-        cifar10(a.root, a.cifar_per_batch, a.cifar_test),
-        cifar100(a.root, a.cifar100_train, a.cifar_test),
-        imagenet(a.root, a.imagenet_classes, a.imagenet_train, a.imagenet_val),
-    ):
-        print(f"fabricated {folder}")
+    try:
+        for name in ("cifar-10-batches-py", "cifar-100-python", "imagenet"):  # refuse before writing anything
+            if (a.root / name).exists() and not (a.root / name / MARKER).is_file():
+                _fresh(a.root / name)
+        for folder in (
+            cifar10(a.root, a.cifar_per_batch, a.cifar_test),
+            cifar100(a.root, a.cifar100_train, a.cifar_test),
+            imagenet(a.root, a.imagenet_classes, a.imagenet_train, a.imagenet_val),
+        ):
+            print(f"fabricated {folder}")
+    except OSError as e:
+        print(f"fabricate_data.py: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,7 +3,8 @@
 Where the data sets live and the cheap check that they are there are torch-free, in
 :mod:`unmasking.foundations.datasets` (re-exported here).
 
-``mnist1d`` is generated offline; CIFAR-10/100 and ImageNet are read through torchvision
+``mnist1d`` is generated offline; CIFAR-10/100 are read from their python-version pickles, ImageNet
+through torchvision's ImageFolder,
 from ``data.root`` (or ``$UNMASKING_DATA``), with downloads only when asked.
 """
 

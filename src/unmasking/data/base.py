@@ -16,10 +16,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..foundations.datasets import DataMissingError  # noqa: F401  (raised by the loaders)
+from ..foundations.datasets import FABRICATED, DataMissingError  # noqa: F401  (raised by the loaders)
 from ..foundations.seeds import generator
-
-FABRICATED = "FABRICATED"  # marker file of a data folder made by workflow/scripts/fabricate_data.py
 
 
 def fabricated(folder: Path) -> bool:

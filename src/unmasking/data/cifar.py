@@ -66,12 +66,13 @@ def _read(folder: Path, file: str, md5: str, checked: bool) -> dict:
         blob = path.read_bytes()
     except OSError as e:
         raise DataMissingError(
-            f"{path} cannot be read ({e.strerror}); re-extract the archive into {folder} or set data.download=true."
+            f"{path} cannot be read ({e.strerror}); re-extract the archive into {folder} (or delete that folder "
+            f"and set data.download=true)."
         ) from None
     if checked and hashlib.md5(blob).hexdigest() != md5:
         raise DataMissingError(
             f"{path} does not match the published archive (MD5 differs): the file is incomplete or "
-            f"corrupted; re-extract the archive into {folder} or set data.download=true."
+            f"corrupted; re-extract the archive into {folder} (or delete that folder and set data.download=true)."
         )
     try:
         return pickle.loads(blob, encoding="latin1")
@@ -112,10 +113,22 @@ def load_cifar(name: str, hparams: DataHparams, root: Path) -> TensorData:
     checked = not fabricated(folder)
 
     def split(which):
-        batches = [_read(folder, file, md5, checked) for file, md5 in files[which]]
-        x = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
-        y = [label for b in batches for label in b[files["labels"]]]
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(y, dtype=torch.long)
+        xs, ys = [], []
+        for file, md5 in files[which]:
+            batch = _read(folder, file, md5, checked)
+            try:
+                x, y = np.asarray(batch["data"], dtype=np.uint8), list(batch[files["labels"]])
+                x = x.reshape(len(x), 3, 32, 32)
+                if len(x) != len(y):
+                    raise ValueError(f"{len(x)} images, {len(y)} labels")
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataMissingError(
+                    f"{folder / file} is not a CIFAR batch (expected 'data' of N x 3072 bytes and N "
+                    f"'{files['labels']}': {type(e).__name__}: {e}); re-extract the archive into {folder}."
+                ) from None
+            xs.append(x)
+            ys += y
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate(xs))), torch.tensor(ys, dtype=torch.long)
 
     x_train, y_train = split("train")
     x_test, y_test = split("test")

@@ -15,6 +15,7 @@ from .hparams import ConfigError, DataHparams
 
 DATASETS = ("mnist1d", "cifar10", "cifar100", "imagenet")
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+FABRICATED = "FABRICATED"  # marker file of a data folder made by workflow/scripts/fabricate_data.py
 
 
 class DataMissingError(FileNotFoundError):
@@ -59,3 +60,17 @@ def check_available(hparams: DataHparams) -> None:
         check_imagenet(root)
     elif name not in DATASETS:
         raise ConfigError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def data_folder(hparams: DataHparams) -> Path | None:
+    """The folder that holds the data set's files (None for mnist1d, generated where it is cached)."""
+    root = data_root(hparams)
+    if hparams.name in CIFAR_FOLDERS:
+        return root / CIFAR_FOLDERS[hparams.name]
+    return root / "imagenet" if hparams.name == "imagenet" else None
+
+
+def is_fabricated(hparams: DataHparams) -> bool:
+    """Whether the data set's folder holds fabricated test data (its ``FABRICATED`` marker)."""
+    folder = data_folder(hparams)
+    return folder is not None and (folder / FABRICATED).is_file()

@@ -16,11 +16,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..foundations.datasets import DATASETS, DataMissingError, check_available
+from ..foundations.datasets import DATASETS, FABRICATED, DataMissingError, check_available, data_folder, is_fabricated
 from ..foundations.hparams import ConfigError, DataHparams
 from ..foundations.recipes import build_recipe
 from ..foundations.registry import ANALYSES, EXPERIMENTS, FIGURES, MODELS
 from .paths import Paths
+
+# Resources of a rule that no config sets (workflow/rules/common.smk reads them from here).
+FALLBACK_RESOURCES = {"threads": 1, "mem_mb": 2000, "runtime": 60, "gpu": 0}
 
 
 class PlanError(ConfigError):
@@ -219,6 +222,15 @@ class Plan:
     def data_missing(self) -> list[str]:
         """The data check's message for every architecture whose data set is not on disk."""
         return [m for m in map(data_missing, self.archs.values()) if m]
+
+    def fabricated_data(self) -> list[str]:
+        """A warning for every architecture whose data set folder holds fabricated test data."""
+        return [
+            f"architectures[{arch.name}] reads fabricated test data ({data_folder(arch.data)} has a "
+            f"{FABRICATED} file): its results mean nothing"
+            for arch in self.archs.values()
+            if is_fabricated(arch.data)
+        ]
 
     def incomplete_runs(self) -> list[str]:
         """A message for every run (granularity `run`) whose imp.nc exists while files of its IMP folder
