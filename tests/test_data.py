@@ -94,7 +94,7 @@ def test_cifar_files_that_are_not_the_published_ones_are_refused(tmp_path):
         load_data(DataHparams(name="cifar10", root=str(tmp_path)))
     assert str(error.value) == (
         f"{folder / 'data_batch_1'} does not match the published archive (MD5 differs): the file is incomplete "
-        f"or corrupted; re-extract the archive into {folder} or set data.download=true."
+        f"or corrupted; re-extract the archive into {folder} (or delete that folder and set data.download=true)."
     )
     (folder / "FABRICATED").write_text("")
     (folder / "test_batch").write_bytes(b"not a pickle")
