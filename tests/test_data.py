@@ -111,6 +111,19 @@ def test_fabricated_imagenet_through_the_loader(tmp_path, no_network):
     assert data.num_classes == 4 and data.num_train == 12
     (step, x, y), *_ = data.train_batches(0, 1, 4, order_seed=0, augment_seed=0)
     assert x.shape == (4, 3, 224, 224) and step == 0
+    small = load_data(DataHparams(name="imagenet", root=str(tmp_path), workers=0, image_size=64))
+    (step, x, y), *_ = small.train_batches(0, 1, 4, order_seed=0, augment_seed=0)
+    assert x.shape == (4, 3, 64, 64) and small.subset("test", 2)[0].shape == (2, 3, 64, 64)
+
+
+def test_a_field_added_later_leaves_every_recipe_hash_as_it_was():
+    """data.image_size counts in the hash only when set: the recipes' hashes are those of run folders made
+    before it existed (pinned here), and setting it makes another recipe."""
+    from unmasking.foundations.recipes import build_recipe
+
+    assert build_recipe("resnet50-imagenet").hash() == "d8407dbe1cd22168"
+    assert build_recipe("resnet20-cifar10").hash() == "7eede3c67c750e79"
+    assert build_recipe("resnet50-imagenet", None, ["data.image_size=64"]).hash() != "d8407dbe1cd22168"
 
 
 def test_cifar_missing_is_a_clear_error(tmp_path):

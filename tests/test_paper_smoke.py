@@ -100,7 +100,7 @@ def test_the_smoke_keeps_the_paper_configs_structure(tmp_path, fabricated):
     assert re.search(rf"^perturbation\s+{3 * 2 * 2 * 2}$", out, re.M), "E3 on the three CIFAR networks, levels 0-1"
     assert re.search(rf"^landscape\s+{3 * 2 * 2}$", out, re.M), "E9 at level 0 (it needs level 1)"
     assert "--models-at-once 8" in out and "--bn-modes interpolate reset" in out
-    assert out.count("resnet50-imagenet") and "prune.rewind_step=1" in out  # 6255 of 112,590 steps -> step 1 of 4
+    assert out.count("resnet50-imagenet") and "prune.rewind_step=1" in out  # 6255 of 112,590 steps -> step 1 of 2
 
 
 def test_paper_smoke_runs_to_the_end_locally(paper_smoke):

@@ -563,16 +563,17 @@ def test_the_paper_smoke_keeps_the_structure_and_shrinks_the_sizes(paper):
     sets = {a.name: a.overrides for a in smoke.archs.values()}
     # ResNet-50: 112,590 steps (90 epochs of 1,251), milestones at 30, 60, 80 epochs, 5 warmup epochs.
     assert sets["resnet50"] == {
-        "train.steps": 4,
-        "train.milestones": [1, 3],
+        "train.steps": 2,
+        "train.milestones": [1],
         "train.warmup_steps": 1,
-        "train.eval_every": 2,
-        "train.checkpoint_every": 2,
+        "train.eval_every": 1,
+        "train.checkpoint_every": 1,
         "train.batch_size": 2,
         "data.train_eval_size": 4,
         "data.workers": 1,
+        "data.image_size": 64,
     }
-    assert sets["resnet20"]["train.milestones"] == [2, 3] and sets["resnet20"]["train.warmup_steps"] == 0
+    assert sets["resnet20"]["train.milestones"] == [1] and sets["resnet20"]["train.warmup_steps"] == 0
     for exp in ("imp", *ANALYSES):  # every experiment on the same architectures, every figure the same
         assert [a.name for a in smoke.archs.values() if smoke.available(a, exp)] == [
             a.name for a in paper.archs.values() if paper.available(a, exp)
@@ -637,7 +638,7 @@ def test_the_smoke_never_grows_and_caps_the_fallback_resources(tmp_path):
     config, plan = shrunk_test_config(tmp_path)
     assert config["resources"]["default"] == {"threads": 1, "mem_mb": 2000, "runtime": 20}  # test.yaml sets none
     (cnn,) = plan.archs.values()
-    assert cnn.levels == 1 and cnn.overrides["train.steps"] == 4
+    assert cnn.levels == 1 and cnn.overrides["train.steps"] == 2
     big = config_file("smoke")["smoke"] | {"levels": 5, "steps": 500, "seeds": 3}
     from unmasking.workflow import shrink
 

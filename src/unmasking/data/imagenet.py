@@ -2,7 +2,8 @@
 
 Images are decoded by DataLoader workers.  The data order follows the same
 ``(order_seed, epoch)`` permutations as the in-memory data sets, so resuming at a step
-continues the same order; augmentation (RandomResizedCrop 224 + flip) is seeded per step.
+continues the same order; augmentation (RandomResizedCrop 224 + flip) is seeded per step. ``data.image_size``
+sets another crop size (the paper smoke's 64; evaluation resizes to 256/224 of it).
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ class ImageFolderData(Data):
         self.val = torchvision.datasets.ImageFolder(str(root / "imagenet" / "val"))
         self.num_classes = len(self.train.classes)
         norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
+        crop = hparams.image_size or 224  # evaluation resizes to 256/224 of the crop, as at 224
+        resize = round(crop * 256 / 224)
         aug = (
-            [T.RandomResizedCrop(224), T.RandomHorizontalFlip()]
+            [T.RandomResizedCrop(crop), T.RandomHorizontalFlip()]
             if hparams.augment
-            else [T.Resize(256), T.CenterCrop(224)]
+            else [T.Resize(resize), T.CenterCrop(crop)]
         )
         self.train_transform = T.Compose(aug + norm)
-        self.eval_transform = T.Compose([T.Resize(256), T.CenterCrop(224)] + norm)
+        self.eval_transform = T.Compose([T.Resize(resize), T.CenterCrop(crop)] + norm)
 
     @property
     def num_train(self) -> int:

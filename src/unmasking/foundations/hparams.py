@@ -34,6 +34,7 @@ class DataHparams:
     augment: bool = True  # the recipe's augmentation (CIFAR: crop+flip; ImageNet: RRC+flip)
     train_eval_size: int | None = None  # un-augmented train subset used for train error (None: all)
     workers: int = 4  # DataLoader workers (ImageNet only; tensor data sets need none)
+    image_size: int | None = None  # ImageNet's crop size (None: 224); the other data sets have their own
 
 
 @dataclass
@@ -72,6 +73,10 @@ class PruneHparams:
     ignore: list[str] = field(default_factory=list)  # parameter names never pruned
 
 
+# Fields added after run folders existed: in a recipe's hash only when set (not None).
+HASHED_WHEN_SET = (("data", "image_size"),)
+
+
 @dataclass
 class Recipe:
     """A complete training/pruning configuration."""
@@ -86,8 +91,13 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Stable short hash of every field (used in provenance and to detect config drift)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """Stable short hash of every field (used in provenance and to detect config drift); a field added
+        after runs existed (:data:`HASHED_WHEN_SET`) counts only when set, so adding it renamed no run."""
+        fields = self.to_dict()
+        for section, key in HASHED_WHEN_SET:
+            if fields[section][key] is None:
+                del fields[section][key]
+        blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def validate(self) -> "Recipe":
@@ -104,6 +114,7 @@ class Recipe:
             (p.levels >= 0, "prune.levels must be >= 0"),
             (0 <= p.rewind_step < t.steps, "prune.rewind_step must be in [0, train.steps)"),
             (not (t.nesterov and t.momentum == 0), "train.nesterov needs train.momentum > 0"),
+            (self.data.image_size is None or self.data.image_size >= 32, "data.image_size must be >= 32"),
         ]
         for ok, message in checks:
             if not ok:

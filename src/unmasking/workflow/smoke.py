@@ -16,7 +16,7 @@ than by hand, so that the smoke cannot drift from the config it is layered over:
   step-valued hyperparameter is scaled by the same factor (milestones, warmup, the rewind steps: a
   positive step stays at least 1 and before the end, and steps that land on the same shrunk step
   merge; evaluation and checkpoint intervals, at most two per training); ``train.batch_size``,
-  ``data.train_eval_size`` and ``data.workers`` are capped;
+  ``data.train_eval_size``, ``data.workers`` and ImageNet's crop size (``data.image_size``) are capped;
 - resources: every rule's threads, memory and run time are capped, the workflow's fallbacks included
   (GPUs are left to ``device``);
 - the name: results, logs and figures go to ``<name>-smoke``.
@@ -90,6 +90,8 @@ def _recipe_sets(entry: dict, smoke: dict) -> tuple[dict, list]:
             "data.workers": min(recipe.data.workers, smoke["workers"]),
         }
     )
+    if recipe.data.name == "imagenet":
+        sets["data.image_size"] = min(recipe.data.image_size or 224, smoke["image_size"])
     return sets, sorted({scale_step(r, factor, n) for r in rewinds})
 
 
