@@ -185,11 +185,11 @@ def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tiny_expected, 
     assert len(logs) == 5, "one submitit log per SLURM job (4 squares + summary)"
 
     scripts = (workdir / ".snakemake" / "submitit").glob("*/*_submission.sh")
-    square = next(p for p in scripts if "snakemake-square" in p.read_text())
+    square = next(p for p in scripts if "#SBATCH --job-name=square:i=" in p.read_text())
     script = square.read_text()
     for option in ("--cpus-per-task=1", "--mem=256M", "--time=5", "--partition=debug"):
         assert f"#SBATCH {option}\n" in script, (option, script)
-    for option in ("--requeue", "--signal=USR2@120", "--comment=tiny-square", "--nice=5"):
+    for option in ("--requeue", "--signal=USR2@180", "--comment=tiny-square", "--nice=5"):
         assert f"#SBATCH {option}\n" in script, (option, script)
     job_id = square.name.split("_")[0]
     accounting = subprocess.run(
